@@ -1,0 +1,21 @@
+//! raftconf wire types: the `.proto` files under `proto/` and the tonic code
+//! generated from them at build time (protox, so no system `protoc`).
+//!
+//! Knows nothing of raftconf's other crates: this is the contract every client,
+//! in any language, compiles against.
+
+#![allow(clippy::all, missing_docs, rust_2018_idioms)]
+
+/// The public API, package `raftconf.v1`.
+pub mod v1 {
+    tonic::include_proto!("raftconf.v1");
+}
+
+/// Node-to-node Raft traffic, package `raftconf.internal.v1`.
+pub mod internal {
+    tonic::include_proto!("raftconf.internal.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/raftconf_descriptor.bin"));

@@ -1,0 +1,34 @@
+//! raftconf consensus and storage.
+//!
+//! - [`types`]: the openraft type configuration ([`TypeConfig`]) and [`NodeInfo`].
+//! - [`command`]: the replicated command set ([`Request`], [`Command`]) and apply's
+//!   answers ([`Response`], [`Rejection`]).
+//! - [`log_store`]: the Raft log in segment files of its own, fsynced per batch
+//!   (group commit), with CRC per record and torn-tail recovery.
+//! - [`state_machine`]: documents, revisions, versions, history, de-duplication
+//!   and the watch replay window in sled, changed together in one batch per apply;
+//!   snapshots to fsynced files.
+//! - [`watch_hub`]: fan-out of applied changes to subscribers, with catch-up from
+//!   the replay window for those that fall behind.
+//! - [`node`]: [`RaftNode`], which opens all of the above on a data directory
+//!   and gives the server its write, read and watch calls.
+//!
+//! Transport-agnostic: generic over openraft's `RaftNetworkFactory`; knows no
+//! gRPC service, no tonic, no prost.
+
+pub mod command;
+mod error;
+pub mod log_store;
+pub mod model;
+pub mod node;
+pub mod state_machine;
+pub mod state_view;
+pub mod types;
+pub mod watch_hub;
+
+pub use command::{Applied, Command, Precondition, Rejection, Request, Response};
+pub use error::{Error, Result};
+pub use node::{NodeConfig, RaftNode, ReadError, WriteError};
+pub use state_view::StateView;
+pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
+pub use watch_hub::Subscription;

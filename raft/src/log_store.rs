@@ -1,0 +1,1 @@
+//! Raft log store (helper).

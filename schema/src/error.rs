@@ -1,0 +1,52 @@
+//! The crate's error type.
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What is wrong with a name, a path or a document, said so a person can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A tenant, environment or namespace name breaks the naming rule.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// "tenant", "environment" or "namespace".
+        kind: &'static str,
+        /// The offending name.
+        name: String,
+        /// Which part of the rule it breaks.
+        reason: String,
+    },
+    /// A path is not `tenant/env/namespace` (or `tenant/env/` where a prefix is allowed).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The document text does not parse.
+    #[error("malformed {format} document at line {line}, column {column}: {message}")]
+    Malformed {
+        /// "JSON", "YAML" or "TOML".
+        format: &'static str,
+        /// 1-based line (0 when the parser could not tell).
+        line: usize,
+        /// 1-based column (0 when the parser could not tell).
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// The document parses but is not a JSON object (or cannot be one).
+    #[error("document is not a valid configuration: {0}")]
+    NotAnObject(String),
+    /// A documented limit is exceeded.
+    #[error("{limit} exceeded: the limit is {max}, got {actual}")]
+    LimitExceeded {
+        /// The limit's documented name.
+        limit: &'static str,
+        /// The limit.
+        max: u64,
+        /// The value found.
+        actual: u64,
+    },
+}

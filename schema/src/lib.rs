@@ -1,0 +1,16 @@
+//! raftconf's data-model rules: names and paths, document formats (JSON, YAML
+//! and TOML in, canonical JSON stored) and the documented limits.
+//!
+//! Pure: no I/O, no async, no tokio/tonic/sled. Every other crate relies on
+//! these rules meaning the same thing everywhere (the proposer and apply on
+//! every node must agree).
+
+mod document;
+mod error;
+mod limits;
+mod path;
+
+pub use document::{canonical_json, parse_document, Format};
+pub use error::{Error, Result};
+pub use limits::*;
+pub use path::{validate_name, EnvPath, NsPath, Target};

@@ -1,0 +1,17 @@
+//! The documented limits. Changing one is a release note.
+
+/// Largest document, in bytes of its canonical JSON (1 MiB).
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// Largest document text accepted before parsing, in bytes (4 MiB: YAML and
+/// pretty JSON are larger than their canonical form).
+pub const MAX_DOCUMENT_TEXT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Deepest nesting of objects and arrays in a document.
+pub const MAX_DOCUMENT_DEPTH: usize = 64;
+
+/// Most live namespaces in one environment.
+pub const MAX_NAMESPACES_PER_ENV: u64 = 10_000;
+
+/// Longest history message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
