@@ -39,6 +39,12 @@ pub enum Error {
     /// The document parses but is not a JSON object (or cannot be one).
     #[error("document is not a valid configuration: {0}")]
     NotAnObject(String),
+    /// A document format name is not one of `json`, `yaml` (`yml`), `toml`.
+    #[error("unknown document format {name:?}: expected json, yaml (or yml) or toml")]
+    UnknownFormat {
+        /// The name given.
+        name: String,
+    },
     /// A documented limit is exceeded.
     #[error("{limit} exceeded: the limit is {max}, got {actual}")]
     LimitExceeded {
