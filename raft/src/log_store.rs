@@ -1,1 +1,0 @@
-//! Raft log store (helper).
