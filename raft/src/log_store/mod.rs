@@ -213,9 +213,14 @@ impl LogStore {
         }
     }
 
-    /// Appends `entries` (which must continue the log) and calls `done` once
-    /// they are durable. When this returns, the entries are readable.
-    /// `RaftLogStorage::append` is this with openraft's callback.
+    /// Appends `entries` and calls `done` once they are durable. When this
+    /// returns, the entries are readable. `RaftLogStorage::append` is this
+    /// with openraft's callback.
+    ///
+    /// The entries must continue the log (the first entry of an empty log may
+    /// have any index; after a purge the log continues at the purge point + 1).
+    /// Entries at or below the purge point are ignored: they are applied and
+    /// in a snapshot already.
     #[allow(
         clippy::result_large_err,
         reason = "openraft's StorageError, what the trait methods return anyway"
@@ -231,6 +236,11 @@ impl LogStore {
         let mut batch = Batch::default();
         for entry in entries {
             let index = entry.log_id.index;
+            if st.last_purged.is_some_and(|p| index <= p.index) {
+                // Already covered by the purge point (applied and in a snapshot).
+                tracing::debug!(index, "ignoring append of an already purged entry");
+                continue;
+            }
             if let Some(prev) = prev.filter(|p| p.index + 1 != index) {
                 return Err(DefensiveError::new(
                     ErrorSubject::Logs,

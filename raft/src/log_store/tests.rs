@@ -411,8 +411,11 @@ fn log_store_purge_past_the_end_then_append() {
         store.purge_upto(log_id(2, 20)).expect("purge");
         assert_eq!(state(&store), (Some(log_id(2, 20)), Some(log_id(2, 20))));
         assert!(read_all(&store).is_empty());
+        // Entries at or below the purge point are already purged: ignored.
+        append(&mut store, entries(1, 11..=11));
+        assert_eq!(state(&store), (Some(log_id(2, 20)), Some(log_id(2, 20))));
         // The log continues right after the purge point.
-        assert!(store.append_with(entries(2, 11..=11), |_| {}).is_err());
+        assert!(store.append_with(entries(2, 22..=22), |_| {}).is_err());
         append(&mut store, entries(2, 21..=22));
         // The segment holding only purged entries is gone.
         assert_eq!(segment_files(dir.path()).len(), 1);
