@@ -29,6 +29,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for TempDirBuilde
 }
 
 #[test]
-fn storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(TempDirBuilder)
+fn storage_suite() -> anyhow::Result<()> {
+    Suite::test_all(TempDirBuilder)?;
+    Ok(())
 }
