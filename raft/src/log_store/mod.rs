@@ -32,6 +32,7 @@
 mod atomic_file;
 mod cache;
 mod fsync;
+mod index;
 mod segment;
 mod storage_impl;
 mod syncer;
@@ -50,6 +51,7 @@ use crate::types::{Entry, LogId, StorageError};
 
 use cache::EntryCache;
 use fsync::fsync_dir;
+use index::{Batch, LogIndex};
 use segment::{encode_record, Scanned, Segment};
 use syncer::Syncer;
 
@@ -103,26 +105,7 @@ struct Shared {
     syncer: Syncer,
     dir: PathBuf,
     options: LogStoreOptions,
-    state: RwLock<State>,
-}
-
-/// The in-memory index of the log.
-struct State {
-    /// Segments by first index; the last one is the one appended to.
-    segments: BTreeMap<u64, Segment>,
-    /// Log id of the last record in the files (may be at or below `last_purged`).
-    last_entry: Option<LogId>,
-    /// Entries up to this one are purged (not readable, files may remain).
-    last_purged: Option<LogId>,
-    cache: EntryCache,
-}
-
-/// Records encoded but not yet written.
-#[derive(Default)]
-struct Batch {
-    buf: Vec<u8>,
-    lens: Vec<u32>,
-    entries: Vec<Entry>,
+    state: RwLock<LogIndex>,
 }
 
 impl LogStore {
@@ -167,7 +150,7 @@ impl LogStore {
                 Scanned::Removed => {}
             }
         }
-        let mut state = State {
+        let mut state = LogIndex {
             segments,
             last_entry,
             last_purged,
@@ -265,7 +248,7 @@ impl LogStore {
             let io = move |e| write_err(log_id, e);
             if roll {
                 st.write_batch(&mut batch).map_err(io)?;
-                st.roll(shared, index).map_err(io)?;
+                st.roll(&shared.dir, &shared.syncer, index).map_err(io)?;
             }
             let len = encode_record(&entry, &mut batch.buf).map_err(io)?;
             batch.lens.push(len);
@@ -288,7 +271,7 @@ impl LogStore {
         let shared = &*self.shared;
         shared.syncer.wait_synced();
         let mut st = shared.write();
-        st.truncate_from(shared, log_id.index)
+        st.truncate_from(&shared.dir, &shared.syncer, log_id.index)
             .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         tracing::info!(from_index = log_id.index, last = ?st.last_entry.map(|id| id.index), "truncated raft log");
         Ok(())
@@ -331,13 +314,13 @@ impl LogStore {
 }
 
 impl Shared {
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    fn read(&self) -> RwLockReadGuard<'_, LogIndex> {
         self.state
             .read()
             .expect("invariant: nothing panics while holding the log index lock")
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
+    fn write(&self) -> RwLockWriteGuard<'_, LogIndex> {
         self.state
             .write()
             .expect("invariant: nothing panics while holding the log index lock")
@@ -349,243 +332,10 @@ impl Shared {
         (st.last_purged, st.logical_last())
     }
 
-    /// Entries present in `start..end`, in order; with `max_bytes`, stops
-    /// before exceeding that many encoded bytes (but returns at least one).
+    /// Entries present in `start..end`, in order; see [`LogIndex::read_entries`].
     fn read_entries(&self, start: u64, end: u64, max_bytes: Option<u64>) -> io::Result<Vec<Entry>> {
-        let st = self.read();
-        let Some(last) = st.last_entry else {
-            return Ok(Vec::new());
-        };
-        let lo = start.max(st.first_live_index());
-        let hi = end.min(last.index + 1);
-        let mut out = Vec::new();
-        let mut budget = Budget {
-            left: max_bytes.unwrap_or(u64::MAX),
-            taken_any: false,
-        };
-        let cache_first = st.cache.first_index().unwrap_or(u64::MAX);
-        let mut i = lo;
-        while i < hi && i < cache_first {
-            let seg = st.segment_for(i).ok_or_else(|| missing(i))?;
-            let seg_last = seg.last_index().ok_or_else(|| missing(i))?;
-            let upto = (hi - 1).min(seg_last).min(cache_first - 1);
-            let mut to = i;
-            while to <= upto && budget.take(seg.pos(to).map_or(0, |p| p.len)) {
-                to += 1;
-            }
-            if to > i {
-                out.extend(seg.read_entries(i, to - 1)?);
-            }
-            if to <= upto {
-                return Ok(out);
-            }
-            i = to;
-        }
-        while i < hi {
-            let (entry, len) = st.cache.get(i).ok_or_else(|| missing(i))?;
-            if !budget.take(*len) {
-                break;
-            }
-            out.push(entry.clone());
-            i += 1;
-        }
-        Ok(out)
+        self.read().read_entries(start, end, max_bytes)
     }
-}
-
-/// A byte budget that always lets the first entry through.
-struct Budget {
-    left: u64,
-    taken_any: bool,
-}
-
-impl Budget {
-    fn take(&mut self, len: u32) -> bool {
-        let len = u64::from(len);
-        if self.taken_any && len > self.left {
-            return false;
-        }
-        self.left = self.left.saturating_sub(len);
-        self.taken_any = true;
-        true
-    }
-}
-
-impl State {
-    /// The last log id: of the last entry, or the purge point when that is later.
-    fn logical_last(&self) -> Option<LogId> {
-        match (self.last_entry, self.last_purged) {
-            (Some(e), Some(p)) if e.index > p.index => Some(e),
-            (e, p) => p.or(e),
-        }
-    }
-
-    /// Lowest index that may be read.
-    fn first_live_index(&self) -> u64 {
-        let purged_next = self.last_purged.map_or(0, |p| p.index + 1);
-        let first_present = self
-            .segments
-            .values()
-            .find(|s| !s.records.is_empty())
-            .map_or(0, |s| s.first_index);
-        purged_next.max(first_present)
-    }
-
-    fn segment_for(&self, index: u64) -> Option<&Segment> {
-        self.segments
-            .range(..=index)
-            .next_back()
-            .map(|(_, s)| s)
-            .filter(|s| s.pos(index).is_some())
-    }
-
-    fn active_file(&self) -> Option<(Arc<std::fs::File>, PathBuf)> {
-        self.segments
-            .values()
-            .next_back()
-            .map(|s| (Arc::clone(&s.file), s.path.clone()))
-    }
-
-    /// Writes `batch` into the active segment and indexes it.
-    fn write_batch(&mut self, batch: &mut Batch) -> io::Result<()> {
-        if batch.entries.is_empty() {
-            return Ok(());
-        }
-        let seg = self
-            .segments
-            .values_mut()
-            .next_back()
-            .expect("invariant: a segment exists once entries are encoded");
-        seg.write_records(&batch.buf, &batch.lens)?;
-        for (entry, len) in batch.entries.drain(..).zip(batch.lens.drain(..)) {
-            self.last_entry = Some(entry.log_id);
-            self.cache.push(entry, len);
-        }
-        batch.buf.clear();
-        Ok(())
-    }
-
-    /// Starts a new segment for entries from `index` on. The current one is
-    /// fsynced first (or removed, when it holds nothing).
-    fn roll(&mut self, shared: &Shared, index: u64) -> io::Result<()> {
-        if let Some((&first, active)) = self.segments.iter().next_back() {
-            if active.records.is_empty() {
-                fs::remove_file(&active.path)?;
-                self.segments.remove(&first);
-            } else {
-                fsync::sync_data_or_abort(&active.file, &active.path);
-            }
-        }
-        let seg = Segment::create(&shared.dir, index)?;
-        self.segments.insert(index, seg);
-        shared.syncer.set_active(self.active_file());
-        self.remove_purged_segments(&shared.dir)
-    }
-
-    /// Deletes segments (other than the active one) holding only purged entries.
-    fn remove_purged_segments(&mut self, dir: &Path) -> io::Result<()> {
-        let purged = self.last_purged.map(|p| p.index);
-        let active = self.segments.keys().next_back().copied();
-        let doomed: Vec<u64> = self
-            .segments
-            .iter()
-            .filter(|(first, seg)| {
-                Some(**first) != active
-                    && match seg.last_index() {
-                        None => true,
-                        Some(last) => purged.is_some_and(|p| last <= p),
-                    }
-            })
-            .map(|(first, _)| *first)
-            .collect();
-        for first in &doomed {
-            if let Some(seg) = self.segments.remove(first) {
-                tracing::debug!(segment = %seg.path.display(), "removing purged log segment");
-                fs::remove_file(&seg.path)?;
-            }
-        }
-        if !doomed.is_empty() {
-            fsync_dir(dir)?;
-        }
-        Ok(())
-    }
-
-    /// On open: segments with records must follow each other without holes,
-    /// and start no later than just after the purge point.
-    fn check_contiguous(&self, dir: &Path) -> io::Result<()> {
-        let mut prev: Option<&Segment> = None;
-        for seg in self.segments.values().filter(|s| !s.records.is_empty()) {
-            if let Some(prev) = prev {
-                if prev.next_index() != seg.first_index {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "raft log in {}: segment {} ends before index {} but the next segment starts at {}: entries are missing",
-                            dir.display(),
-                            prev.path.display(),
-                            prev.next_index(),
-                            seg.first_index
-                        ),
-                    ));
-                }
-            } else if let Some(p) = self.last_purged {
-                if seg.first_index > p.index + 1 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "raft log in {}: purged up to {} but the first segment starts at {}: entries are missing",
-                            dir.display(),
-                            p.index,
-                            seg.first_index
-                        ),
-                    ));
-                }
-            }
-            prev = Some(seg);
-        }
-        Ok(())
-    }
-
-    /// Removes entries `index..` durably: whole segments from the back (each
-    /// deletion fsynced, so a crash leaves a prefix), then cuts the one holding
-    /// `index`.
-    fn truncate_from(&mut self, shared: &Shared, index: u64) -> io::Result<()> {
-        while let Some(entry) = self.segments.last_entry() {
-            if *entry.key() < index {
-                break;
-            }
-            let seg = entry.remove();
-            fs::remove_file(&seg.path)?;
-            fsync_dir(&shared.dir)?;
-        }
-        for seg in self.segments.values_mut() {
-            if seg.pos(index).is_some() {
-                seg.truncate_from(index)?;
-            }
-        }
-        self.cache.truncate_from(index);
-        self.last_entry = match self.segments.values().rev().find(|s| !s.records.is_empty()) {
-            None => None,
-            Some(seg) => {
-                let last = seg
-                    .last_index()
-                    .expect("invariant: the segment has records");
-                match self.cache.get(last) {
-                    Some((entry, _)) => Some(entry.log_id),
-                    None => Some(seg.read_log_id(last)?),
-                }
-            }
-        };
-        shared.syncer.set_active(self.active_file());
-        Ok(())
-    }
-}
-
-fn missing(index: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("invariant violated: log entry {index} is not indexed"),
-    )
 }
 
 fn write_err(log_id: LogId, e: io::Error) -> StorageError {
