@@ -1,1 +1,58 @@
-//! placeholder
+//! The raftconf Rust client: typed calls against a raftconf cluster, resumable
+//! watch streams, and [`Watched<T>`], a hot-reloaded typed configuration.
+//!
+//! # Components
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `client` | [`Client`]: connect, reads (`get`, `list`, `history`), writes (`put`, `delete`, tenants, environments), `status`; the failover loop every call goes through |
+//! | `endpoints` | one lazily connected channel per server, the leader hint, and the rule that decides whether a failed write may have been applied |
+//! | `options` | [`ClientOptions`]: timeouts, retry bounds, author, watch labels |
+//! | `error` | [`Error`], the one mapping from a gRPC status, and the metadata keys the server sends |
+//! | `types` | [`Document`], [`WriteResult`], [`Listing`], [`HistoryPage`] … converted from the wire types |
+//! | `watch` | [`WatchStream`] and [`WatchEvent`]: what a watch yields |
+//! | `watch_task` | the task behind a stream: subscribe, merge snapshot chunks, drop duplicates, reconnect and resume from `last_seen + 1` |
+//! | `watched` | [`Watched<T>`] and its builder: deserialize, validate, swap with `arc-swap`, refuse and report |
+//!
+//! # Guarantees
+//!
+//! - A write is sent with a write id `(client_id, request_id)`. If its outcome
+//!   is unknown it is re-sent with the same id, never a new one; if that does
+//!   not settle it the call fails with [`Error::Indeterminate`], never with
+//!   [`Error::Unavailable`] (which always means "not applied").
+//! - A [`WatchStream`] yields strictly increasing revisions, none twice, and
+//!   resumes after the last one it yielded when a connection breaks.
+//! - [`Watched::load`] is lock-free and always returns a whole, validated value.
+//!
+//! This crate knows the wire API (`raftconf-api`) and the data-model rules
+//! (`raftconf-schema`) and nothing of the server's internals; it must not
+//! depend on `raftconf-server` or `raftconf-raft`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), raftconf_client::Error> {
+//! let client = raftconf_client::Client::connect(["127.0.0.1:7070"]).await?;
+//! let doc = client.get("payments/prod/checkout").await?;
+//! println!("{} = {} (version {})", doc.path, doc.value, doc.version);
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod endpoints;
+mod error;
+mod options;
+mod types;
+mod watch;
+mod watch_task;
+mod watched;
+
+pub use client::Client;
+pub use error::{Error, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA};
+pub use options::ClientOptions;
+pub use raftconf_schema::Format;
+pub use types::{
+    ChangeKind, ClusterStatus, DeleteOptions, Document, EnvInfo, HistoryPage, HistoryRecord,
+    Listing, Member, NamespaceEntry, PutOptions, TenantInfo, WriteOptions, WriteResult,
+};
+pub use watch::{Change, WatchEvent, WatchStream};
+pub use watched::{validation_reasons, Watched, WatchedBuilder};

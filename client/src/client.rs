@@ -1,0 +1,722 @@
+//! [`Client`]: the typed calls, write ids, and the failover loop they all share.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use raftconf_api::v1 as pb;
+use raftconf_api::v1::admin_client::AdminClient;
+use raftconf_api::v1::cluster_client::ClusterClient;
+use raftconf_api::v1::config_client::ConfigClient;
+use raftconf_schema::{EnvPath, Format, NsPath};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::Channel;
+use tonic::Status;
+
+use crate::endpoints::{classify, Endpoints, Failure};
+use crate::error::AUTHOR_METADATA;
+use crate::types::{
+    ClusterStatus, Document, EnvInfo, HistoryPage, HistoryRecord, Listing, NamespaceEntry,
+    TenantInfo, WriteResult,
+};
+use crate::{ClientOptions, DeleteOptions, Error, PutOptions, Result};
+
+/// A handle to a raftconf cluster. Cheap to clone: clones share connections,
+/// the leader hint and the client id.
+///
+/// Reads go to the endpoint that answered last and fail over to the others;
+/// writes go to the leader first when a response has named it. Every write
+/// carries a write id `(client_id, request_id)` (the wire API's `WriteId`);
+/// when its outcome is unknown (the server said `UNKNOWN`, or the connection
+/// broke after the request left) it is re-sent with the *same* id, so the
+/// server answers with the original result instead of applying it twice.
+///
+/// # Examples
+///
+/// ```no_run
+/// use raftconf_client::{Client, Error, PutOptions};
+/// use serde_json::json;
+///
+/// # async fn example() -> Result<(), Error> {
+/// let client = Client::connect(["127.0.0.1:7070", "127.0.0.1:7071"]).await?;
+/// client.create_tenant("payments").await?;
+/// client.create_env("payments", "prod").await?;
+///
+/// let written = client
+///     .put("payments/prod/checkout", &json!({"timeout_ms": 250}))
+///     .await?;
+/// let doc = client.get("payments/prod/checkout").await?;
+/// assert_eq!(doc.version, written.version);
+///
+/// // Compare-and-set: only if nobody changed it since we read it.
+/// let opts = PutOptions::default().if_version(doc.version).message("slower");
+/// match client
+///     .put_with("payments/prod/checkout", &json!({"timeout_ms": 500}), opts)
+///     .await
+/// {
+///     Ok(w) => println!("now version {} at revision {}", w.version, w.revision),
+///     Err(Error::CasMismatch { current_version, .. }) => {
+///         println!("lost the race; version is now {current_version:?}")
+///     }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.inner.client_id)
+            .field("endpoints", &self.inner.endpoints.addrs())
+            .field("leader", &self.inner.endpoints.leader())
+            .finish()
+    }
+}
+
+struct Inner {
+    endpoints: Endpoints,
+    /// Identifies this client's writes for de-duplication, and its watches.
+    client_id: String,
+    /// The next write's request id (never 0: 0 means "no de-duplication").
+    next_request_id: AtomicU64,
+    /// The highest store revision any response carried, so that a serializable
+    /// read never shows older state than this client has already seen.
+    seen_revision: AtomicU64,
+    /// [`ClientOptions::author`], checked once.
+    author: Option<AsciiMetadataValue>,
+}
+
+/// Whether a call may change state, which decides how failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Read,
+    Write,
+}
+
+/// Responses that carry a [`pb::ResponseHeader`].
+trait HasHeader {
+    fn header(&self) -> Option<&pb::ResponseHeader>;
+}
+
+macro_rules! has_header {
+    ($($t:ty),*) => {$(
+        impl HasHeader for $t {
+            fn header(&self) -> Option<&pb::ResponseHeader> {
+                self.header.as_ref()
+            }
+        }
+    )*};
+}
+
+has_header!(
+    pb::GetResponse,
+    pb::ListResponse,
+    pb::PutResponse,
+    pb::DeleteResponse,
+    pb::HistoryResponse,
+    pb::CreateTenantResponse,
+    pb::ListTenantsResponse,
+    pb::CreateEnvironmentResponse,
+    pb::ListEnvironmentsResponse,
+    pb::StatusResponse
+);
+
+impl Client {
+    /// Connects to a cluster with default options. `endpoints` are `host:port`
+    /// (`http://` is added). Connections are made lazily, on first use, so this
+    /// succeeds even when no server is up yet.
+    pub async fn connect<I, S>(endpoints: I) -> Result<Client>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::connect_with(endpoints, ClientOptions::default()).await
+    }
+
+    /// Connects with the given options.
+    pub async fn connect_with<I, S>(endpoints: I, options: ClientOptions) -> Result<Client>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let author = match &options.author {
+            Some(a) => {
+                let bad =
+                    || Error::InvalidArgument(format!("author {a:?} must be printable ASCII"));
+                if !a.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+                    return Err(bad());
+                }
+                Some(MetadataValue::try_from(a.as_str()).map_err(|_| bad())?)
+            }
+            None => None,
+        };
+        let client_id = options
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        let endpoints = Endpoints::new(endpoints.into_iter().map(Into::into).collect(), options)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                client_id,
+                next_request_id: AtomicU64::new(1),
+                seen_revision: AtomicU64::new(0),
+                author,
+            }),
+        })
+    }
+
+    /// This client's id, sent with every write and watch.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        self.inner.endpoints.options()
+    }
+
+    /// Every endpoint known: the configured ones, then any learned from leader hints.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.endpoints.addrs()
+    }
+
+    /// The leader's client address as last reported by a server.
+    pub fn leader_hint(&self) -> Option<String> {
+        self.inner.endpoints.leader()
+    }
+
+    /// The highest store revision any response has carried so far.
+    pub fn last_seen_revision(&self) -> u64 {
+        self.inner.seen_revision.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn endpoint_set(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// Reads a namespace, linearizably: the answer reflects every write
+    /// acknowledged before the call.
+    pub async fn get(&self, path: &str) -> Result<Document> {
+        self.get_request(path, 0, pb::Consistency::Linearizable, 0)
+            .await
+    }
+
+    /// Reads a namespace as it was at `revision` (from its history).
+    pub async fn get_at(&self, path: &str, revision: u64) -> Result<Document> {
+        self.get_request(path, revision, pb::Consistency::Linearizable, 0)
+            .await
+    }
+
+    /// Reads a namespace from the answering node's local state: cheaper, may
+    /// lag the leader, but never older than what this client has already seen.
+    pub async fn get_serializable(&self, path: &str) -> Result<Document> {
+        let min = self.last_seen_revision();
+        self.get_request(path, 0, pb::Consistency::Serializable, min)
+            .await
+    }
+
+    /// Reads a namespace and deserializes it into `T`.
+    pub async fn get_typed<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let doc = self.get(path).await?;
+        T::deserialize(&doc.value).map_err(|e| Error::Deserialize {
+            path: doc.path.clone(),
+            revision: doc.mod_revision,
+            message: e.to_string(),
+        })
+    }
+
+    async fn get_request(
+        &self,
+        path: &str,
+        revision: u64,
+        consistency: pb::Consistency,
+        min_revision: u64,
+    ) -> Result<Document> {
+        let path = ns_path(path)?;
+        let request = pb::GetRequest {
+            path: path.clone(),
+            revision,
+            consistency: consistency as i32,
+            min_revision,
+        };
+        let max = self.options().max_response_bytes;
+        let response = self
+            .call(
+                CallKind::Read,
+                || format!("get {path}"),
+                request,
+                move |ch, r| async move {
+                    ConfigClient::new(ch)
+                        .max_decoding_message_size(max)
+                        .get(r)
+                        .await
+                },
+            )
+            .await?;
+        Document::from_response(response)
+    }
+
+    /// Lists the namespaces of an environment (`tenant/env/`), without their values.
+    pub async fn list(&self, prefix: &str) -> Result<Listing> {
+        self.list_request(prefix, false).await
+    }
+
+    /// Lists the namespaces of an environment with their values.
+    pub async fn list_values(&self, prefix: &str) -> Result<Listing> {
+        self.list_request(prefix, true).await
+    }
+
+    async fn list_request(&self, prefix: &str, include_values: bool) -> Result<Listing> {
+        let prefix = EnvPath::parse(prefix)?.to_string();
+        let request = pb::ListRequest {
+            prefix: prefix.clone(),
+            include_values,
+            consistency: pb::Consistency::Linearizable as i32,
+            min_revision: 0,
+        };
+        let max = self.options().max_response_bytes;
+        let response = self
+            .call(
+                CallKind::Read,
+                || format!("list {prefix}"),
+                request,
+                move |ch, r| async move {
+                    ConfigClient::new(ch)
+                        .max_decoding_message_size(max)
+                        .list(r)
+                        .await
+                },
+            )
+            .await?;
+        Ok(Listing {
+            revision: response.header.map(|h| h.revision).unwrap_or(0),
+            entries: response
+                .entries
+                .into_iter()
+                .map(NamespaceEntry::from_proto)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// One page of a namespace's history, newest first. `page_size` 0 means the
+    /// server's default; `before_version` 0 starts at the newest version,
+    /// otherwise the page holds versions strictly below it.
+    pub async fn history(
+        &self,
+        path: &str,
+        page_size: u32,
+        before_version: u64,
+    ) -> Result<HistoryPage> {
+        let path = ns_path(path)?;
+        let request = pb::HistoryRequest {
+            path: path.clone(),
+            page_size,
+            before_version,
+        };
+        let max = self.options().max_response_bytes;
+        let response = self
+            .call(
+                CallKind::Read,
+                || format!("history {path}"),
+                request,
+                move |ch, r| async move {
+                    ConfigClient::new(ch)
+                        .max_decoding_message_size(max)
+                        .history(r)
+                        .await
+                },
+            )
+            .await?;
+        Ok(HistoryPage {
+            records: response
+                .records
+                .into_iter()
+                .map(|r| HistoryRecord::from_proto(&path, r))
+                .collect::<Result<_>>()?,
+            next_before_version: Some(response.next_before_version).filter(|v| *v > 0),
+        })
+    }
+
+    // ------------------------------------------------------------ writes
+
+    /// Writes a document (a JSON object), unconditionally.
+    pub async fn put(&self, path: &str, value: &Value) -> Result<WriteResult> {
+        self.put_with(path, value, PutOptions::default()).await
+    }
+
+    /// Writes a document with conditions and a history message.
+    pub async fn put_with(
+        &self,
+        path: &str,
+        value: &Value,
+        options: PutOptions,
+    ) -> Result<WriteResult> {
+        if !value.is_object() {
+            return Err(Error::InvalidArgument(format!(
+                "a document must be a JSON object, got {}",
+                describe(value)
+            )));
+        }
+        let text = raftconf_schema::canonical_json(value);
+        self.put_text(path, &text, Format::Json, options).await
+    }
+
+    /// Writes a document given as JSON, YAML or TOML text; the server parses it
+    /// and reports a malformed one with its line and column.
+    pub async fn put_text(
+        &self,
+        path: &str,
+        text: &str,
+        format: Format,
+        options: PutOptions,
+    ) -> Result<WriteResult> {
+        let path = ns_path(path)?;
+        let format = match format {
+            Format::Json => pb::DocumentFormat::Json,
+            Format::Yaml => pb::DocumentFormat::Yaml,
+            Format::Toml => pb::DocumentFormat::Toml,
+        };
+        let request = pb::PutRequest {
+            path: path.clone(),
+            value: text.to_string(),
+            format: format as i32,
+            if_version: options.if_version,
+            if_revision: options.if_revision,
+            message: options.message,
+            write_id: Some(self.next_write_id()),
+            dry_run: false,
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("put {path}"),
+                request,
+                |ch, r| async move { ConfigClient::new(ch).put(r).await },
+            )
+            .await?;
+        Ok(WriteResult {
+            revision: response.revision,
+            version: response.version,
+        })
+    }
+
+    /// Deletes a namespace (its version moves on: a delete is a tombstone version).
+    pub async fn delete(&self, path: &str, options: DeleteOptions) -> Result<WriteResult> {
+        let path = ns_path(path)?;
+        let request = pb::DeleteRequest {
+            path: path.clone(),
+            if_version: options.if_version,
+            if_revision: options.if_revision,
+            message: options.message,
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("delete {path}"),
+                request,
+                |ch, r| async move { ConfigClient::new(ch).delete(r).await },
+            )
+            .await?;
+        Ok(WriteResult {
+            revision: response.revision,
+            version: response.version,
+        })
+    }
+
+    // ------------------------------------------------------------ tenants and environments
+
+    /// Creates a tenant; returns the revision that created it.
+    pub async fn create_tenant(&self, name: &str) -> Result<u64> {
+        raftconf_schema::validate_name("tenant", name)?;
+        let request = pb::CreateTenantRequest {
+            name: name.to_string(),
+            message: String::new(),
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("create tenant {name}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).create_tenant(r).await },
+            )
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Every tenant with its environments.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantInfo>> {
+        let response = self
+            .call(
+                CallKind::Read,
+                || "list tenants".to_string(),
+                pb::ListTenantsRequest {},
+                |ch, r| async move { AdminClient::new(ch).list_tenants(r).await },
+            )
+            .await?;
+        Ok(response.tenants.into_iter().map(Into::into).collect())
+    }
+
+    /// Creates an environment of a tenant; returns the revision that created it.
+    pub async fn create_env(&self, tenant: &str, env: &str) -> Result<u64> {
+        EnvPath::new(tenant, env)?;
+        let request = pb::CreateEnvironmentRequest {
+            tenant: tenant.to_string(),
+            name: env.to_string(),
+            message: String::new(),
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("create environment {tenant}/{env}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).create_environment(r).await },
+            )
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// The environments of a tenant.
+    pub async fn list_envs(&self, tenant: &str) -> Result<Vec<EnvInfo>> {
+        raftconf_schema::validate_name("tenant", tenant)?;
+        let request = pb::ListEnvironmentsRequest {
+            tenant: tenant.to_string(),
+        };
+        let response = self
+            .call(
+                CallKind::Read,
+                || format!("list environments of {tenant}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).list_environments(r).await },
+            )
+            .await?;
+        Ok(response.environments.into_iter().map(Into::into).collect())
+    }
+
+    // ------------------------------------------------------------ cluster
+
+    /// The status of whichever node answers first.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let response = self
+            .call(
+                CallKind::Read,
+                || "status".to_string(),
+                pb::StatusRequest {},
+                |ch, r| async move { ClusterClient::new(ch).status(r).await },
+            )
+            .await?;
+        Ok(response.into())
+    }
+
+    /// The status of one given endpoint, without failing over (for convergence
+    /// checks across nodes).
+    pub async fn status_of(&self, endpoint: &str) -> Result<ClusterStatus> {
+        let channel = self.inner.endpoints.channel(endpoint)?;
+        let request = self.request(pb::StatusRequest {}, CallKind::Read);
+        let timeout = self.options().request_timeout;
+        match tokio::time::timeout(timeout, ClusterClient::new(channel).status(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner().into()),
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(Error::Unavailable(format!(
+                "status of {endpoint}: no answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    // ------------------------------------------------------------ plumbing
+
+    fn next_write_id(&self) -> pb::WriteId {
+        pb::WriteId {
+            client_id: self.inner.client_id.clone(),
+            request_id: self.inner.next_request_id.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn request<M>(&self, message: M, kind: CallKind) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.options().request_timeout);
+        if kind == CallKind::Write {
+            if let Some(author) = &self.inner.author {
+                request
+                    .metadata_mut()
+                    .insert(AUTHOR_METADATA, author.clone());
+            }
+        }
+        request
+    }
+
+    fn note_header(&self, header: Option<&pb::ResponseHeader>) {
+        if let Some(h) = header {
+            self.inner.endpoints.note_leader(&h.leader_addr);
+            self.inner
+                .seen_revision
+                .fetch_max(h.revision, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one call with failover. `attempt` is called once per try with a
+    /// fresh copy of `message` (for a write: the same write id every time).
+    ///
+    /// - `NotSent` failures move to the next endpoint, rounds of endpoints are
+    ///   separated by a jittered backoff, all within `call_timeout`.
+    /// - `Ambiguous` failures of reads do the same. For writes they are
+    ///   counted: after `max_write_retries` re-sends, or when time runs out
+    ///   after one, the call fails with [`Error::Indeterminate`], never with
+    ///   `Unavailable`.
+    /// - Any other status is the answer.
+    async fn call<M, R, F, Fut>(
+        &self,
+        kind: CallKind,
+        what: impl Fn() -> String,
+        message: M,
+        attempt: F,
+    ) -> Result<R>
+    where
+        M: Clone,
+        R: HasHeader,
+        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<R>, Status>>,
+    {
+        let options = self.options();
+        let endpoints = &self.inner.endpoints;
+        let deadline = Instant::now() + options.call_timeout;
+        let mut errors: BTreeMap<String, String> = BTreeMap::new();
+        let mut ambiguous = 0u32;
+        let mut round = 0u32;
+        'rounds: loop {
+            let mut queue: std::collections::VecDeque<String> =
+                endpoints.order(kind == CallKind::Write).into();
+            let mut tried: Vec<String> = Vec::new();
+            while let Some(addr) = queue.pop_front() {
+                if tried.contains(&addr) {
+                    continue;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break 'rounds;
+                }
+                tried.push(addr.clone());
+                let channel = endpoints.channel(&addr)?;
+                let limit = options.request_timeout.min(deadline - now);
+                let request = self.request(message.clone(), kind);
+                let status = match tokio::time::timeout(limit, attempt(channel, request)).await {
+                    Ok(Ok(response)) => {
+                        endpoints.note_leader_metadata(response.metadata());
+                        endpoints.mark_good(&addr);
+                        let response = response.into_inner();
+                        self.note_header(response.header());
+                        return Ok(response);
+                    }
+                    Ok(Err(status)) => status,
+                    Err(_) => Status::deadline_exceeded(format!("no answer within {limit:?}")),
+                };
+                if let Some(leader) = endpoints.note_leader_metadata(status.metadata()) {
+                    if kind == CallKind::Write {
+                        // A new leader hint: go there next, even if tried this round.
+                        tried.retain(|a| *a != leader);
+                        queue.push_front(leader);
+                    }
+                }
+                let failure = classify(&status);
+                if failure == Failure::Final {
+                    return Err(status.into());
+                }
+                endpoints.mark_bad(&addr);
+                tracing::debug!(
+                    call = %what(),
+                    endpoint = %addr,
+                    code = ?status.code(),
+                    message = status.message(),
+                    ?failure,
+                    "attempt failed"
+                );
+                errors.insert(addr.clone(), one_line(&status));
+                if failure == Failure::Ambiguous && kind == CallKind::Write {
+                    ambiguous += 1;
+                    if ambiguous > options.max_write_retries {
+                        break 'rounds;
+                    }
+                    tracing::warn!(
+                        call = %what(),
+                        endpoint = %addr,
+                        retry = ambiguous,
+                        "write outcome unknown; re-sending with the same write id"
+                    );
+                    let pause = options.backoff_for(ambiguous - 1);
+                    if Instant::now() + pause >= deadline {
+                        break 'rounds;
+                    }
+                    tokio::time::sleep(pause).await;
+                    // Re-send to the leader first, if one is known, else anywhere.
+                    queue = endpoints.order(true).into();
+                    tried.clear();
+                }
+            }
+            let pause = options.backoff_for(round);
+            round += 1;
+            if Instant::now() + pause >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let detail = errors
+            .iter()
+            .map(|(addr, e)| format!("{addr}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if ambiguous > 0 {
+            Err(Error::Indeterminate(format!(
+                "{} after {ambiguous} uncertain attempt(s): {detail}",
+                what()
+            )))
+        } else {
+            Err(Error::Unavailable(format!(
+                "{}: no endpoint answered within {:?}: {detail}",
+                what(),
+                options.call_timeout
+            )))
+        }
+    }
+}
+
+/// Validates a namespace path and returns it as a string.
+fn ns_path(path: &str) -> Result<String> {
+    Ok(path.parse::<NsPath>()?.to_string())
+}
+
+fn one_line(status: &Status) -> String {
+    format!(
+        "{:?}: {}",
+        status.code(),
+        status.message().replace(['\n', '\r'], " ")
+    )
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -1,0 +1,232 @@
+//! The client's error type, and the one place a `tonic::Status` becomes an [`Error`].
+
+use tonic::{Code, Status};
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Metadata key naming the leader's client address (`host:port`) on any response
+/// or error, when the answering node knows it.
+pub const LEADER_METADATA: &str = "x-raftconf-leader";
+
+/// Metadata key carrying a namespace's current version on a `FAILED_PRECONDITION`
+/// (compare-and-set miss). Absent when the namespace does not exist.
+pub const CURRENT_VERSION_METADATA: &str = "x-raftconf-current-version";
+
+/// Metadata key carrying [`crate::ClientOptions::author`] on writes, so history
+/// shows who made a change until tokens carry an identity.
+pub const AUTHOR_METADATA: &str = "x-raftconf-author";
+
+/// Everything a raftconf call can fail with. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request is malformed: a bad path, a document that does not parse or
+    /// is not an object, a schema violation reported by the server.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The tenant, environment or namespace does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A compare-and-set condition (`if_version`, `if_revision`) did not hold.
+    #[error("compare-and-set failed: {message}{}", current(.current_version))]
+    CasMismatch {
+        /// The server's explanation.
+        message: String,
+        /// The namespace's version now, when the server said (None: it does not exist
+        /// or the server did not say).
+        current_version: Option<u64>,
+    },
+    /// The tenant or environment to create already exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// A documented limit was exceeded (the message names it).
+    #[error("limit exceeded: {0}")]
+    ResourceExhausted(String),
+    /// The caller may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// No endpoint answered; a write that fails with this was certainly not applied.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A write may or may not have been applied, and retrying with the same write
+    /// id did not tell. Read the namespace to find out; do not blindly re-send.
+    #[error("outcome unknown (the write may or may not have been applied): {0}")]
+    Indeterminate(String),
+    /// A watch start revision lies beyond the cluster's revision.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
+    /// A document did not deserialize into the caller's type.
+    #[error("{path} at revision {revision} does not deserialize: {message}")]
+    Deserialize {
+        /// The namespace.
+        path: String,
+        /// The revision of the refused document.
+        revision: u64,
+        /// serde's message.
+        message: String,
+    },
+    /// A document deserialized but the caller's validation hook refused it.
+    #[error("{path} at revision {revision} failed validation: {}", .reasons.join("; "))]
+    Validation {
+        /// The namespace.
+        path: String,
+        /// The revision of the refused document.
+        revision: u64,
+        /// One entry per violation.
+        reasons: Vec<String>,
+    },
+    /// A watched namespace was deleted; the last good value stays in effect.
+    #[error("{path} was deleted at revision {revision}; keeping the last good value")]
+    Deleted {
+        /// The namespace.
+        path: String,
+        /// The revision of the delete.
+        revision: u64,
+    },
+    /// Waiting for something (e.g. the first value of a `Watched`) took too long.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Any other status from the server or the transport.
+    #[error("{}", one_line_status(.0))]
+    Other(Status),
+}
+
+fn current(version: &Option<u64>) -> String {
+    match version {
+        Some(v) => format!(" (current version {v})"),
+        None => String::new(),
+    }
+}
+
+fn one_line_status(status: &Status) -> String {
+    format!(
+        "{:?}: {}",
+        status.code(),
+        status.message().replace(['\n', '\r'], " ")
+    )
+}
+
+impl Error {
+    /// Whether the error says a write may have been applied after all.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Error::Indeterminate(_))
+    }
+}
+
+impl From<Status> for Error {
+    /// The one mapping from a gRPC status to an [`Error`].
+    fn from(status: Status) -> Self {
+        let message = status.message().replace(['\n', '\r'], " ");
+        match status.code() {
+            Code::InvalidArgument => Error::InvalidArgument(message),
+            Code::NotFound => Error::NotFound(message),
+            Code::FailedPrecondition => Error::CasMismatch {
+                current_version: metadata_u64(&status, CURRENT_VERSION_METADATA),
+                message,
+            },
+            Code::AlreadyExists => Error::AlreadyExists(message),
+            Code::ResourceExhausted => Error::ResourceExhausted(message),
+            Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(message),
+            Code::Unavailable => Error::Unavailable(message),
+            Code::Unknown => Error::Indeterminate(message),
+            Code::OutOfRange => Error::OutOfRange(message),
+            _ => Error::Other(status),
+        }
+    }
+}
+
+impl From<raftconf_schema::Error> for Error {
+    fn from(err: raftconf_schema::Error) -> Self {
+        match err {
+            raftconf_schema::Error::LimitExceeded { .. } => {
+                Error::ResourceExhausted(err.to_string())
+            }
+            other => Error::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
+/// A numeric metadata value, if present and well-formed.
+pub(crate) fn metadata_u64(status: &Status, key: &str) -> Option<u64> {
+    status
+        .metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_variants() {
+        let cases = [
+            (Code::InvalidArgument, "InvalidArgument"),
+            (Code::NotFound, "NotFound"),
+            (Code::AlreadyExists, "AlreadyExists"),
+            (Code::ResourceExhausted, "ResourceExhausted"),
+            (Code::PermissionDenied, "PermissionDenied"),
+            (Code::Unavailable, "Unavailable"),
+            (Code::Unknown, "Indeterminate"),
+            (Code::OutOfRange, "OutOfRange"),
+            (Code::Internal, "Other"),
+        ];
+        for (code, variant) in cases {
+            let err = Error::from(Status::new(code, "why"));
+            assert!(
+                format!("{err:?}").starts_with(variant),
+                "{code:?} became {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cas_miss_reads_the_current_version_from_metadata() {
+        let mut status = Status::failed_precondition("version is 7, expected 6");
+        status
+            .metadata_mut()
+            .insert(CURRENT_VERSION_METADATA, "7".parse().expect("ascii"));
+        match Error::from(status) {
+            Error::CasMismatch {
+                message,
+                current_version,
+            } => {
+                assert_eq!(current_version, Some(7));
+                assert_eq!(message, "version is 7, expected 6");
+            }
+            other => panic!("expected CasMismatch, got {other:?}"),
+        }
+        let err = Error::from(Status::failed_precondition("does not exist"));
+        assert!(matches!(
+            err,
+            Error::CasMismatch {
+                current_version: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "compare-and-set failed: does not exist",
+            "no version, no suffix"
+        );
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let err = Error::from(Status::internal("first\nsecond"));
+        assert_eq!(err.to_string(), "Internal: first second");
+        let err = Error::from(Status::invalid_argument("a\nb"));
+        assert_eq!(err.to_string(), "invalid argument: a b");
+        let err = Error::Validation {
+            path: "t/e/n".into(),
+            revision: 4,
+            reasons: vec!["workers: range".into(), "greeting: length".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "t/e/n at revision 4 failed validation: workers: range; greeting: length"
+        );
+    }
+}

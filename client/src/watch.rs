@@ -1,0 +1,220 @@
+//! Watch streams: [`WatchStream`] yields [`WatchEvent`]s in strictly increasing
+//! revision order, across reconnects, and carries acks and refusals back to
+//! the server.
+//!
+//! A background task (see `watch_task`) owns the gRPC stream and feeds a
+//! bounded channel; this half is what the caller holds. Dropping it stops the task.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::types::{ChangeKind, NamespaceEntry};
+use crate::Result;
+
+/// One event of a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    /// Everything one revision changed in the watched range (a transaction is one event).
+    Change {
+        /// The revision of the change.
+        revision: u64,
+        /// The namespaces it touched.
+        changes: Vec<Change>,
+        /// Who made it.
+        author: String,
+        /// When, in milliseconds since the Unix epoch.
+        time_ms: i64,
+        /// Why.
+        message: String,
+    },
+    /// The whole watched range at one revision: every namespace that exists then
+    /// (one that is absent does not exist). Sent first for a watch from revision
+    /// 0, and when the server cannot replay from where the stream was (the
+    /// revisions were compacted away, or the node jumped ahead by a Raft
+    /// snapshot). The server may send it in chunks; they are merged here.
+    Snapshot {
+        /// The revision the snapshot shows.
+        revision: u64,
+        /// Every namespace of the watched range, sorted by path.
+        entries: Vec<NamespaceEntry>,
+        /// Why the server sent it: "start", "compacted" or "raft-snapshot".
+        reason: String,
+    },
+    /// Everything matching up to `revision` has been delivered.
+    Progress {
+        /// The revision reached.
+        revision: u64,
+    },
+}
+
+impl WatchEvent {
+    /// The event's revision.
+    pub fn revision(&self) -> u64 {
+        match self {
+            WatchEvent::Change { revision, .. }
+            | WatchEvent::Snapshot { revision, .. }
+            | WatchEvent::Progress { revision } => *revision,
+        }
+    }
+}
+
+/// One namespace's change within a [`WatchEvent::Change`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Put or delete (open: newer servers may send more kinds).
+    pub kind: ChangeKind,
+    /// `tenant/env/namespace`.
+    pub path: String,
+    /// The namespace's version after the change.
+    pub version: u64,
+    /// The whole new document; `None` for a delete.
+    pub value: Option<Value>,
+}
+
+/// A message from the caller's half to the task, forwarded to the server.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Ack(u64),
+    Refuse {
+        revision: u64,
+        path: String,
+        reasons: Vec<String>,
+    },
+}
+
+/// A resumable watch. Yields `Result<WatchEvent>`; an `Err` is final (the
+/// server refused the subscription: bad path, unknown namespace, start
+/// revision out of range) and is followed by the end of the stream. Broken
+/// connections are not errors: the stream reconnects by itself (with backoff,
+/// to another endpoint) and resumes after the last revision it yielded.
+///
+/// Guarantees: revisions strictly increase and none repeats, whatever the
+/// server or the reconnects do (anything at or below the last yielded revision
+/// is dropped and logged).
+///
+/// Each event is acknowledged to the server (`Ack`) when the caller asks for
+/// the next one; [`WatchStream::ack`] acknowledges earlier, and
+/// [`WatchStream::refuse`] reports a document the caller could not use instead.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use raftconf_client::{Client, WatchEvent};
+///
+/// # async fn example() -> Result<(), raftconf_client::Error> {
+/// let client = Client::connect(["127.0.0.1:7070"]).await?;
+/// let mut stream = client.watch(["payments/prod/"], 0).await?;
+/// while let Some(event) = stream.next().await {
+///     match event? {
+///         WatchEvent::Snapshot { revision, entries, .. } => {
+///             println!("{} namespaces at revision {revision}", entries.len())
+///         }
+///         WatchEvent::Change { revision, changes, .. } => {
+///             for c in changes {
+///                 println!("{revision}: {:?} {}", c.kind, c.path)
+///             }
+///         }
+///         WatchEvent::Progress { .. } => {}
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct WatchStream {
+    events: mpsc::Receiver<Result<WatchEvent>>,
+    control: mpsc::UnboundedSender<Control>,
+    /// The revision of the last event handed out, acknowledged when the caller
+    /// comes back for the next one.
+    pending_ack: Option<u64>,
+    /// The last reason the stream had to reconnect, for diagnostics.
+    last_error: Arc<Mutex<Option<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("pending_ack", &self.pending_ack)
+            .field("last_error", &self.last_error())
+            .finish()
+    }
+}
+
+impl WatchStream {
+    pub(crate) fn new(
+        events: mpsc::Receiver<Result<WatchEvent>>,
+        control: mpsc::UnboundedSender<Control>,
+        last_error: Arc<Mutex<Option<String>>>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        WatchStream {
+            events,
+            control,
+            pending_ack: None,
+            last_error,
+            task,
+        }
+    }
+
+    /// The next event; `None` when the stream ended (after a final error).
+    pub async fn next(&mut self) -> Option<Result<WatchEvent>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Tells the server everything up to `revision` has been applied.
+    pub fn ack(&mut self, revision: u64) {
+        if self.pending_ack.is_some_and(|r| r <= revision) {
+            self.pending_ack = None;
+        }
+        let _ = self.control.send(Control::Ack(revision));
+    }
+
+    /// Tells the server the document at `revision` (the revision that wrote
+    /// it) was refused, and why. The event last yielded is then not
+    /// acknowledged; a later ack covers it.
+    pub fn refuse(&mut self, revision: u64, path: &str, reasons: Vec<String>) {
+        self.pending_ack = None;
+        let _ = self.control.send(Control::Refuse {
+            revision,
+            path: path.to_string(),
+            reasons,
+        });
+    }
+
+    /// Why the stream last had to reconnect, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<WatchEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Asking for the next event means the previous one was dealt with.
+        if let Some(revision) = self.pending_ack.take() {
+            let _ = self.control.send(Control::Ack(revision));
+        }
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(Ok(event))) => {
+                self.pending_ack = Some(event.revision());
+                Poll::Ready(Some(Ok(event)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

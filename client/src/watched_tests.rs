@@ -1,0 +1,387 @@
+//! Tests of the `Watched<T>` processing path with a scripted event source:
+//! what is taken, what is refused, what is reported to the server.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use validator::Validate;
+
+use super::*;
+use crate::types::NamespaceEntry;
+use crate::watch::Change;
+
+const PATH: &str = "pay/prod/checkout";
+
+#[derive(Debug, Deserialize, Validate, PartialEq)]
+struct Config {
+    #[validate(length(min = 1))]
+    greeting: String,
+    #[validate(range(min = 1, max = 64))]
+    workers: u32,
+}
+
+/// Events pushed by the test; acks and refusals recorded.
+struct FakeSource {
+    events: mpsc::UnboundedReceiver<Result<WatchEvent>>,
+    log: Arc<Mutex<Vec<String>>>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl EventSource for FakeSource {
+    fn next_event(&mut self) -> impl Future<Output = Option<Result<WatchEvent>>> + Send {
+        self.events.recv()
+    }
+    fn ack(&mut self, revision: u64) {
+        self.log
+            .lock()
+            .expect("log")
+            .push(format!("ack {revision}"));
+    }
+    fn refuse(&mut self, revision: u64, path: &str, reasons: Vec<String>) {
+        self.log
+            .lock()
+            .expect("log")
+            .push(format!("refuse {revision} {path}: {}", reasons.join(" | ")));
+    }
+    fn last_error(&self) -> Option<String> {
+        Some("127.0.0.1:1: connection refused".into())
+    }
+}
+
+impl Drop for FakeSource {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Harness {
+    events: mpsc::UnboundedSender<Result<WatchEvent>>,
+    log: Arc<Mutex<Vec<String>>>,
+    dropped: Arc<AtomicBool>,
+    changes: Arc<Mutex<Vec<(u32, u32, u64)>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Harness {
+    fn send(&self, event: WatchEvent) {
+        self.events.send(Ok(event)).expect("source alive");
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+fn snapshot(revision: u64, docs: &[(&str, u64, Value)]) -> WatchEvent {
+    WatchEvent::Snapshot {
+        revision,
+        entries: docs
+            .iter()
+            .map(|(path, mod_revision, value)| NamespaceEntry {
+                path: path.to_string(),
+                version: 1,
+                mod_revision: *mod_revision,
+                value: Some(value.clone()),
+            })
+            .collect(),
+        reason: "start".into(),
+    }
+}
+
+fn put(revision: u64, path: &str, value: Value) -> WatchEvent {
+    WatchEvent::Change {
+        revision,
+        changes: vec![Change {
+            kind: ChangeKind::Put,
+            path: path.into(),
+            version: revision,
+            value: Some(value),
+        }],
+        author: "ops".into(),
+        time_ms: 0,
+        message: String::new(),
+    }
+}
+
+fn delete(revision: u64, path: &str) -> WatchEvent {
+    WatchEvent::Change {
+        revision,
+        changes: vec![Change {
+            kind: ChangeKind::Delete,
+            path: path.into(),
+            version: revision,
+            value: None,
+        }],
+        author: "ops".into(),
+        time_ms: 0,
+        message: String::new(),
+    }
+}
+
+fn good(greeting: &str, workers: u32) -> Value {
+    json!({"greeting": greeting, "workers": workers})
+}
+
+/// A `Watched<Config>` with `.validate()` and recording hooks, fed by a fake source.
+async fn start(first: Vec<WatchEvent>, timeout: Duration) -> (Harness, Result<Watched<Config>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let harness = Harness {
+        events: tx,
+        log: Arc::default(),
+        dropped: Arc::default(),
+        changes: Arc::default(),
+        errors: Arc::default(),
+    };
+    for event in first {
+        harness.send(event);
+    }
+    let source = FakeSource {
+        events: rx,
+        log: harness.log.clone(),
+        dropped: harness.dropped.clone(),
+    };
+    let changes = harness.changes.clone();
+    let errors = harness.errors.clone();
+    let client = Client::connect(["127.0.0.1:1"])
+        .await
+        .expect("valid endpoint");
+    let builder = client
+        .watched::<Config>(PATH)
+        .validate()
+        .validate_with(|c: &Config| {
+            if c.greeting == "forbidden" {
+                Err("greeting: must not be \"forbidden\"".into())
+            } else {
+                Ok(())
+            }
+        })
+        .on_change(move |old, new, revision| {
+            changes
+                .lock()
+                .expect("changes")
+                .push((old.workers, new.workers, revision))
+        })
+        .on_error(move |err| errors.lock().expect("errors").push(err.to_string()));
+    let watched = start_with(PATH.to_string(), source, builder.hooks, timeout).await;
+    (harness, watched)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn starts_from_the_snapshot_and_takes_later_puts() {
+    let other = ("pay/prod/other", 2, json!({"x": 1}));
+    let (h, watched) = start(
+        vec![
+            WatchEvent::Progress { revision: 3 },
+            snapshot(5, &[other, (PATH, 4, good("hi", 2))]),
+        ],
+        SECOND,
+    )
+    .await;
+    let watched = watched.expect("first value");
+    assert_eq!(
+        *watched.load(),
+        Config {
+            greeting: "hi".into(),
+            workers: 2
+        }
+    );
+    assert_eq!(watched.revision(), 4, "the revision that wrote the value");
+    assert_eq!(watched.processed_revision(), 5);
+    assert_eq!(h.log(), ["ack 5"]);
+
+    h.send(put(6, PATH, good("hello", 3)));
+    assert!(watched.wait_for_revision(6, SECOND).await);
+    assert_eq!(watched.load().workers, 3);
+    assert_eq!(watched.revision(), 6);
+    assert_eq!(*h.changes.lock().expect("changes"), [(2, 3, 6)]);
+    assert_eq!(watched.errors(), 0);
+    assert_eq!(h.log(), ["ack 5", "ack 6"]);
+}
+
+#[tokio::test]
+async fn unrelated_revisions_count_as_processed() {
+    let (h, watched) = start(vec![snapshot(5, &[(PATH, 4, good("hi", 2))])], SECOND).await;
+    let watched = watched.expect("first value");
+    h.send(put(7, "pay/prod/other", json!({})));
+    h.send(WatchEvent::Progress { revision: 9 });
+    assert!(watched.wait_for_revision(9, SECOND).await);
+    assert_eq!(watched.revision(), 4);
+    assert!(h.changes.lock().expect("changes").is_empty());
+    assert!(
+        !watched
+            .wait_for_revision(10, Duration::from_millis(50))
+            .await
+    );
+    // The same document again (a later snapshot) is not a change.
+    h.send(snapshot(12, &[(PATH, 4, good("hi", 2))]));
+    assert!(watched.wait_for_revision(12, SECOND).await);
+    assert!(h.changes.lock().expect("changes").is_empty());
+    assert_eq!(h.log(), ["ack 5", "ack 7", "ack 9", "ack 12"]);
+}
+
+#[tokio::test]
+async fn bad_documents_are_refused_and_the_old_value_stays() {
+    let (h, watched) = start(vec![snapshot(5, &[(PATH, 4, good("hi", 2))])], SECOND).await;
+    let watched = watched.expect("first value");
+
+    // Does not deserialize.
+    h.send(put(6, PATH, json!({"greeting": "hi"})));
+    // Fails the derived rules (two fields).
+    h.send(put(7, PATH, good("", 0)));
+    // Fails the custom hook.
+    h.send(put(8, PATH, good("forbidden", 2)));
+    // A delete.
+    h.send(delete(9, PATH));
+    assert!(watched.wait_for_revision(9, SECOND).await);
+
+    assert_eq!(watched.load().greeting, "hi");
+    assert_eq!(watched.revision(), 4);
+    assert_eq!(watched.errors(), 4);
+    assert!(h.changes.lock().expect("changes").is_empty());
+    let log = h.log();
+    assert_eq!(log[0], "ack 5");
+    assert!(
+        log[1].starts_with(
+            "refuse 6 pay/prod/checkout: does not deserialize: missing field `workers`"
+        ),
+        "{log:?}"
+    );
+    assert!(
+        log[2].starts_with("refuse 7 pay/prod/checkout: greeting: length"),
+        "{log:?}"
+    );
+    assert!(
+        log[2].contains(" | workers: range (max=64, min=1, value=0)"),
+        "{log:?}"
+    );
+    assert!(log[3].contains("must not be \"forbidden\""), "{log:?}");
+    assert_eq!(
+        log[4],
+        "refuse 9 pay/prod/checkout: the namespace was deleted"
+    );
+    let errors = h.errors.lock().expect("errors").clone();
+    assert_eq!(errors.len(), 4);
+    assert!(
+        errors[1].contains("at revision 7 failed validation"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[3].contains("was deleted at revision 9"),
+        "{errors:?}"
+    );
+
+    // A good document afterwards is taken again.
+    h.send(put(10, PATH, good("back", 5)));
+    assert!(watched.wait_for_revision(10, SECOND).await);
+    assert_eq!(watched.load().workers, 5);
+    assert_eq!(*h.changes.lock().expect("changes"), [(2, 5, 10)]);
+}
+
+#[tokio::test]
+async fn start_fails_when_the_namespace_is_missing_or_refused() {
+    let (_h, missing) = start(
+        vec![snapshot(5, &[("pay/prod/other", 1, json!({}))])],
+        SECOND,
+    )
+    .await;
+    match missing {
+        Err(Error::NotFound(message)) => assert!(message.contains("revision 5"), "{message}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+
+    let (h, refused) = start(vec![snapshot(5, &[(PATH, 4, good("hi", 99))])], SECOND).await;
+    match refused {
+        Err(Error::Validation {
+            revision, reasons, ..
+        }) => {
+            assert_eq!(revision, 4);
+            assert_eq!(reasons.len(), 1, "{reasons:?}");
+        }
+        other => panic!("expected Validation, got {other:?}"),
+    }
+    assert!(
+        h.log()[0].starts_with("refuse 4 "),
+        "the document's revision: {:?}",
+        h.log()
+    );
+}
+
+#[tokio::test]
+async fn start_times_out_naming_the_last_error() {
+    let (_h, watched) = start(vec![], Duration::from_millis(50)).await;
+    match watched {
+        Err(Error::Timeout(message)) => {
+            assert!(message.contains(PATH), "{message}");
+            assert!(message.contains("connection refused"), "{message}");
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_error_is_reported_and_dropping_stops_the_task() {
+    let (h, watched) = start(vec![snapshot(5, &[(PATH, 4, good("hi", 2))])], SECOND).await;
+    let watched = watched.expect("first value");
+    let clone = watched.clone();
+    h.events
+        .send(Err(Error::NotFound("environment deleted".into())))
+        .expect("source alive");
+    for _ in 0..100 {
+        if watched.errors() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(watched.errors(), 1);
+    assert!(watched.is_running(), "an error alone does not end the task");
+    drop(watched);
+    assert!(!h.dropped.load(Ordering::SeqCst), "a clone still holds it");
+    drop(clone);
+    for _ in 0..100 {
+        if h.dropped.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        h.dropped.load(Ordering::SeqCst),
+        "the task and its source are gone"
+    );
+}
+
+#[test]
+fn validation_reasons_name_nested_fields() {
+    #[derive(Validate)]
+    struct Inner {
+        #[validate(range(min = 1))]
+        port: u16,
+    }
+    #[derive(Validate)]
+    struct Outer {
+        #[validate(nested)]
+        inner: Inner,
+        #[validate(nested)]
+        items: Vec<Inner>,
+        #[validate(length(min = 2, message = "too short"))]
+        name: String,
+    }
+    let outer = Outer {
+        inner: Inner { port: 0 },
+        items: vec![Inner { port: 1 }, Inner { port: 0 }],
+        name: "x".into(),
+    };
+    let reasons = validation_reasons(&outer.validate().expect_err("invalid"));
+    assert_eq!(
+        reasons,
+        [
+            "inner.port: range (min=1, value=0)",
+            "items[1].port: range (min=1, value=0)",
+            "name: too short (min=2, value=\"x\")",
+        ]
+    );
+}
