@@ -1,0 +1,300 @@
+//! The command line of the one binary `raftconf`: `raftconf server` runs a
+//! node; every other subcommand is an operator command that talks to a
+//! server over gRPC.
+//!
+//! - [`server_cmd`]: the `server` flags and how they become a [`crate::server::ServerConfig`].
+//! - [`conn`]: connecting to the endpoints, request metadata, error lines.
+//! - [`ops`]: the operator subcommands.
+//! - [`watch`]: `raftconf watch`, which resumes across interruptions.
+//! - [`output`]: text and JSON rendering (the JSON shapes are a contract for scripts).
+//!
+//! Every flag also reads a `RAFTCONF_*` environment variable.
+
+pub mod conn;
+pub mod ops;
+pub mod output;
+pub mod server_cmd;
+pub mod watch;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use server_cmd::ServerArgs;
+
+/// raftconf: a Raft-replicated configuration center.
+#[derive(Debug, Parser)]
+#[command(name = "raftconf", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Servers to talk to, comma-separated `host:port` (operator commands).
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTCONF_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7070"
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Output format of operator commands.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        env = "RAFTCONF_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Text
+    )]
+    pub output: OutputFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Text for people, JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-friendly.
+    Text,
+    /// One JSON document (or one per line for `watch`).
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a raftconf server node.
+    Server(ServerArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage environments.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Create or replace a namespace's document.
+    Put(PutArgs),
+    /// Show a namespace's document.
+    Get(GetArgs),
+    /// List the namespaces of an environment (`TENANT/ENV/`).
+    List(ListArgs),
+    /// Delete a namespace.
+    Delete(DeleteArgs),
+    /// Show a namespace's versions, newest first.
+    History(HistoryArgs),
+    /// Follow changes of namespaces or prefixes until Ctrl-C.
+    Watch(WatchArgs),
+    /// Show the answering node's view of the cluster.
+    Status,
+}
+
+/// `raftconf tenant …`
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Tenant name.
+        name: String,
+        /// Why (kept in history).
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+    /// List tenants and their environments.
+    List,
+}
+
+/// `raftconf env …`
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an environment: `TENANT/ENV`.
+    Create {
+        /// `TENANT/ENV`.
+        path: String,
+        /// Why (kept in history).
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+    /// List the environments of a tenant.
+    List {
+        /// Tenant name.
+        tenant: String,
+    },
+}
+
+/// The document formats accepted by `put`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DocFormat {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+    /// TOML.
+    Toml,
+}
+
+/// `raftconf put`
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// `TENANT/ENV/NAMESPACE`.
+    pub path: String,
+    /// Read the document from this file (default: stdin).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<std::path::PathBuf>,
+    /// Document format (default: from the file extension, else json).
+    #[arg(long, value_enum)]
+    pub format: Option<DocFormat>,
+    /// Only write if the current version is N (0 = must not exist).
+    #[arg(long)]
+    pub if_version: Option<u64>,
+    /// Only write if the namespace was last modified at revision R.
+    #[arg(long)]
+    pub if_revision: Option<u64>,
+    /// Why (kept in history).
+    #[arg(short, long, default_value = "")]
+    pub message: String,
+    /// Validate on the server and report, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Read consistency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    /// Never stale (read index from the leader).
+    Linearizable,
+    /// The answering node's applied state; may lag.
+    Serializable,
+}
+
+/// `raftconf get`
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// `TENANT/ENV/NAMESPACE`.
+    pub path: String,
+    /// The value as of this revision (from history).
+    #[arg(long)]
+    pub revision: Option<u64>,
+    /// Read consistency.
+    #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable)]
+    pub consistency: ConsistencyArg,
+}
+
+/// `raftconf list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `TENANT/ENV/`.
+    pub prefix: String,
+}
+
+/// `raftconf delete`
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// `TENANT/ENV/NAMESPACE`.
+    pub path: String,
+    /// Only delete if the current version is N.
+    #[arg(long)]
+    pub if_version: Option<u64>,
+    /// Only delete if the namespace was last modified at revision R.
+    #[arg(long)]
+    pub if_revision: Option<u64>,
+    /// Why (kept in history).
+    #[arg(short, long, default_value = "")]
+    pub message: String,
+}
+
+/// `raftconf history`
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// `TENANT/ENV/NAMESPACE`.
+    pub path: String,
+    /// At most this many versions (default 50, at most 1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+/// `raftconf watch`
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// `TENANT/ENV/NAMESPACE` paths and `TENANT/ENV/` prefixes.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// First revision to deliver (inclusive); 0 = current state, then changes.
+    #[arg(long, default_value_t = 0)]
+    pub from_revision: u64,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(args) => server_cmd::run(args).await,
+        command => ops::run(&cli.endpoints, cli.output, command).await,
+    }
+}
+
+/// Sets up logging: for `server` as its flags say (stderr, `RUST_LOG`
+/// filter, default `info`); for operator commands only when `RUST_LOG` is
+/// set, so that errors stay one line.
+pub fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let (format, default) = match &cli.command {
+        Command::Server(args) => (args.log_format, "info"),
+        _ if std::env::var_os("RUST_LOG").is_some() => (server_cmd::LogFormat::Text, "warn"),
+        _ => return,
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        server_cmd::LogFormat::Text => builder.try_init(),
+        server_cmd::LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_parse_anywhere() {
+        let cli = Cli::try_parse_from([
+            "raftconf",
+            "get",
+            "a/b/c",
+            "-o",
+            "json",
+            "--endpoints",
+            "h1:1,h2:2",
+        ])
+        .expect("parses");
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.endpoints, ["h1:1", "h2:2"]);
+    }
+
+    #[test]
+    fn put_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "raftconf",
+            "put",
+            "a/b/c",
+            "-f",
+            "x.yaml",
+            "--if-version",
+            "0",
+            "-m",
+            "why",
+            "--dry-run",
+        ])
+        .expect("parses");
+        let Command::Put(p) = cli.command else {
+            panic!("not put")
+        };
+        assert_eq!(p.if_version, Some(0));
+        assert!(p.dry_run);
+        assert_eq!(p.message, "why");
+    }
+}

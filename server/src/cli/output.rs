@@ -1,0 +1,603 @@
+//! Rendering of operator command results, as text for people and as JSON for
+//! scripts. The JSON shapes of `put`, `get` and `watch` are a contract:
+//!
+//! - put / delete: `{"revision":R,"version":V}`
+//! - get: `{"path":P,"revision":R,"version":V,"value":{…},"store_revision":S}`
+//!   (R is the namespace's modified revision, S the store revision served at)
+//! - watch, one object per line: `{"type":"put"|"delete"|"snapshot","path":P,
+//!   "revision":R,"version":V,"value":{…}}`, and `{"type":"progress","revision":R}`;
+//!   a snapshot prints one "snapshot" line per namespace, at the snapshot's revision.
+
+use raftconf_api::v1 as pb;
+use raftconf_api::v1::watch_response::Event;
+use serde::Serialize;
+use serde_json::Value;
+
+/// A stored document (canonical JSON) as a JSON value; `null` when empty.
+pub fn doc_value(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+fn to_line<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+#[derive(Serialize)]
+struct WriteJson {
+    revision: u64,
+    version: u64,
+}
+
+/// `put` / `delete` as JSON.
+pub fn write_json(revision: u64, version: u64) -> String {
+    to_line(&WriteJson { revision, version })
+}
+
+/// `put` as text.
+pub fn put_text(path: &str, revision: u64, version: u64, dry_run: bool) -> String {
+    if dry_run {
+        if version == 0 {
+            format!("dry run: the document is valid; {path} does not exist yet")
+        } else {
+            format!(
+                "dry run: the document is valid; {path} is at version {version} (modified at revision {revision})"
+            )
+        }
+    } else {
+        format!("put {path}: version {version} at revision {revision}")
+    }
+}
+
+/// `delete` as text.
+pub fn delete_text(path: &str, revision: u64, version: u64) -> String {
+    format!("deleted {path}: tombstone version {version} at revision {revision}")
+}
+
+#[derive(Serialize)]
+struct GetJson<'a> {
+    path: &'a str,
+    revision: u64,
+    version: u64,
+    value: Value,
+    store_revision: u64,
+}
+
+fn store_revision(h: &Option<pb::ResponseHeader>) -> u64 {
+    h.as_ref().map_or(0, |h| h.revision)
+}
+
+/// `get` as JSON.
+pub fn get_json(r: &pb::GetResponse) -> String {
+    to_line(&GetJson {
+        path: &r.path,
+        revision: r.mod_revision,
+        version: r.version,
+        value: doc_value(&r.value),
+        store_revision: store_revision(&r.header),
+    })
+}
+
+/// `get` as text: the pretty document (stdout), and a line about it (stderr).
+pub fn get_text(r: &pb::GetResponse) -> (String, String) {
+    let value =
+        serde_json::to_string_pretty(&doc_value(&r.value)).unwrap_or_else(|_| r.value.clone());
+    let about = format!(
+        "# {} version {}, modified at revision {} by {} ({}){}; store revision {}",
+        r.path,
+        r.version,
+        r.mod_revision,
+        r.author,
+        format_time_ms(r.time_ms),
+        if r.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.message)
+        },
+        store_revision(&r.header),
+    );
+    (value, about)
+}
+
+#[derive(Serialize)]
+struct WatchJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    path: &'a str,
+    revision: u64,
+    version: u64,
+    value: Value,
+}
+
+#[derive(Serialize)]
+struct ProgressJson {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    revision: u64,
+}
+
+/// The lower-case name of a change kind.
+pub fn kind_name(kind: i32) -> &'static str {
+    match pb::ChangeKind::try_from(kind) {
+        Ok(pb::ChangeKind::Put) => "put",
+        Ok(pb::ChangeKind::Delete) => "delete",
+        Ok(pb::ChangeKind::SchemaSet) => "schema-set",
+        Ok(pb::ChangeKind::SchemaDelete) => "schema-delete",
+        Ok(pb::ChangeKind::TenantCreate) => "tenant-create",
+        Ok(pb::ChangeKind::TenantDelete) => "tenant-delete",
+        Ok(pb::ChangeKind::EnvCreate) => "env-create",
+        Ok(pb::ChangeKind::EnvDelete) => "env-delete",
+        Ok(pb::ChangeKind::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// The lines one watch response prints (progress only in JSON).
+pub fn watch_lines(r: &pb::WatchResponse, json: bool) -> Vec<String> {
+    match &r.event {
+        Some(Event::Change(c)) => c
+            .changes
+            .iter()
+            .map(|ch| {
+                let kind = kind_name(ch.kind);
+                if json {
+                    to_line(&WatchJson {
+                        kind,
+                        path: &ch.path,
+                        revision: c.revision,
+                        version: ch.version,
+                        value: doc_value(&ch.value),
+                    })
+                } else if ch.value.is_empty() {
+                    format!("{} {kind} {} v{}", c.revision, ch.path, ch.version)
+                } else {
+                    format!(
+                        "{} {kind} {} v{} {}",
+                        c.revision, ch.path, ch.version, ch.value
+                    )
+                }
+            })
+            .collect(),
+        Some(Event::Snapshot(s)) => s
+            .entries
+            .iter()
+            .map(|e| {
+                if json {
+                    to_line(&WatchJson {
+                        kind: "snapshot",
+                        path: &e.path,
+                        revision: s.revision,
+                        version: e.version,
+                        value: doc_value(&e.value),
+                    })
+                } else {
+                    format!(
+                        "{} snapshot {} v{} {}",
+                        s.revision, e.path, e.version, e.value
+                    )
+                }
+            })
+            .collect(),
+        Some(Event::Progress(p)) if json => vec![to_line(&ProgressJson {
+            kind: "progress",
+            revision: p.revision,
+        })],
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    path: &'a str,
+    version: u64,
+    revision: u64,
+}
+
+#[derive(Serialize)]
+struct ListJson<'a> {
+    store_revision: u64,
+    entries: Vec<EntryJson<'a>>,
+}
+
+/// `list`.
+pub fn list(r: &pb::ListResponse, json: bool) -> String {
+    if json {
+        return to_line(&ListJson {
+            store_revision: store_revision(&r.header),
+            entries: r
+                .entries
+                .iter()
+                .map(|e| EntryJson {
+                    path: &e.path,
+                    version: e.version,
+                    revision: e.mod_revision,
+                })
+                .collect(),
+        });
+    }
+    let rows = r
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.path.clone(),
+                e.version.to_string(),
+                e.mod_revision.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAMESPACE", "VERSION", "REVISION"], rows)
+}
+
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    version: u64,
+    revision: u64,
+    kind: &'a str,
+    author: &'a str,
+    time_ms: i64,
+    message: &'a str,
+    value: Value,
+}
+
+/// `history`.
+pub fn history(r: &pb::HistoryResponse, json: bool) -> String {
+    if json {
+        let records: Vec<RecordJson<'_>> = r
+            .records
+            .iter()
+            .map(|v| RecordJson {
+                version: v.version,
+                revision: v.revision,
+                kind: kind_name(v.kind),
+                author: &v.author,
+                time_ms: v.time_ms,
+                message: &v.message,
+                value: doc_value(&v.value),
+            })
+            .collect();
+        return to_line(&records);
+    }
+    let rows = r
+        .records
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.to_string(),
+                v.revision.to_string(),
+                kind_name(v.kind).to_string(),
+                format_time_ms(v.time_ms),
+                v.author.clone(),
+                v.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["VERSION", "REVISION", "KIND", "TIME", "AUTHOR", "MESSAGE"],
+        rows,
+    )
+}
+
+#[derive(Serialize)]
+struct TenantJson<'a> {
+    name: &'a str,
+    revision: u64,
+    environments: &'a [String],
+}
+
+/// `tenant list`.
+pub fn tenants(r: &pb::ListTenantsResponse, json: bool) -> String {
+    if json {
+        let v: Vec<TenantJson<'_>> = r
+            .tenants
+            .iter()
+            .map(|t| TenantJson {
+                name: &t.name,
+                revision: t.create_revision,
+                environments: &t.environments,
+            })
+            .collect();
+        return to_line(&v);
+    }
+    let rows = r
+        .tenants
+        .iter()
+        .map(|t| vec![t.name.clone(), t.environments.join(",")])
+        .collect();
+    table(&["TENANT", "ENVIRONMENTS"], rows)
+}
+
+#[derive(Serialize)]
+struct EnvJson<'a> {
+    tenant: &'a str,
+    name: &'a str,
+    revision: u64,
+    namespaces: u64,
+}
+
+/// `env list`.
+pub fn environments(r: &pb::ListEnvironmentsResponse, json: bool) -> String {
+    if json {
+        let v: Vec<EnvJson<'_>> = r
+            .environments
+            .iter()
+            .map(|e| EnvJson {
+                tenant: &e.tenant,
+                name: &e.name,
+                revision: e.create_revision,
+                namespaces: e.namespaces,
+            })
+            .collect();
+        return to_line(&v);
+    }
+    let rows = r
+        .environments
+        .iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                e.namespaces.to_string(),
+                e.create_revision.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ENVIRONMENT", "NAMESPACES", "CREATED AT"], rows)
+}
+
+/// `tenant create` / `env create`.
+pub fn created(what: &str, revision: u64, json: bool) -> String {
+    if json {
+        format!("{{\"revision\":{revision}}}")
+    } else {
+        format!("created {what} at revision {revision}")
+    }
+}
+
+#[derive(Serialize)]
+struct MemberJson<'a> {
+    id: u64,
+    peer_addr: &'a str,
+    client_addr: &'a str,
+    voter: bool,
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    cluster_id: &'a str,
+    node_id: u64,
+    leader_id: u64,
+    term: u64,
+    revision: u64,
+    applied_index: u64,
+    committed_index: u64,
+    server_version: &'a str,
+    state_digest: &'a str,
+    members: Vec<MemberJson<'a>>,
+}
+
+/// `status`.
+pub fn status(r: &pb::StatusResponse, json: bool) -> String {
+    let cluster_id = r.header.as_ref().map_or("", |h| h.cluster_id.as_str());
+    if json {
+        return to_line(&StatusJson {
+            cluster_id,
+            node_id: r.node_id,
+            leader_id: r.leader_id,
+            term: r.term,
+            revision: r.revision,
+            applied_index: r.applied_index,
+            committed_index: r.committed_index,
+            server_version: &r.server_version,
+            state_digest: &r.state_digest,
+            members: r
+                .members
+                .iter()
+                .map(|m| MemberJson {
+                    id: m.id,
+                    peer_addr: &m.peer_addr,
+                    client_addr: &m.client_addr,
+                    voter: m.voter,
+                })
+                .collect(),
+        });
+    }
+    let leader = if r.leader_id == 0 {
+        "unknown".to_string()
+    } else {
+        r.leader_id.to_string()
+    };
+    let mut out = format!(
+        "cluster    {cluster_id}\nnode       {}\nleader     {leader}\nterm       {}\nrevision   {}\napplied    {}\ncommitted  {}\nversion    {}\ndigest     {}\nmembers:",
+        r.node_id, r.term, r.revision, r.applied_index, r.committed_index, r.server_version, r.state_digest
+    );
+    for m in &r.members {
+        out.push_str(&format!(
+            "\n  {} {} client={} peer={}",
+            m.id,
+            if m.voter { "voter" } else { "learner" },
+            m.client_addr,
+            m.peer_addr
+        ));
+    }
+    out
+}
+
+/// Left-aligned columns; "(none)" for no rows.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    if rows.is_empty() {
+        return "(none)".to_string();
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == n {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = vec![line(headers.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+/// `2024-05-01T12:34:56.789Z` for milliseconds since the epoch.
+pub fn format_time_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(revision: u64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn put_json_is_exact() {
+        assert_eq!(write_json(17, 3), r#"{"revision":17,"version":3}"#);
+    }
+
+    #[test]
+    fn get_json_is_exact() {
+        let r = pb::GetResponse {
+            header: header(20),
+            path: "pay/prod/checkout".into(),
+            value: r#"{"a":1,"b":{"c":true}}"#.into(),
+            version: 3,
+            mod_revision: 17,
+            ..Default::default()
+        };
+        assert_eq!(
+            get_json(&r),
+            r#"{"path":"pay/prod/checkout","revision":17,"version":3,"value":{"a":1,"b":{"c":true}},"store_revision":20}"#
+        );
+    }
+
+    #[test]
+    fn watch_json_lines_are_exact() {
+        let change = pb::WatchResponse {
+            header: header(9),
+            event: Some(Event::Change(pb::ChangeEvent {
+                revision: 9,
+                changes: vec![
+                    pb::Change {
+                        kind: pb::ChangeKind::Put as i32,
+                        path: "t/e/a".into(),
+                        version: 2,
+                        value: r#"{"x":1}"#.into(),
+                    },
+                    pb::Change {
+                        kind: pb::ChangeKind::Delete as i32,
+                        path: "t/e/b".into(),
+                        version: 4,
+                        value: String::new(),
+                    },
+                ],
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            watch_lines(&change, true),
+            [
+                r#"{"type":"put","path":"t/e/a","revision":9,"version":2,"value":{"x":1}}"#,
+                r#"{"type":"delete","path":"t/e/b","revision":9,"version":4,"value":null}"#,
+            ]
+        );
+        let snap = pb::WatchResponse {
+            header: header(5),
+            event: Some(Event::Snapshot(pb::SnapshotEvent {
+                revision: 5,
+                entries: vec![pb::NamespaceEntry {
+                    path: "t/e/a".into(),
+                    version: 1,
+                    mod_revision: 3,
+                    value: r#"{"y":2}"#.into(),
+                }],
+                last_chunk: true,
+                reason: "start".into(),
+            })),
+        };
+        assert_eq!(
+            watch_lines(&snap, true),
+            [r#"{"type":"snapshot","path":"t/e/a","revision":5,"version":1,"value":{"y":2}}"#]
+        );
+        let progress = pb::WatchResponse {
+            header: header(5),
+            event: Some(Event::Progress(pb::ProgressEvent { revision: 5 })),
+        };
+        assert_eq!(
+            watch_lines(&progress, true),
+            [r#"{"type":"progress","revision":5}"#]
+        );
+        assert!(watch_lines(&progress, false).is_empty());
+        assert_eq!(watch_lines(&change, false)[0], r#"9 put t/e/a v2 {"x":1}"#);
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], vec![vec!["long".into(), "1".into()]]);
+        assert_eq!(t, "A     BB\nlong  1");
+        assert_eq!(table(&["A"], Vec::new()), "(none)");
+    }
+
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(format_time_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_time_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(format_time_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn text_put_is_friendly() {
+        assert_eq!(
+            put_text("a/b/c", 7, 2, false),
+            "put a/b/c: version 2 at revision 7"
+        );
+        assert!(put_text("a/b/c", 0, 0, true).contains("does not exist yet"));
+    }
+}

@@ -1,0 +1,65 @@
+//! The crate's error type: what can stop a server from starting or running.
+//! (Errors of single RPCs are [`crate::status::ApiError`].)
+
+use std::net::SocketAddr;
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listen address is not loopback and `--insecure` was not given.
+    #[error(
+        "refusing to listen on {addr} ({what}): it is not a loopback address and raftconf has no \
+         authentication yet; pass --insecure to allow it"
+    )]
+    InsecureListen {
+        /// "clients" or "peers".
+        what: &'static str,
+        /// The address as given.
+        addr: String,
+    },
+    /// An address could not be parsed or resolved.
+    #[error("invalid {what} address {addr:?}: {reason}")]
+    BadAddress {
+        /// Which flag.
+        what: &'static str,
+        /// The address as given.
+        addr: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// "clients" or "peers".
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot use data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The Raft node failed to open, initialise or run.
+    #[error("raft: {0}")]
+    Raft(#[from] raftconf_raft::Error),
+    /// A gRPC server failed.
+    #[error("gRPC server ({what}): {source}")]
+    Transport {
+        /// "clients" or "peers".
+        what: &'static str,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+    /// Building the reflection service failed.
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}

@@ -1,0 +1,233 @@
+//! openraft's network over the `RaftPeer` gRPC service.
+//!
+//! [`PeerNetwork`] is the `RaftNetworkFactory`: `new_client` cannot fail, so
+//! it only builds a lazily connecting channel ([`PeerClient`]). Every RPC has
+//! a deadline (a blackholed HTTP/2 stream would otherwise hang replication):
+//! a missed deadline is `RPCError::Timeout`, a transport failure or a refusal
+//! of the envelope is `RPCError::Unreachable` (openraft backs off), and the
+//! remote's Raft error comes back as `RPCError::RemoteError`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, RPCTypes};
+use raftconf_api::internal::raft_peer_client::RaftPeerClient;
+use raftconf_api::internal::PeerMessage;
+use raftconf_raft::{NodeId, NodeInfo, StateView, TypeConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::service::peer::{ENCODING, MAX_PEER_MESSAGE_BYTES};
+
+/// Deadlines and connection settings of peer RPCs.
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    /// Deadline of one AppendEntries (heartbeats included).
+    pub append_timeout: Duration,
+    /// Deadline of one Vote.
+    pub vote_timeout: Duration,
+    /// Deadline of one InstallSnapshot chunk.
+    pub snapshot_timeout: Duration,
+    /// How long establishing a TCP connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            append_timeout: Duration::from_secs(2),
+            vote_timeout: Duration::from_secs(2),
+            snapshot_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where the network reads the cluster id it stamps on every message. The
+/// network is built before the node opens, so the state view is set later.
+#[derive(Clone, Default)]
+pub struct ClusterIdSource(Arc<OnceLock<StateView>>);
+
+impl ClusterIdSource {
+    /// An empty source ("" until [`ClusterIdSource::set`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the id from `state` from now on. Only the first call has effect.
+    pub fn set(&self, state: StateView) {
+        let _ = self.0.set(state);
+    }
+
+    /// The cluster id, "" while unknown.
+    pub fn get(&self) -> String {
+        self.0.get().map(StateView::cluster_id).unwrap_or_default()
+    }
+}
+
+/// The `RaftNetworkFactory` of a node.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    self_id: NodeId,
+    cluster: ClusterIdSource,
+    settings: NetworkSettings,
+}
+
+impl PeerNetwork {
+    /// The network of node `self_id`.
+    pub fn new(self_id: NodeId, cluster: ClusterIdSource, settings: NetworkSettings) -> Self {
+        PeerNetwork {
+            self_id,
+            cluster,
+            settings,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        let client = Endpoint::from_shared(format!("http://{}", node.peer_addr))
+            .map(|e| {
+                let channel = e
+                    .connect_timeout(self.settings.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy();
+                RaftPeerClient::new(channel)
+                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            })
+            .map_err(|e| {
+                format!(
+                    "bad peer address {:?} of node {target}: {e}",
+                    node.peer_addr
+                )
+            });
+        if let Err(e) = &client {
+            tracing::warn!(target, error = %e, "peer unreachable by configuration");
+        }
+        PeerClient {
+            self_id: self.self_id,
+            target,
+            target_node: node.clone(),
+            client,
+            cluster: self.cluster.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerClient {
+    self_id: NodeId,
+    target: NodeId,
+    target_node: NodeInfo,
+    /// `Err` when the peer's address does not even parse: every RPC is then
+    /// `Unreachable`, naming why.
+    client: Result<RaftPeerClient<Channel>, String>,
+    cluster: ClusterIdSource,
+    settings: NetworkSettings,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeInfo, E>>;
+
+impl PeerClient {
+    /// Sends `rpc` as `action` and decodes the reply `Result<Resp, E>`.
+    async fn call<Req, Resp, E>(
+        &self,
+        action: RPCTypes,
+        rpc: &Req,
+        deadline: Duration,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::from(AnyError::error(e)))),
+        };
+        let payload =
+            bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(PeerMessage {
+            cluster_id: self.cluster.get(),
+            from: self.self_id,
+            payload,
+            encoding: ENCODING.to_string(),
+        });
+        request.set_timeout(deadline);
+        let send = async move {
+            match action {
+                RPCTypes::AppendEntries => client.append_entries(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(deadline, send).await {
+            Err(_elapsed) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.self_id,
+                    target: self.target,
+                    timeout: deadline,
+                }))
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(target = self.target, %status, "peer rpc failed");
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let decoded: Result<Resp, E> = bincode::deserialize(&reply.payload)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        decoded.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.target_node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        let deadline = self.settings.append_timeout.min(option.hard_ttl());
+        self.call(RPCTypes::AppendEntries, &rpc, deadline).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        let deadline = self.settings.snapshot_timeout.min(option.hard_ttl());
+        self.call(RPCTypes::InstallSnapshot, &rpc, deadline).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        let deadline = self.settings.vote_timeout.min(option.hard_ttl());
+        self.call(RPCTypes::Vote, &rpc, deadline).await
+    }
+}

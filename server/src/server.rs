@@ -1,0 +1,402 @@
+//! Wiring: listeners, the node, the services, readiness and shutdown.
+//!
+//! [`RunningServer::start`] binds both listeners first (so a busy port fails
+//! fast, before any state is touched), opens the [`RaftNode`], serves the peer
+//! and client ports, and initialises a fresh single-node cluster. [`run`]
+//! adds readiness (health `SERVING` once a leader and the cluster id are
+//! known) and the shutdown order: health `NOT_SERVING` → watch streams end
+//! with `UNAVAILABLE` → the client port stops → Raft stops → the peer port stops.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftconf_api::internal::raft_peer_server::RaftPeerServer;
+use raftconf_api::v1::admin_server::AdminServer;
+use raftconf_api::v1::cluster_server::ClusterServer;
+use raftconf_api::v1::config_server::ConfigServer;
+use raftconf_api::v1::watch_server::WatchServer;
+use raftconf_raft::{NodeConfig, NodeId, NodeInfo, RaftNode};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::delivery::DeliveryRegistry;
+use crate::network::{ClusterIdSource, NetworkSettings, PeerNetwork};
+use crate::service::admin::AdminService;
+use crate::service::cluster::ClusterService;
+use crate::service::config::ConfigService;
+use crate::service::peer::{PeerService, MAX_PEER_MESSAGE_BYTES};
+use crate::service::watch::WatchService;
+use crate::service::{ServiceContext, ServiceSettings};
+use crate::{Error, Result};
+
+/// The client-facing services, by their full gRPC names (for health).
+pub const CLIENT_SERVICES: [&str; 4] = [
+    "raftconf.v1.Config",
+    "raftconf.v1.Admin",
+    "raftconf.v1.Watch",
+    "raftconf.v1.Cluster",
+];
+
+/// How many watch clients the delivery registry remembers.
+const DELIVERY_CAPACITY: usize = 100_000;
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This node's id (never 0: 0 means "unknown" in response headers).
+    pub node_id: NodeId,
+    /// Client gRPC listen address (`host:port`; port 0 picks one).
+    pub listen: String,
+    /// Peer (Raft) gRPC listen address.
+    pub peer_listen: String,
+    /// The client address other nodes and clients should use, when it differs
+    /// from the bound one (e.g. listening on 0.0.0.0).
+    pub advertise: Option<String>,
+    /// The peer address other nodes should use, when it differs from the bound one.
+    pub advertise_peer: Option<String>,
+    /// Where the node keeps its log, state and snapshots.
+    pub data_dir: PathBuf,
+    /// Allow non-loopback listen addresses (there is no auth yet).
+    pub insecure: bool,
+    /// Service tunables (watch send timeout, …).
+    pub services: ServiceSettings,
+    /// Peer RPC deadlines.
+    pub network: NetworkSettings,
+    /// How long shutdown waits for in-flight requests on each port.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults: clients on 127.0.0.1:7070, peers on 127.0.0.1:7071, data in
+    /// `./raftconf-data`, node 1.
+    pub fn new() -> Self {
+        ServerConfig {
+            node_id: 1,
+            listen: "127.0.0.1:7070".into(),
+            peer_listen: "127.0.0.1:7071".into(),
+            advertise: None,
+            advertise_peer: None,
+            data_dir: PathBuf::from("raftconf-data"),
+            insecure: false,
+            services: ServiceSettings::default(),
+            network: NetworkSettings::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Resolves `addr` and refuses a non-loopback one unless `insecure`.
+pub async fn resolve_listen(what: &'static str, addr: &str, insecure: bool) -> Result<SocketAddr> {
+    let bad = |reason: String| Error::BadAddress {
+        what,
+        addr: addr.to_string(),
+        reason,
+    };
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| bad(e.to_string()))?
+        .collect();
+    let first = *resolved
+        .first()
+        .ok_or_else(|| bad("resolves to no address".into()))?;
+    if !insecure && !resolved.iter().all(|a| a.ip().is_loopback()) {
+        return Err(Error::InsecureListen {
+            what,
+            addr: addr.to_string(),
+        });
+    }
+    Ok(first)
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// A started server: both ports serving, the node open.
+pub struct RunningServer {
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    node: RaftNode,
+    health: HealthReporter,
+    watch_shutdown: watch::Sender<bool>,
+    client_task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    peer_task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    stop_client: oneshot::Sender<()>,
+    stop_peer: oneshot::Sender<()>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// Binds, opens the node, serves, and initialises a fresh cluster.
+    pub async fn start(config: ServerConfig) -> Result<Self> {
+        let client_want = resolve_listen("clients", &config.listen, config.insecure).await?;
+        let peer_want = resolve_listen("peers", &config.peer_listen, config.insecure).await?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let client_listener = bind("clients", client_want).await?;
+        let peer_listener = bind("peers", peer_want).await?;
+        let local = |l: &TcpListener, want: SocketAddr| l.local_addr().unwrap_or(want);
+        let client_addr = local(&client_listener, client_want);
+        let peer_addr = local(&peer_listener, peer_want);
+        info!(
+            node_id = config.node_id,
+            client = %client_addr,
+            peer = %peer_addr,
+            data_dir = %config.data_dir.display(),
+            "starting raftconf server"
+        );
+
+        let cluster = ClusterIdSource::new();
+        let network = PeerNetwork::new(config.node_id, cluster.clone(), config.network.clone());
+        let node =
+            RaftNode::open(NodeConfig::new(config.node_id, &config.data_dir), network).await?;
+        cluster.set(node.state().clone());
+
+        let (watch_shutdown, shutdown_rx) = watch::channel(false);
+        let ctx = Arc::new(ServiceContext {
+            node: node.clone(),
+            settings: config.services.clone(),
+            delivery: Arc::new(DeliveryRegistry::new(DELIVERY_CAPACITY)),
+            shutdown: shutdown_rx,
+        });
+
+        let (stop_peer, peer_stopped) = oneshot::channel::<()>();
+        let peer_service = RaftPeerServer::new(PeerService::new(node.clone()))
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let peer_task = tokio::spawn(
+            Server::builder()
+                .add_service(peer_service)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
+                    async {
+                        let _ = peer_stopped.await;
+                    },
+                ),
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, ServingStatus::NotServing).await;
+        let reflection_v1 = reflection()?.build_v1()?;
+        let reflection_v1alpha = reflection()?.build_v1alpha()?;
+        let (stop_client, client_stopped) = oneshot::channel::<()>();
+        let client_task = tokio::spawn(
+            Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(ConfigServer::new(ConfigService::new(Arc::clone(&ctx))))
+                .add_service(AdminServer::new(AdminService::new(Arc::clone(&ctx))))
+                .add_service(WatchServer::new(WatchService::new(Arc::clone(&ctx))))
+                .add_service(ClusterServer::new(ClusterService::new(Arc::clone(&ctx))))
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(client_listener).with_nodelay(Some(true)),
+                    async {
+                        let _ = client_stopped.await;
+                    },
+                ),
+        );
+
+        let server = RunningServer {
+            client_addr,
+            peer_addr,
+            node,
+            health,
+            watch_shutdown,
+            client_task,
+            peer_task,
+            stop_client,
+            stop_peer,
+            grace: config.shutdown_grace,
+        };
+        // Multi-node start-up (`--peers`, joining) comes later; for now a node
+        // with no cluster founds a single-node one.
+        if !server.node.is_initialized().await? {
+            let me = NodeInfo {
+                peer_addr: config
+                    .advertise_peer
+                    .clone()
+                    .unwrap_or_else(|| peer_addr.to_string()),
+                client_addr: config
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| client_addr.to_string()),
+            };
+            info!(node_id = config.node_id, node = %me, "initialising a new single-node cluster");
+            server
+                .node
+                .initialize(BTreeMap::from([(config.node_id, me)]))
+                .await?;
+        }
+        Ok(server)
+    }
+
+    /// The bound client address (useful with port 0).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The bound peer address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The node.
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Waits until a leader and the cluster id are known, then reports the
+    /// health of every service as `SERVING`.
+    pub async fn wait_ready(&self) {
+        let mut metrics = self.node.raft().metrics();
+        loop {
+            let has_leader = metrics.borrow().current_leader.is_some();
+            if has_leader && !self.node.cluster_id().is_empty() {
+                break;
+            }
+            // The cluster id lands with an apply, which also changes the
+            // metrics; the timeout is a safety net, not the mechanism.
+            let _ = tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
+        }
+        set_health(&self.health, ServingStatus::Serving).await;
+    }
+
+    /// Resolves if a gRPC server stops on its own (an error).
+    async fn failed(&mut self) -> Error {
+        let (what, res) = tokio::select! {
+            r = &mut self.client_task => ("clients", r),
+            r = &mut self.peer_task => ("peers", r),
+        };
+        match res {
+            Ok(Ok(())) => Error::Raft(raftconf_raft::Error::Unavailable(format!(
+                "the {what} server stopped unexpectedly"
+            ))),
+            Ok(Err(source)) => Error::Transport { what, source },
+            Err(join) => Error::Raft(raftconf_raft::Error::Unavailable(format!(
+                "the {what} server task failed: {join}"
+            ))),
+        }
+    }
+
+    /// Graceful shutdown, each step bounded by the grace period.
+    pub async fn shutdown(mut self) {
+        info!("shutting down");
+        set_health(&self.health, ServingStatus::NotServing).await;
+        let _ = self.watch_shutdown.send(true);
+        let _ = self.stop_client.send(());
+        stop_task("clients", &mut self.client_task, self.grace).await;
+        self.node.shutdown().await;
+        let _ = self.stop_peer.send(());
+        stop_task("peers", &mut self.peer_task, self.grace).await;
+        info!("stopped");
+    }
+}
+
+async fn stop_task<T>(what: &'static str, task: &mut JoinHandle<T>, grace: Duration) {
+    // A task that already ended (and was awaited by `failed`) must not be polled again.
+    if task.is_finished() {
+        return;
+    }
+    if tokio::time::timeout(grace, &mut *task).await.is_err() {
+        warn!(
+            what,
+            ?grace,
+            "requests still running after the grace period; dropping them"
+        );
+        task.abort();
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in CLIENT_SERVICES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+fn reflection() -> Result<tonic_reflection::server::Builder<'static>> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(raftconf_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    // Advertise what this port serves (the peer service lives on the peer port).
+    for name in CLIENT_SERVICES.iter().chain(&[
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]) {
+        b = b.with_service_name(*name);
+    }
+    Ok(b)
+}
+
+/// Runs a server until `shutdown` resolves (or a port fails), then stops it gracefully.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let mut server = RunningServer::start(config).await?;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = server.wait_ready() => {
+            info!(client = %server.client_addr, peer = %server.peer_addr, "ready to serve");
+        }
+        _ = &mut shutdown => {
+            server.shutdown().await;
+            return Ok(());
+        }
+    }
+    let outcome = tokio::select! {
+        _ = &mut shutdown => Ok(()),
+        e = server.failed() => Err(e),
+    };
+    server.shutdown().await;
+    outcome
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("Ctrl-C received"),
+        _ = term => info!("SIGTERM received"),
+    }
+}

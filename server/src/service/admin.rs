@@ -1,0 +1,166 @@
+//! The `Admin` service: tenants and environments. Creating one is a write
+//! (it takes a revision); listing is a linearizable read.
+
+use std::sync::Arc;
+
+use raftconf_api::v1 as pb;
+use raftconf_api::v1::admin_server::Admin;
+use raftconf_raft::command::ENTRY_FORMAT_VERSION;
+use raftconf_raft::{Command, Request as RaftRequest};
+use raftconf_schema::validate_name;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use super::{author, check_message, now_ms, write_id, ServiceContext};
+use crate::convert;
+use crate::status::ApiError;
+
+/// The `raftconf.v1.Admin` service.
+pub struct AdminService {
+    ctx: Arc<ServiceContext>,
+}
+
+impl AdminService {
+    /// A service over `ctx`.
+    pub fn new(ctx: Arc<ServiceContext>) -> Self {
+        AdminService { ctx }
+    }
+
+    async fn propose(
+        &self,
+        author: String,
+        id: Option<pb::WriteId>,
+        message: String,
+        command: Command,
+    ) -> Result<u64, ApiError> {
+        check_message(&message)?;
+        let (client_id, request_id) = write_id(id);
+        let request = RaftRequest {
+            format: ENTRY_FORMAT_VERSION,
+            client_id,
+            request_id,
+            author,
+            time_ms: now_ms(),
+            message,
+            command,
+        };
+        let applied = self
+            .ctx
+            .node
+            .write(request)
+            .await
+            .map_err(ApiError::from_write)?;
+        Ok(applied.revision)
+    }
+
+    async fn create_tenant_inner(
+        &self,
+        author: String,
+        req: pb::CreateTenantRequest,
+    ) -> Result<pb::CreateTenantResponse, ApiError> {
+        validate_name("tenant", &req.name)?;
+        let command = Command::CreateTenant {
+            tenant: req.name.clone(),
+        };
+        let revision = self
+            .propose(author, req.write_id, req.message, command)
+            .await?;
+        info!(tenant = %req.name, revision, "tenant created");
+        Ok(pb::CreateTenantResponse {
+            header: Some(self.ctx.header(revision)),
+            revision,
+        })
+    }
+
+    async fn create_environment_inner(
+        &self,
+        author: String,
+        req: pb::CreateEnvironmentRequest,
+    ) -> Result<pb::CreateEnvironmentResponse, ApiError> {
+        validate_name("tenant", &req.tenant)?;
+        validate_name("environment", &req.name)?;
+        let command = Command::CreateEnvironment {
+            tenant: req.tenant.clone(),
+            env: req.name.clone(),
+        };
+        let revision = self
+            .propose(author, req.write_id, req.message, command)
+            .await?;
+        info!(tenant = %req.tenant, env = %req.name, revision, "environment created");
+        Ok(pb::CreateEnvironmentResponse {
+            header: Some(self.ctx.header(revision)),
+            revision,
+        })
+    }
+
+    async fn list_tenants_inner(&self) -> Result<pb::ListTenantsResponse, ApiError> {
+        let served_at = self.ctx.read_revision(0, 0).await?;
+        let tenants = self.ctx.node.state().tenants()?;
+        Ok(pb::ListTenantsResponse {
+            header: Some(self.ctx.header(served_at)),
+            tenants: tenants.into_iter().map(convert::tenant_info).collect(),
+        })
+    }
+
+    async fn list_environments_inner(
+        &self,
+        req: pb::ListEnvironmentsRequest,
+    ) -> Result<pb::ListEnvironmentsResponse, ApiError> {
+        validate_name("tenant", &req.tenant)?;
+        let served_at = self.ctx.read_revision(0, 0).await?;
+        let envs = self.ctx.node.state().environments(&req.tenant)?;
+        Ok(pb::ListEnvironmentsResponse {
+            header: Some(self.ctx.header(served_at)),
+            environments: envs.into_iter().map(convert::env_info).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    #[instrument(skip_all, fields(tenant = %request.get_ref().name))]
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        let author = author(request.metadata());
+        self.create_tenant_inner(author, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_tenants(
+        &self,
+        _request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.list_tenants_inner()
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+
+    #[instrument(skip_all, fields(tenant = %request.get_ref().tenant, env = %request.get_ref().name))]
+    async fn create_environment(
+        &self,
+        request: Request<pb::CreateEnvironmentRequest>,
+    ) -> Result<Response<pb::CreateEnvironmentResponse>, Status> {
+        let author = author(request.metadata());
+        self.create_environment_inner(author, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+
+    #[instrument(skip_all, fields(tenant = %request.get_ref().tenant))]
+    async fn list_environments(
+        &self,
+        request: Request<pb::ListEnvironmentsRequest>,
+    ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
+        self.list_environments_inner(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+}

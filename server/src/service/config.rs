@@ -1,0 +1,311 @@
+//! The `Config` service: Get, List, Put, Delete and History of namespaces.
+//!
+//! Writes are checked here first (path, document, limits) so that a bad
+//! request is refused with a precise reason before anything is proposed;
+//! apply checks again, deterministically, on every node.
+
+use std::sync::Arc;
+
+use raftconf_api::v1 as pb;
+use raftconf_api::v1::config_server::Config;
+use raftconf_raft::command::ENTRY_FORMAT_VERSION;
+use raftconf_raft::{Command, Precondition, Request as RaftRequest};
+use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, instrument};
+
+use super::{author, check_message, now_ms, write_id, ServiceContext};
+use crate::convert;
+use crate::status::ApiError;
+
+/// Default `HistoryRequest.page_size`.
+pub const HISTORY_PAGE_DEFAULT: usize = 50;
+/// Largest `HistoryRequest.page_size`.
+pub const HISTORY_PAGE_MAX: usize = 1000;
+
+/// The `raftconf.v1.Config` service.
+pub struct ConfigService {
+    ctx: Arc<ServiceContext>,
+}
+
+impl ConfigService {
+    /// A service over `ctx`.
+    pub fn new(ctx: Arc<ServiceContext>) -> Self {
+        ConfigService { ctx }
+    }
+
+    async fn get_inner(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ApiError> {
+        let path: NsPath = req.path.parse()?;
+        let served_at = self
+            .ctx
+            .read_revision(req.consistency, req.min_revision)
+            .await?;
+        let state = self.ctx.node.state();
+        let doc = if req.revision > 0 {
+            if req.revision > served_at {
+                return Err(ApiError::OutOfRange(format!(
+                    "revision {} is in the future: the store is at revision {served_at}",
+                    req.revision
+                )));
+            }
+            state.get_at(&path, req.revision)?.ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "namespace {path} did not exist at revision {}",
+                    req.revision
+                ))
+            })?
+        } else {
+            state
+                .get(&path)?
+                .ok_or_else(|| ApiError::NotFound(format!("namespace {path} does not exist")))?
+        };
+        Ok(convert::get_response(doc, self.ctx.header(served_at)))
+    }
+
+    async fn list_inner(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ApiError> {
+        let env = EnvPath::parse(&req.prefix)?;
+        let served_at = self
+            .ctx
+            .read_revision(req.consistency, req.min_revision)
+            .await?;
+        let docs = self.ctx.node.state().list(&env.tenant, &env.env)?;
+        Ok(pb::ListResponse {
+            header: Some(self.ctx.header(served_at)),
+            entries: docs
+                .iter()
+                .map(|d| convert::namespace_entry(d, req.include_values))
+                .collect(),
+        })
+    }
+
+    async fn put_inner(
+        &self,
+        author: String,
+        req: pb::PutRequest,
+    ) -> Result<pb::PutResponse, ApiError> {
+        let path: NsPath = req.path.parse()?;
+        check_message(&req.message)?;
+        let format = convert::document_format(req.format).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("unknown document format {}", req.format))
+        })?;
+        if req.value.len() > MAX_DOCUMENT_TEXT_BYTES {
+            return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
+                limit: "document text size",
+                max: MAX_DOCUMENT_TEXT_BYTES as u64,
+                actual: req.value.len() as u64,
+            }));
+        }
+        let value = parse_document(&req.value, format)?;
+        if req.dry_run {
+            return self.dry_run(&path);
+        }
+        let precondition = Precondition {
+            if_version: req.if_version,
+            if_revision: req.if_revision,
+        };
+        let command = Command::Put {
+            path: path.clone(),
+            value,
+            precondition,
+        };
+        let applied = self
+            .propose(&path, author, req.write_id, req.message, command)
+            .await?;
+        info!(
+            path = %path,
+            revision = applied.revision,
+            version = applied.version,
+            deduplicated = applied.deduplicated,
+            "put applied"
+        );
+        Ok(pb::PutResponse {
+            header: Some(self.ctx.header(applied.revision)),
+            revision: applied.revision,
+            version: applied.version,
+        })
+    }
+
+    /// A dry run answers with the namespace as it is now; nothing is proposed.
+    fn dry_run(&self, path: &NsPath) -> Result<pb::PutResponse, ApiError> {
+        let state = self.ctx.node.state();
+        let revision = state.revision();
+        let current = state.get(path)?;
+        debug!(path = %path, "dry run: document is valid");
+        Ok(pb::PutResponse {
+            header: Some(self.ctx.header(revision)),
+            revision: current.as_ref().map_or(0, |d| d.record.mod_revision),
+            version: current.as_ref().map_or(0, |d| d.record.version),
+        })
+    }
+
+    async fn delete_inner(
+        &self,
+        author: String,
+        req: pb::DeleteRequest,
+    ) -> Result<pb::DeleteResponse, ApiError> {
+        let path: NsPath = req.path.parse()?;
+        check_message(&req.message)?;
+        let command = Command::Delete {
+            path: path.clone(),
+            precondition: Precondition {
+                if_version: req.if_version,
+                if_revision: req.if_revision,
+            },
+        };
+        let applied = self
+            .propose(&path, author, req.write_id, req.message, command)
+            .await?;
+        info!(path = %path, revision = applied.revision, version = applied.version, "delete applied");
+        Ok(pb::DeleteResponse {
+            header: Some(self.ctx.header(applied.revision)),
+            revision: applied.revision,
+            version: applied.version,
+        })
+    }
+
+    /// Stamps and proposes a namespace write; a CAS miss is completed with
+    /// what this node knows of the namespace now.
+    async fn propose(
+        &self,
+        path: &NsPath,
+        author: String,
+        id: Option<pb::WriteId>,
+        message: String,
+        command: Command,
+    ) -> Result<raftconf_raft::Applied, ApiError> {
+        let (client_id, request_id) = write_id(id);
+        let request = RaftRequest {
+            format: ENTRY_FORMAT_VERSION,
+            client_id,
+            request_id,
+            author,
+            time_ms: now_ms(),
+            message,
+            command,
+        };
+        match self.ctx.node.write(request).await {
+            Ok(applied) => Ok(applied),
+            Err(e) => {
+                let err = ApiError::from_write(e);
+                if let ApiError::CasMiss { .. } = err {
+                    if let Ok(Some(doc)) = self.ctx.node.state().get(path) {
+                        return Err(err.complete_cas(doc.record.version, doc.record.mod_revision));
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn history_inner(
+        &self,
+        req: pb::HistoryRequest,
+    ) -> Result<pb::HistoryResponse, ApiError> {
+        let path: NsPath = req.path.parse()?;
+        let page = history_page_size(req.page_size);
+        let served_at = self.ctx.read_revision(0, 0).await?;
+        // One extra record tells whether another page follows.
+        let mut records = self
+            .ctx
+            .node
+            .state()
+            .history(&path, req.before_version, page + 1)?;
+        if records.is_empty() && req.before_version == 0 {
+            return Err(ApiError::NotFound(format!(
+                "namespace {path} does not exist and has no history"
+            )));
+        }
+        let more = records.len() > page;
+        records.truncate(page);
+        let next_before_version = if more {
+            records.last().map_or(0, |r| r.version)
+        } else {
+            0
+        };
+        Ok(pb::HistoryResponse {
+            header: Some(self.ctx.header(served_at)),
+            records: records.into_iter().map(convert::version_record).collect(),
+            next_before_version,
+        })
+    }
+}
+
+/// The page size a `HistoryRequest` asks for: 0 means the default; capped.
+pub fn history_page_size(requested: u32) -> usize {
+    match requested as usize {
+        0 => HISTORY_PAGE_DEFAULT,
+        n => n.min(HISTORY_PAGE_MAX),
+    }
+}
+
+#[tonic::async_trait]
+impl Config for ConfigService {
+    #[instrument(skip_all, fields(path = %request.get_ref().path, revision = request.get_ref().revision))]
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        self.get_inner(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+
+    #[instrument(skip_all, fields(prefix = %request.get_ref().prefix))]
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        self.list_inner(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+
+    #[instrument(skip_all, fields(path = %request.get_ref().path, dry_run = request.get_ref().dry_run))]
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let author = author(request.metadata());
+        self.put_inner(author, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+
+    #[instrument(skip_all, fields(path = %request.get_ref().path))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let author = author(request.metadata());
+        self.delete_inner(author, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+
+    #[instrument(skip_all, fields(path = %request.get_ref().path))]
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        self.history_inner(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_page_size_defaults_and_caps() {
+        assert_eq!(history_page_size(0), 50);
+        assert_eq!(history_page_size(7), 7);
+        assert_eq!(history_page_size(5000), 1000);
+    }
+}

@@ -1,0 +1,197 @@
+//! The gRPC services, one module each, and what they share.
+//!
+//! - [`config`]: Get, List, Put, Delete, History of namespaces.
+//! - [`admin`]: tenants and environments.
+//! - [`watch`]: the bidirectional watch stream.
+//! - [`cluster`]: the `Status` of this node and its cluster.
+//! - [`peer`]: Raft traffic between nodes (on the peer port only).
+//!
+//! Every service holds an `Arc<`[`ServiceContext`]`>`: the node, the tunables,
+//! the delivery registry and the shutdown signal. Service methods do their
+//! work in a function returning [`ApiError`], and convert it to a `Status` in
+//! one call ([`ServiceContext::status`]) so every error carries the header.
+
+pub mod admin;
+pub mod cluster;
+pub mod config;
+pub mod peer;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use raftconf_api::v1::{Consistency, ResponseHeader, WriteId};
+use raftconf_raft::RaftNode;
+use raftconf_schema::MAX_MESSAGE_BYTES;
+use tokio::sync::watch as signal;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::delivery::DeliveryRegistry;
+use crate::metadata;
+use crate::status::{self, ApiError};
+
+/// Tunables of the client-facing services.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// How long a watch stream may stay unable to take the next message before
+    /// it is ended with `RESOURCE_EXHAUSTED` (the subscriber resumes later).
+    pub watch_send_timeout: Duration,
+    /// Capacity of each watch stream's outgoing queue (messages).
+    pub watch_queue: usize,
+    /// How long a serializable read waits for `min_revision` to be applied here.
+    pub min_revision_wait: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            watch_send_timeout: Duration::from_secs(30),
+            watch_queue: 256,
+            min_revision_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every service shares.
+pub struct ServiceContext {
+    /// The Raft node whose state is served.
+    pub node: RaftNode,
+    /// Tunables.
+    pub settings: ServiceSettings,
+    /// Acks and refusals reported by watch subscribers.
+    pub delivery: Arc<DeliveryRegistry>,
+    /// Becomes `true` when the server shuts down: watch streams end with
+    /// `UNAVAILABLE` so their clients resume on another node.
+    pub shutdown: signal::Receiver<bool>,
+}
+
+impl ServiceContext {
+    /// A response header as of `revision`, with leadership as this node sees it.
+    pub fn header(&self, revision: u64) -> ResponseHeader {
+        let leader = self.node.leader();
+        ResponseHeader {
+            cluster_id: self.node.cluster_id(),
+            revision,
+            node_id: self.node.node_id(),
+            leader_id: leader.leader_id.unwrap_or(0),
+            term: leader.term,
+            leader_addr: leader.leader.map(|n| n.client_addr).unwrap_or_default(),
+        }
+    }
+
+    /// A header at this node's applied revision.
+    pub fn current_header(&self) -> ResponseHeader {
+        self.header(self.node.state().revision())
+    }
+
+    /// The `Status` for `err`, with the header in its metadata.
+    pub fn status(&self, err: ApiError) -> Status {
+        if matches!(
+            err,
+            ApiError::Internal(_) | ApiError::State(raftconf_raft::Error::Storage(_))
+        ) {
+            tracing::error!(error = %err, "request failed");
+        } else {
+            tracing::debug!(error = %err, "request refused");
+        }
+        status::to_status(err, &self.current_header())
+    }
+
+    /// The revision to serve a read at: after a read barrier for linearizable
+    /// reads; for serializable ones after waiting (bounded) for `min_revision`.
+    pub async fn read_revision(
+        &self,
+        consistency: i32,
+        min_revision: u64,
+    ) -> Result<u64, ApiError> {
+        let state = self.node.state();
+        match Consistency::try_from(consistency) {
+            Ok(Consistency::Serializable) => {
+                if min_revision > state.revision()
+                    && !state
+                        .wait_for_revision(min_revision, self.settings.min_revision_wait)
+                        .await
+                {
+                    return Err(ApiError::Unavailable(format!(
+                        "this node has applied revision {}, below the requested min_revision \
+                         {min_revision}; try another node or a linearizable read",
+                        state.revision()
+                    )));
+                }
+                Ok(state.revision())
+            }
+            // Unknown values get the strongest guarantee.
+            _ => {
+                let barrier = self.node.read_barrier().await?;
+                Ok(state.revision().max(barrier))
+            }
+        }
+    }
+}
+
+/// The author of a write: the `x-raftconf-author` metadata, else "anonymous".
+pub fn author(md: &MetadataMap) -> String {
+    md.get(metadata::AUTHOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| "anonymous".to_string())
+}
+
+/// The de-duplication key of a write: `("", 0)` when absent.
+pub fn write_id(id: Option<WriteId>) -> (String, u64) {
+    id.map(|w| (w.client_id, w.request_id)).unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch: the leader stamps writes with it.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Refuses a history message over [`MAX_MESSAGE_BYTES`].
+pub fn check_message(message: &str) -> Result<(), ApiError> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
+            limit: "message size",
+            max: MAX_MESSAGE_BYTES as u64,
+            actual: message.len() as u64,
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    #[test]
+    fn author_defaults_to_anonymous() {
+        let mut md = MetadataMap::new();
+        assert_eq!(author(&md), "anonymous");
+        md.insert(metadata::AUTHOR, MetadataValue::from_static("alice"));
+        assert_eq!(author(&md), "alice");
+    }
+
+    #[test]
+    fn long_messages_are_refused() {
+        assert!(check_message("fine").is_ok());
+        let long = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        assert!(matches!(check_message(&long), Err(ApiError::Schema(_))));
+    }
+
+    #[test]
+    fn write_id_defaults() {
+        assert_eq!(write_id(None), (String::new(), 0));
+        let id = WriteId {
+            client_id: "c".into(),
+            request_id: 4,
+        };
+        assert_eq!(write_id(Some(id)), ("c".to_string(), 4));
+    }
+}

@@ -1,0 +1,449 @@
+//! The `Watch` service: one bidirectional stream per subscriber.
+//!
+//! The first client message must be a `Subscribe`. Then two tasks run per
+//! stream: a *pump* that takes items from the node's [`Subscription`] and
+//! queues `WatchResponse`s into a bounded channel, and a *reader* that records
+//! the client's acks and refusals in the [`crate::delivery::DeliveryRegistry`].
+//!
+//! The response stream ([`OutboundStream`]) tracks how far the subscriber has
+//! been served, so that when the server ends the stream — the subscriber did
+//! not drain it within the send timeout (`RESOURCE_EXHAUSTED`), the node shuts
+//! down (`UNAVAILABLE`) — the final status names the revision to resume from.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use raftconf_api::v1 as pb;
+use raftconf_api::v1::watch_request::Request as Incoming;
+use raftconf_api::v1::watch_response::Event;
+use raftconf_api::v1::watch_server::Watch;
+use raftconf_raft::model::WatchItem;
+use raftconf_raft::Subscription;
+use raftconf_schema::Target;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, instrument, warn};
+
+use super::ServiceContext;
+use crate::convert;
+use crate::delivery::{DeliveryRegistry, Refused};
+use crate::status::{self, ApiError, WatchEnd};
+
+/// Most entries in one snapshot chunk.
+pub const SNAPSHOT_CHUNK_ENTRIES: usize = 1000;
+/// Approximate largest snapshot chunk, in bytes of paths and values.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// Most paths and prefixes in one `Subscribe`.
+pub const MAX_WATCH_TARGETS: usize = 1000;
+
+/// The `raftconf.v1.Watch` service.
+pub struct WatchService {
+    ctx: Arc<ServiceContext>,
+}
+
+impl WatchService {
+    /// A service over `ctx`.
+    pub fn new(ctx: Arc<ServiceContext>) -> Self {
+        WatchService { ctx }
+    }
+
+    async fn subscribe(
+        &self,
+        mut inbound: Streaming<pb::WatchRequest>,
+    ) -> Result<OutboundStream, ApiError> {
+        let sub = match inbound.message().await {
+            Ok(Some(pb::WatchRequest {
+                request: Some(Incoming::Subscribe(s)),
+            })) => s,
+            Ok(Some(_)) => {
+                return Err(ApiError::InvalidArgument(
+                    "the first message of a watch stream must be a Subscribe".into(),
+                ))
+            }
+            Ok(None) => {
+                return Err(ApiError::InvalidArgument(
+                    "the watch stream closed before sending a Subscribe".into(),
+                ))
+            }
+            Err(status) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "could not read the Subscribe: {}",
+                    status.message()
+                )))
+            }
+        };
+        let targets = parse_targets(&sub.paths)?;
+        let subscription = self
+            .ctx
+            .node
+            .state()
+            .watch(targets, sub.start_revision)
+            .await?;
+        debug!(
+            client_id = %sub.client_id,
+            paths = ?sub.paths,
+            start_revision = sub.start_revision,
+            "watch subscribed"
+        );
+        let labels: BTreeMap<String, String> = sub.labels.into_iter().collect();
+        self.ctx.delivery.subscribed(&sub.client_id, labels);
+
+        let (tx, rx) = mpsc::channel(self.ctx.settings.watch_queue.max(1));
+        let (end_tx, end_rx) = oneshot::channel();
+        let reader = tokio::spawn(read_reports(
+            Arc::clone(&self.ctx.delivery),
+            inbound,
+            sub.client_id.clone(),
+        ));
+        tokio::spawn(pump(
+            Arc::clone(&self.ctx),
+            subscription,
+            tx,
+            end_tx,
+            reader,
+            sub.client_id,
+        ));
+        Ok(OutboundStream {
+            rx,
+            end: Some(end_rx),
+            resume_from: sub.start_revision,
+            ctx: Arc::clone(&self.ctx),
+            done: false,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = OutboundStream;
+
+    #[instrument(skip_all)]
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.subscribe(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+}
+
+/// Parses the paths and prefixes of a `Subscribe`.
+pub fn parse_targets(paths: &[String]) -> Result<Vec<Target>, ApiError> {
+    if paths.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "Subscribe names no path: give tenant/env/namespace paths or tenant/env/ prefixes"
+                .into(),
+        ));
+    }
+    if paths.len() > MAX_WATCH_TARGETS {
+        return Err(ApiError::InvalidArgument(format!(
+            "Subscribe names {} paths, at most {MAX_WATCH_TARGETS} are allowed",
+            paths.len()
+        )));
+    }
+    paths
+        .iter()
+        .map(|p| p.parse::<Target>().map_err(ApiError::from))
+        .collect()
+}
+
+/// One queued response, and the revision through which the subscriber has
+/// everything once it is sent (`None` for a snapshot chunk that is not the last).
+#[derive(Debug)]
+pub struct Outgoing {
+    response: pb::WatchResponse,
+    completes: Option<u64>,
+}
+
+/// Turns one subscription item into the responses that carry it.
+fn outgoing(ctx: &ServiceContext, item: WatchItem) -> Vec<Outgoing> {
+    let header = || Some(ctx.current_header());
+    match item {
+        WatchItem::Change(ev) => vec![Outgoing {
+            response: pb::WatchResponse {
+                header: header(),
+                event: Some(Event::Change(convert::change_event(&ev))),
+            },
+            completes: Some(ev.revision),
+        }],
+        WatchItem::Progress(revision) => vec![Outgoing {
+            response: pb::WatchResponse {
+                header: header(),
+                event: Some(Event::Progress(pb::ProgressEvent { revision })),
+            },
+            completes: Some(revision),
+        }],
+        WatchItem::Snapshot {
+            revision,
+            entries,
+            reason,
+        } => {
+            let entries = entries
+                .iter()
+                .map(|d| convert::namespace_entry(d, true))
+                .collect();
+            let chunks = chunk_entries(entries, SNAPSHOT_CHUNK_ENTRIES, SNAPSHOT_CHUNK_BYTES);
+            let last = chunks.len().saturating_sub(1);
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, entries)| Outgoing {
+                    response: pb::WatchResponse {
+                        header: header(),
+                        event: Some(Event::Snapshot(pb::SnapshotEvent {
+                            revision,
+                            entries,
+                            last_chunk: i == last,
+                            reason: reason.to_string(),
+                        })),
+                    },
+                    completes: (i == last).then_some(revision),
+                })
+                .collect()
+        }
+    }
+}
+
+/// Splits snapshot entries into chunks of at most `max_entries` entries and
+/// about `max_bytes` bytes (a single larger entry gets a chunk of its own).
+/// Always at least one chunk, so an empty range still sends its snapshot.
+pub fn chunk_entries(
+    entries: Vec<pb::NamespaceEntry>,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Vec<Vec<pb::NamespaceEntry>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0usize;
+    for e in entries {
+        let size = e.path.len() + e.value.len() + 16;
+        if !current.is_empty() && (current.len() >= max_entries || bytes + size > max_bytes) {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(e);
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Feeds the subscriber: subscription items → responses → the bounded queue.
+async fn pump(
+    ctx: Arc<ServiceContext>,
+    mut sub: Subscription,
+    tx: mpsc::Sender<Outgoing>,
+    end: oneshot::Sender<WatchEnd>,
+    reader: JoinHandle<()>,
+    client_id: String,
+) {
+    let mut shutdown = ctx.shutdown.clone();
+    let send_timeout = ctx.settings.watch_send_timeout;
+    let reason = 'outer: loop {
+        if *shutdown.borrow() {
+            break Some(WatchEnd::ShuttingDown);
+        }
+        let item = tokio::select! {
+            _ = shutdown.changed() => continue,
+            _ = tx.closed() => break None,
+            item = sub.next() => item,
+        };
+        let item = match item {
+            Ok(item) => item,
+            Err(_) if *shutdown.borrow() => break Some(WatchEnd::ShuttingDown),
+            Err(e) => {
+                let s = ctx.status(ApiError::State(e));
+                break Some(WatchEnd::Failed(s.code(), s.message().to_string()));
+            }
+        };
+        for out in outgoing(&ctx, item) {
+            let sent = tokio::select! {
+                _ = shutdown.changed() => break 'outer Some(WatchEnd::ShuttingDown),
+                sent = tokio::time::timeout(send_timeout, tx.send(out)) => sent,
+            };
+            match sent {
+                Ok(Ok(())) => {}
+                // The client went away.
+                Ok(Err(_)) => break 'outer None,
+                Err(_) => {
+                    warn!(%client_id, ?send_timeout, "watch subscriber too slow; ending its stream");
+                    break 'outer Some(WatchEnd::TooSlow);
+                }
+            }
+        }
+    };
+    debug!(%client_id, ?reason, "watch ended");
+    if let Some(reason) = reason {
+        let _ = end.send(reason);
+    }
+    reader.abort();
+}
+
+/// Records what the subscriber reports until its side of the stream ends.
+async fn read_reports(
+    delivery: Arc<DeliveryRegistry>,
+    mut inbound: Streaming<pb::WatchRequest>,
+    client_id: String,
+) {
+    loop {
+        match inbound.message().await {
+            Ok(Some(pb::WatchRequest { request: Some(r) })) => match r {
+                Incoming::Ack(a) => {
+                    debug!(%client_id, revision = a.revision, "watch ack");
+                    delivery.acked(&client_id, a.revision);
+                }
+                Incoming::Refusal(r) => {
+                    info!(
+                        %client_id,
+                        revision = r.revision,
+                        path = %r.path,
+                        reasons = ?r.reasons,
+                        "subscriber refused a document"
+                    );
+                    delivery.refused(
+                        &client_id,
+                        Refused {
+                            revision: r.revision,
+                            path: r.path,
+                            reasons: r.reasons,
+                        },
+                    );
+                }
+                Incoming::Subscribe(_) => {
+                    debug!(%client_id, "a second Subscribe on one stream is ignored");
+                }
+            },
+            Ok(Some(pb::WatchRequest { request: None })) => {}
+            Ok(None) => break,
+            Err(status) => {
+                debug!(%client_id, %status, "watch request stream ended");
+                break;
+            }
+        }
+    }
+}
+
+/// The response stream of one watch: the queued responses, then, if the
+/// server ended the watch, a status naming the revision to resume from.
+pub struct OutboundStream {
+    rx: mpsc::Receiver<Outgoing>,
+    end: Option<oneshot::Receiver<WatchEnd>>,
+    /// The start revision that continues exactly after what was handed out.
+    resume_from: u64,
+    ctx: Arc<ServiceContext>,
+    done: bool,
+}
+
+impl OutboundStream {
+    fn finish(&mut self, reason: WatchEnd) -> Poll<Option<Result<pb::WatchResponse, Status>>> {
+        self.done = true;
+        // What is still queued is dropped: the resume revision says where to
+        // continue, and a slow subscriber should not get more first.
+        self.rx.close();
+        let header = self.ctx.current_header();
+        Poll::Ready(Some(Err(status::watch_end(
+            reason,
+            self.resume_from,
+            &header,
+        ))))
+    }
+
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Option<WatchEnd> {
+        let end = self.end.as_mut()?;
+        match Pin::new(end).poll(cx) {
+            Poll::Ready(Ok(reason)) => Some(reason),
+            Poll::Ready(Err(_)) => {
+                // The pump ended without a reason: the client went away.
+                self.end = None;
+                None
+            }
+            Poll::Pending => None,
+        }
+    }
+}
+
+impl Stream for OutboundStream {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(reason) = this.poll_end(cx) {
+            return this.finish(reason);
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(out)) => {
+                if let Some(r) = out.completes {
+                    this.resume_from = r + 1;
+                }
+                Poll::Ready(Some(Ok(out.response)))
+            }
+            Poll::Ready(None) => {
+                // The pump sends its reason before it drops the queue.
+                if let Some(reason) = this.poll_end(cx) {
+                    return this.finish(reason);
+                }
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize, size: usize) -> pb::NamespaceEntry {
+        pb::NamespaceEntry {
+            path: format!("t/e/n{i}"),
+            version: 1,
+            mod_revision: 1,
+            value: "x".repeat(size),
+        }
+    }
+
+    #[test]
+    fn snapshot_chunks_respect_count_and_size() {
+        let chunks = chunk_entries((0..2500).map(|i| entry(i, 10)).collect(), 1000, 1 << 30);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+
+        let chunks = chunk_entries((0..10).map(|i| entry(i, 100)).collect(), 1000, 350);
+        assert!(
+            chunks.iter().all(|c| c.len() <= 3),
+            "{:?}",
+            chunks.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 10);
+
+        let chunks = chunk_entries(vec![entry(0, 1000)], 1000, 10);
+        assert_eq!(chunks.len(), 1);
+
+        let chunks = chunk_entries(Vec::new(), 1000, 10);
+        assert_eq!(chunks.len(), 1);
+        assert!(chunks[0].is_empty());
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        assert!(parse_targets(&[]).is_err());
+        assert!(parse_targets(&["pay/prod/".into(), "pay/dev/checkout".into()]).is_ok());
+        let err = parse_targets(&["Pay/prod/x".into()]).unwrap_err();
+        assert!(err.to_string().contains("Pay"), "{err}");
+    }
+}
