@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::endpoints::{classify, Endpoints, Failure};
-use crate::error::AUTHOR_METADATA;
+use crate::error::{one_line_status, AUTHOR_METADATA};
 use crate::types::{
     ClusterStatus, Document, EnvInfo, HistoryPage, HistoryRecord, Listing, NamespaceEntry,
     TenantInfo, WriteResult,
@@ -644,7 +644,7 @@ impl Client {
                     ?failure,
                     "attempt failed"
                 );
-                errors.insert(addr.clone(), one_line(&status));
+                errors.insert(addr.clone(), one_line_status(&status));
                 if failure == Failure::Ambiguous && kind == CallKind::Write {
                     ambiguous += 1;
                     if ambiguous > options.max_write_retries {
@@ -696,14 +696,6 @@ impl Client {
 /// Validates a namespace path and returns it as a string.
 fn ns_path(path: &str) -> Result<String> {
     Ok(path.parse::<NsPath>()?.to_string())
-}
-
-fn one_line(status: &Status) -> String {
-    format!(
-        "{:?}: {}",
-        status.code(),
-        status.message().replace(['\n', '\r'], " ")
-    )
 }
 
 fn describe(value: &Value) -> &'static str {

@@ -99,12 +99,20 @@ fn current(version: &Option<u64>) -> String {
     }
 }
 
-fn one_line_status(status: &Status) -> String {
-    format!(
-        "{:?}: {}",
-        status.code(),
-        status.message().replace(['\n', '\r'], " ")
-    )
+/// `Code: message`, followed by the transport's causes for a local error
+/// (e.g. "tcp connect error: Connection refused"), on one line.
+pub(crate) fn one_line_status(status: &Status) -> String {
+    let mut line = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = err.source();
+    }
+    line.replace(['\n', '\r'], " ")
 }
 
 impl Error {
@@ -217,6 +225,9 @@ mod tests {
     fn messages_are_one_line() {
         let err = Error::from(Status::internal("first\nsecond"));
         assert_eq!(err.to_string(), "Internal: first second");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let connect = Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(one_line_status(&connect), "Unavailable: refused");
         let err = Error::from(Status::invalid_argument("a\nb"));
         assert_eq!(err.to_string(), "invalid argument: a b");
         let err = Error::Validation {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
+use crate::error::one_line_status;
 use crate::types::{parse_optional_value, ChangeKind, NamespaceEntry};
 use crate::watch::{Change, Control, WatchEvent, WatchStream};
 use crate::{Client, Error, Result};
@@ -198,11 +199,13 @@ impl WatchTask {
                     return;
                 }
                 SessionEnd::Broken { delivered, reason } => {
+                    failures = if delivered { 0 } else { failures + 1 };
                     tracing::warn!(
                         endpoint = %addr,
                         resume_from = self.guard.resume_from(self.from_revision),
+                        failures,
                         %reason,
-                        "watch stream broke; reconnecting"
+                        "watch disconnected; reconnecting"
                     );
                     *self
                         .last_error
@@ -210,7 +213,6 @@ impl WatchTask {
                         .unwrap_or_else(|poisoned| poisoned.into_inner()) =
                         Some(format!("{addr}: {reason}"));
                     self.client.endpoint_set().mark_bad(&addr);
-                    failures = if delivered { 0 } else { failures + 1 };
                 }
             }
             let pause = self.client.options().backoff_for(failures);
@@ -265,7 +267,7 @@ impl WatchTask {
                 return if is_fatal(status.code()) && std::error::Error::source(&status).is_none() {
                     SessionEnd::Fatal(status.into())
                 } else {
-                    broken(format!("{:?}: {}", status.code(), status.message()))
+                    broken(one_line_status(&status))
                 };
             }
             Ok(Ok(response)) => response.into_inner(),
@@ -289,7 +291,7 @@ impl WatchTask {
                             } else {
                                 SessionEnd::Broken {
                                     delivered,
-                                    reason: format!("{:?}: {}", status.code(), status.message()),
+                                    reason: one_line_status(&status),
                                 }
                             };
                         }
