@@ -185,6 +185,21 @@ impl PeerClient {
                     timeout: deadline,
                 }))
             }
+            // The channel enforces the grpc-timeout too, and reports it as
+            // Cancelled ("Timeout expired"); the server as DeadlineExceeded.
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.self_id,
+                    target: self.target,
+                    timeout: deadline,
+                }))
+            }
             Ok(Err(status)) => {
                 tracing::debug!(target = self.target, %status, "peer rpc failed");
                 return Err(RPCError::Unreachable(Unreachable::new(&status)));
@@ -229,5 +244,124 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
         let deadline = self.settings.vote_timeout.min(option.hard_ttl());
         self.call(RPCTypes::Vote, &rpc, deadline).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::error::Fatal;
+    use openraft::Vote;
+    use raftconf_api::internal::raft_peer_server::{RaftPeer, RaftPeerServer};
+    use tokio::net::TcpListener;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Response, Status};
+
+    /// A peer that answers every Vote the same way.
+    #[derive(Clone, Copy)]
+    enum Peer {
+        Grant,
+        Stopped,
+        Hang,
+        OtherCluster,
+    }
+
+    #[tonic::async_trait]
+    impl RaftPeer for Peer {
+        async fn append_entries(
+            &self,
+            _r: Request<PeerMessage>,
+        ) -> Result<Response<PeerMessage>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+
+        async fn vote(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+            let req: VoteRequest<NodeId> =
+                bincode::deserialize(&r.get_ref().payload).expect("a vote request");
+            let reply: Result<VoteResponse<NodeId>, RaftError<NodeId>> = match self {
+                Peer::Grant => Ok(VoteResponse::new(req.vote, None, true)),
+                Peer::Stopped => Err(RaftError::Fatal(Fatal::Stopped)),
+                Peer::Hang => std::future::pending().await,
+                Peer::OtherCluster => {
+                    return Err(Status::failed_precondition("cluster id mismatch"))
+                }
+            };
+            Ok(Response::new(PeerMessage {
+                cluster_id: String::new(),
+                from: 2,
+                payload: bincode::serialize(&reply).expect("encodable"),
+                encoding: ENCODING.into(),
+            }))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _r: Request<PeerMessage>,
+        ) -> Result<Response<PeerMessage>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+    }
+
+    async fn serve(peer: Peer) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("bound").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftPeerServer::new(peer))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        addr
+    }
+
+    async fn vote(peer_addr: String) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        let settings = NetworkSettings {
+            vote_timeout: Duration::from_millis(300),
+            ..NetworkSettings::default()
+        };
+        let mut net = PeerNetwork::new(1, ClusterIdSource::new(), settings);
+        let node = NodeInfo {
+            peer_addr,
+            client_addr: String::new(),
+        };
+        let mut client = net.new_client(2, &node).await;
+        let req = VoteRequest::new(Vote::new(3, 1), None);
+        client
+            .vote(req, RPCOption::new(Duration::from_secs(5)))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_granted_vote_comes_back() {
+        let resp = vote(serve(Peer::Grant).await).await.expect("granted");
+        assert!(resp.vote_granted);
+        assert_eq!(resp.vote, Vote::new(3, 1));
+    }
+
+    #[tokio::test]
+    async fn a_remote_raft_error_is_a_remote_error() {
+        let err = vote(serve(Peer::Stopped).await).await.unwrap_err();
+        match err {
+            RPCError::RemoteError(e) => {
+                assert_eq!(e.target, 2);
+                assert!(matches!(e.source, RaftError::Fatal(Fatal::Stopped)));
+            }
+            other => panic!("expected RemoteError, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_peer_hits_the_deadline() {
+        let err = vote(serve(Peer::Hang).await).await.unwrap_err();
+        assert!(matches!(err, RPCError::Timeout(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn refusals_and_closed_ports_are_unreachable() {
+        let err = vote(serve(Peer::OtherCluster).await).await.unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+        let err = vote("127.0.0.1:1".into()).await.unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+        let err = vote("not an address".into()).await.unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
     }
 }

@@ -108,13 +108,13 @@ impl WatchService {
             reader,
             sub.client_id,
         ));
-        Ok(OutboundStream {
+        let ctx = Arc::clone(&self.ctx);
+        Ok(OutboundStream::new(
             rx,
-            end: Some(end_rx),
-            resume_from: sub.start_revision,
-            ctx: Arc::clone(&self.ctx),
-            done: false,
-        })
+            end_rx,
+            sub.start_revision,
+            Arc::new(move || ctx.current_header()),
+        ))
     }
 }
 
@@ -339,17 +339,37 @@ pub struct OutboundStream {
     end: Option<oneshot::Receiver<WatchEnd>>,
     /// The start revision that continues exactly after what was handed out.
     resume_from: u64,
-    ctx: Arc<ServiceContext>,
+    /// The header of the final status, as of when it is sent.
+    header: HeaderFn,
     done: bool,
 }
 
+/// Builds a response header on demand.
+pub type HeaderFn = Arc<dyn Fn() -> pb::ResponseHeader + Send + Sync>;
+
 impl OutboundStream {
+    /// A stream of what `rx` carries, ended by what `end` reports.
+    pub fn new(
+        rx: mpsc::Receiver<Outgoing>,
+        end: oneshot::Receiver<WatchEnd>,
+        start_revision: u64,
+        header: HeaderFn,
+    ) -> Self {
+        OutboundStream {
+            rx,
+            end: Some(end),
+            resume_from: start_revision,
+            header,
+            done: false,
+        }
+    }
+
     fn finish(&mut self, reason: WatchEnd) -> Poll<Option<Result<pb::WatchResponse, Status>>> {
         self.done = true;
         // What is still queued is dropped: the resume revision says where to
         // continue, and a slow subscriber should not get more first.
         self.rx.close();
-        let header = self.ctx.current_header();
+        let header = (self.header)();
         Poll::Ready(Some(Err(status::watch_end(
             reason,
             self.resume_from,
@@ -437,6 +457,79 @@ mod tests {
         let chunks = chunk_entries(Vec::new(), 1000, 10);
         assert_eq!(chunks.len(), 1);
         assert!(chunks[0].is_empty());
+    }
+
+    fn change(revision: u64) -> Outgoing {
+        Outgoing {
+            response: pb::WatchResponse {
+                header: None,
+                event: Some(Event::Progress(pb::ProgressEvent { revision })),
+            },
+            completes: Some(revision),
+        }
+    }
+
+    fn stream(
+        start: u64,
+    ) -> (
+        mpsc::Sender<Outgoing>,
+        oneshot::Sender<WatchEnd>,
+        OutboundStream,
+    ) {
+        let (tx, rx) = mpsc::channel(8);
+        let (end_tx, end_rx) = oneshot::channel();
+        let header: HeaderFn = Arc::new(pb::ResponseHeader::default);
+        (tx, end_tx, OutboundStream::new(rx, end_rx, start, header))
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_told_where_to_resume() {
+        use futures::StreamExt;
+        let (tx, end, mut out) = stream(5);
+        tx.send(change(5)).await.expect("queued");
+        tx.send(change(6)).await.expect("queued");
+        tx.send(change(7)).await.expect("queued");
+        let first = out.next().await.expect("an item").expect("ok");
+        assert!(matches!(
+            first.event,
+            Some(Event::Progress(pb::ProgressEvent { revision: 5 }))
+        ));
+        // The pump gives up: what is still queued is dropped.
+        end.send(WatchEnd::TooSlow).expect("stream alive");
+        drop(tx);
+        let status = out.next().await.expect("a final status").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "subscriber too slow; resume from revision 6"
+        );
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_with_unavailable_even_after_the_queue_closed() {
+        use futures::StreamExt;
+        let (tx, end, mut out) = stream(0);
+        end.send(WatchEnd::ShuttingDown).expect("stream alive");
+        drop(tx);
+        let status = out.next().await.expect("a final status").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("resume from revision 0"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pump_that_ends_silently_ends_the_stream() {
+        use futures::StreamExt;
+        let (tx, end, mut out) = stream(1);
+        tx.send(change(1)).await.expect("queued");
+        drop(end);
+        drop(tx);
+        assert!(out.next().await.expect("the queued item").is_ok());
+        assert!(out.next().await.is_none());
     }
 
     #[test]
