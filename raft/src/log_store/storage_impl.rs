@@ -112,6 +112,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let err = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
+        // A follower commits what it has accepted, which may not be durable
+        // yet. The saved committed id must never be ahead of the durable log:
+        // on restart openraft re-applies up to it from the log.
+        self.shared.syncer.wait_synced();
         let bytes = bincode_bytes(&committed).map_err(err)?;
         atomic_file::write(&self.shared.dir, COMMITTED_FILE, &bytes).map_err(err)
     }

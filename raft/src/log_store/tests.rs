@@ -639,3 +639,42 @@ fn log_store_record_payload_starts_with_the_log_id() {
     let id: LogId = bincode::deserialize(&bytes).expect("prefix");
     assert_eq!(id, e.log_id);
 }
+
+#[test]
+fn log_store_save_committed_and_vote_wait_for_pending_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = LogStore::open(dir.path()).expect("open");
+    let reader = store.reader();
+    reader.shared.syncer.set_paused(true);
+
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = Arc::clone(&events);
+    store
+        .append_with(entries(1, 1..=3), move |r| {
+            r.expect("durable");
+            ev.lock().expect("lock").push("append durable");
+        })
+        .expect("append");
+    let ev = Arc::clone(&events);
+    let saving = std::thread::spawn(move || {
+        block_on(store.save_committed(Some(log_id(1, 3)))).expect("save committed");
+        ev.lock().expect("lock").push("committed saved");
+        block_on(store.save_vote(&Vote::new(2, 1))).expect("save vote");
+        store
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        events.lock().expect("lock").is_empty(),
+        "save_committed waited"
+    );
+    reader.shared.syncer.set_paused(false);
+    let mut store = saving.join().expect("saving thread");
+    assert_eq!(
+        *events.lock().expect("lock"),
+        vec!["append durable", "committed saved"]
+    );
+    assert_eq!(
+        block_on(store.read_committed()).expect("read"),
+        Some(log_id(1, 3))
+    );
+}
