@@ -1,28 +1,18 @@
-//! [`Client`]: the typed calls, write ids, and the failover loop they all share.
+//! [`Client`]: connecting, and the typed reads and writes of the `Config` service.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use raftconf_api::v1 as pb;
-use raftconf_api::v1::admin_client::AdminClient;
-use raftconf_api::v1::cluster_client::ClusterClient;
 use raftconf_api::v1::config_client::ConfigClient;
 use raftconf_schema::{EnvPath, Format, NsPath};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::Channel;
-use tonic::Status;
 
-use crate::endpoints::{classify, Endpoints, Failure};
-use crate::error::{one_line_status, AUTHOR_METADATA};
-use crate::types::{
-    ClusterStatus, Document, EnvInfo, HistoryPage, HistoryRecord, Listing, NamespaceEntry,
-    TenantInfo, WriteResult,
-};
+use crate::endpoints::Endpoints;
+use crate::failover::CallKind;
+use crate::types::{Document, HistoryPage, HistoryRecord, Listing, NamespaceEntry, WriteResult};
 use crate::{ClientOptions, DeleteOptions, Error, PutOptions, Result};
 
 /// A handle to a raftconf cluster. Cheap to clone: clones share connections,
@@ -69,9 +59,8 @@ use crate::{ClientOptions, DeleteOptions, Error, PutOptions, Result};
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
-
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -82,53 +71,19 @@ impl std::fmt::Debug for Client {
     }
 }
 
-struct Inner {
-    endpoints: Endpoints,
+/// What every clone of a [`Client`] shares.
+pub(crate) struct Inner {
+    pub(crate) endpoints: Endpoints,
     /// Identifies this client's writes for de-duplication, and its watches.
-    client_id: String,
+    pub(crate) client_id: String,
     /// The next write's request id (never 0: 0 means "no de-duplication").
-    next_request_id: AtomicU64,
+    pub(crate) next_request_id: AtomicU64,
     /// The highest store revision any response carried, so that a serializable
     /// read never shows older state than this client has already seen.
-    seen_revision: AtomicU64,
+    pub(crate) seen_revision: AtomicU64,
     /// [`ClientOptions::author`], checked once.
-    author: Option<AsciiMetadataValue>,
+    pub(crate) author: Option<AsciiMetadataValue>,
 }
-
-/// Whether a call may change state, which decides how failures are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallKind {
-    Read,
-    Write,
-}
-
-/// Responses that carry a [`pb::ResponseHeader`].
-trait HasHeader {
-    fn header(&self) -> Option<&pb::ResponseHeader>;
-}
-
-macro_rules! has_header {
-    ($($t:ty),*) => {$(
-        impl HasHeader for $t {
-            fn header(&self) -> Option<&pb::ResponseHeader> {
-                self.header.as_ref()
-            }
-        }
-    )*};
-}
-
-has_header!(
-    pb::GetResponse,
-    pb::ListResponse,
-    pb::PutResponse,
-    pb::DeleteResponse,
-    pb::HistoryResponse,
-    pb::CreateTenantResponse,
-    pb::ListTenantsResponse,
-    pb::CreateEnvironmentResponse,
-    pb::ListEnvironmentsResponse,
-    pb::StatusResponse
-);
 
 impl Client {
     /// Connects to a cluster with default options. `endpoints` are `host:port`
@@ -435,266 +390,10 @@ impl Client {
             version: response.version,
         })
     }
-
-    // ------------------------------------------------------------ tenants and environments
-
-    /// Creates a tenant; returns the revision that created it.
-    pub async fn create_tenant(&self, name: &str) -> Result<u64> {
-        raftconf_schema::validate_name("tenant", name)?;
-        let request = pb::CreateTenantRequest {
-            name: name.to_string(),
-            message: String::new(),
-            write_id: Some(self.next_write_id()),
-        };
-        let response = self
-            .call(
-                CallKind::Write,
-                || format!("create tenant {name}"),
-                request,
-                |ch, r| async move { AdminClient::new(ch).create_tenant(r).await },
-            )
-            .await?;
-        Ok(response.revision)
-    }
-
-    /// Every tenant with its environments.
-    pub async fn list_tenants(&self) -> Result<Vec<TenantInfo>> {
-        let response = self
-            .call(
-                CallKind::Read,
-                || "list tenants".to_string(),
-                pb::ListTenantsRequest {},
-                |ch, r| async move { AdminClient::new(ch).list_tenants(r).await },
-            )
-            .await?;
-        Ok(response.tenants.into_iter().map(Into::into).collect())
-    }
-
-    /// Creates an environment of a tenant; returns the revision that created it.
-    pub async fn create_env(&self, tenant: &str, env: &str) -> Result<u64> {
-        EnvPath::new(tenant, env)?;
-        let request = pb::CreateEnvironmentRequest {
-            tenant: tenant.to_string(),
-            name: env.to_string(),
-            message: String::new(),
-            write_id: Some(self.next_write_id()),
-        };
-        let response = self
-            .call(
-                CallKind::Write,
-                || format!("create environment {tenant}/{env}"),
-                request,
-                |ch, r| async move { AdminClient::new(ch).create_environment(r).await },
-            )
-            .await?;
-        Ok(response.revision)
-    }
-
-    /// The environments of a tenant.
-    pub async fn list_envs(&self, tenant: &str) -> Result<Vec<EnvInfo>> {
-        raftconf_schema::validate_name("tenant", tenant)?;
-        let request = pb::ListEnvironmentsRequest {
-            tenant: tenant.to_string(),
-        };
-        let response = self
-            .call(
-                CallKind::Read,
-                || format!("list environments of {tenant}"),
-                request,
-                |ch, r| async move { AdminClient::new(ch).list_environments(r).await },
-            )
-            .await?;
-        Ok(response.environments.into_iter().map(Into::into).collect())
-    }
-
-    // ------------------------------------------------------------ cluster
-
-    /// The status of whichever node answers first.
-    pub async fn status(&self) -> Result<ClusterStatus> {
-        let response = self
-            .call(
-                CallKind::Read,
-                || "status".to_string(),
-                pb::StatusRequest {},
-                |ch, r| async move { ClusterClient::new(ch).status(r).await },
-            )
-            .await?;
-        Ok(response.into())
-    }
-
-    /// The status of one given endpoint, without failing over (for convergence
-    /// checks across nodes).
-    pub async fn status_of(&self, endpoint: &str) -> Result<ClusterStatus> {
-        let channel = self.inner.endpoints.channel(endpoint)?;
-        let request = self.request(pb::StatusRequest {}, CallKind::Read);
-        let timeout = self.options().request_timeout;
-        match tokio::time::timeout(timeout, ClusterClient::new(channel).status(request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner().into()),
-            Ok(Err(status)) => Err(status.into()),
-            Err(_) => Err(Error::Unavailable(format!(
-                "status of {endpoint}: no answer within {timeout:?}"
-            ))),
-        }
-    }
-
-    // ------------------------------------------------------------ plumbing
-
-    fn next_write_id(&self) -> pb::WriteId {
-        pb::WriteId {
-            client_id: self.inner.client_id.clone(),
-            request_id: self.inner.next_request_id.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-
-    fn request<M>(&self, message: M, kind: CallKind) -> tonic::Request<M> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.options().request_timeout);
-        if kind == CallKind::Write {
-            if let Some(author) = &self.inner.author {
-                request
-                    .metadata_mut()
-                    .insert(AUTHOR_METADATA, author.clone());
-            }
-        }
-        request
-    }
-
-    fn note_header(&self, header: Option<&pb::ResponseHeader>) {
-        if let Some(h) = header {
-            self.inner.endpoints.note_leader(&h.leader_addr);
-            self.inner
-                .seen_revision
-                .fetch_max(h.revision, Ordering::Relaxed);
-        }
-    }
-
-    /// Runs one call with failover. `attempt` is called once per try with a
-    /// fresh copy of `message` (for a write: the same write id every time).
-    ///
-    /// - `NotSent` failures move to the next endpoint, rounds of endpoints are
-    ///   separated by a jittered backoff, all within `call_timeout`.
-    /// - `Ambiguous` failures of reads do the same. For writes they are
-    ///   counted: after `max_write_retries` re-sends, or when time runs out
-    ///   after one, the call fails with [`Error::Indeterminate`], never with
-    ///   `Unavailable`.
-    /// - Any other status is the answer.
-    async fn call<M, R, F, Fut>(
-        &self,
-        kind: CallKind,
-        what: impl Fn() -> String,
-        message: M,
-        attempt: F,
-    ) -> Result<R>
-    where
-        M: Clone,
-        R: HasHeader,
-        F: Fn(Channel, tonic::Request<M>) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<R>, Status>>,
-    {
-        let options = self.options();
-        let endpoints = &self.inner.endpoints;
-        let deadline = Instant::now() + options.call_timeout;
-        let mut errors: BTreeMap<String, String> = BTreeMap::new();
-        let mut ambiguous = 0u32;
-        let mut round = 0u32;
-        'rounds: loop {
-            let mut queue: std::collections::VecDeque<String> =
-                endpoints.order(kind == CallKind::Write).into();
-            let mut tried: Vec<String> = Vec::new();
-            while let Some(addr) = queue.pop_front() {
-                if tried.contains(&addr) {
-                    continue;
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    break 'rounds;
-                }
-                tried.push(addr.clone());
-                let channel = endpoints.channel(&addr)?;
-                let limit = options.request_timeout.min(deadline - now);
-                let request = self.request(message.clone(), kind);
-                let status = match tokio::time::timeout(limit, attempt(channel, request)).await {
-                    Ok(Ok(response)) => {
-                        endpoints.note_leader_metadata(response.metadata());
-                        endpoints.mark_good(&addr);
-                        let response = response.into_inner();
-                        self.note_header(response.header());
-                        return Ok(response);
-                    }
-                    Ok(Err(status)) => status,
-                    Err(_) => Status::deadline_exceeded(format!("no answer within {limit:?}")),
-                };
-                if let Some(leader) = endpoints.note_leader_metadata(status.metadata()) {
-                    if kind == CallKind::Write {
-                        // A new leader hint: go there next, even if tried this round.
-                        tried.retain(|a| *a != leader);
-                        queue.push_front(leader);
-                    }
-                }
-                let failure = classify(&status);
-                if failure == Failure::Final {
-                    return Err(status.into());
-                }
-                endpoints.mark_bad(&addr);
-                tracing::debug!(
-                    call = %what(),
-                    endpoint = %addr,
-                    code = ?status.code(),
-                    message = status.message(),
-                    ?failure,
-                    "attempt failed"
-                );
-                errors.insert(addr.clone(), one_line_status(&status));
-                if failure == Failure::Ambiguous && kind == CallKind::Write {
-                    ambiguous += 1;
-                    if ambiguous > options.max_write_retries {
-                        break 'rounds;
-                    }
-                    tracing::warn!(
-                        call = %what(),
-                        endpoint = %addr,
-                        retry = ambiguous,
-                        "write outcome unknown; re-sending with the same write id"
-                    );
-                    let pause = options.backoff_for(ambiguous - 1);
-                    if Instant::now() + pause >= deadline {
-                        break 'rounds;
-                    }
-                    tokio::time::sleep(pause).await;
-                    // Re-send to the leader first, if one is known, else anywhere.
-                    queue = endpoints.order(true).into();
-                    tried.clear();
-                }
-            }
-            let pause = options.backoff_for(round);
-            round += 1;
-            if Instant::now() + pause >= deadline {
-                break;
-            }
-            tokio::time::sleep(pause).await;
-        }
-        let detail = errors
-            .iter()
-            .map(|(addr, e)| format!("{addr}: {e}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        if ambiguous > 0 {
-            Err(Error::Indeterminate(format!(
-                "{} after {ambiguous} uncertain attempt(s): {detail}",
-                what()
-            )))
-        } else {
-            Err(Error::Unavailable(format!(
-                "{}: no endpoint answered within {:?}: {detail}",
-                what(),
-                options.call_timeout
-            )))
-        }
-    }
 }
 
 /// Validates a namespace path and returns it as a string.
-fn ns_path(path: &str) -> Result<String> {
+pub(crate) fn ns_path(path: &str) -> Result<String> {
     Ok(path.parse::<NsPath>()?.to_string())
 }
 
@@ -708,7 +407,3 @@ fn describe(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
-
-#[cfg(test)]
-#[path = "client_tests.rs"]
-mod tests;

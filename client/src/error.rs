@@ -29,12 +29,12 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(String),
     /// A compare-and-set condition (`if_version`, `if_revision`) did not hold.
-    #[error("compare-and-set failed: {message}{}", current(.current_version))]
+    #[error("compare-and-set failed: {message}{}", current(.message, .current_version))]
     CasMismatch {
         /// The server's explanation.
         message: String,
-        /// The namespace's version now, when the server said (None: it does not exist
-        /// or the server did not say).
+        /// The namespace's version now, when the server said so (metadata
+        /// `x-raftconf-current-version`; `Some(0)`: it never existed).
         current_version: Option<u64>,
     },
     /// The tenant or environment to create already exists.
@@ -92,10 +92,11 @@ pub enum Error {
     Other(Status),
 }
 
-fn current(version: &Option<u64>) -> String {
+/// " (current version N)", unless the server's message already says so.
+fn current(message: &str, version: &Option<u64>) -> String {
     match version {
-        Some(v) => format!(" (current version {v})"),
-        None => String::new(),
+        Some(v) if !message.contains("current version") => format!(" (current version {v})"),
+        _ => String::new(),
     }
 }
 
@@ -203,6 +204,14 @@ mod tests {
             } => {
                 assert_eq!(current_version, Some(7));
                 assert_eq!(message, "version is 7, expected 6");
+                let shown = Error::CasMismatch {
+                    message,
+                    current_version,
+                };
+                assert_eq!(
+                    shown.to_string(),
+                    "compare-and-set failed: version is 7, expected 6 (current version 7)"
+                );
             }
             other => panic!("expected CasMismatch, got {other:?}"),
         }

@@ -5,7 +5,9 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `client` | [`Client`]: connect, reads (`get`, `list`, `history`), writes (`put`, `delete`, tenants, environments), `status`; the failover loop every call goes through |
+//! | `client` | [`Client`]: connect, reads (`get`, `list`, `history`), writes (`put`, `delete`) |
+//! | `admin` | tenants, environments, cluster `status` |
+//! | `failover` | the loop every call goes through: endpoint order, backoff, same-id re-sends of uncertain writes |
 //! | `endpoints` | one lazily connected channel per server, the leader hint, and the rule that decides whether a failed write may have been applied |
 //! | `options` | [`ClientOptions`]: timeouts, retry bounds, author, watch labels |
 //! | `error` | [`Error`], the one mapping from a gRPC status, and the metadata keys the server sends |
@@ -37,9 +39,11 @@
 //! # }
 //! ```
 
+mod admin;
 mod client;
 mod endpoints;
 mod error;
+mod failover;
 mod options;
 mod types;
 mod watch;

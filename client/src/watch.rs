@@ -103,7 +103,6 @@ pub(crate) enum Control {
 /// [`WatchStream::refuse`] reports a document the caller could not use instead.
 ///
 /// ```no_run
-/// use futures::StreamExt;
 /// use raftconf_client::{Client, WatchEvent};
 ///
 /// # async fn example() -> Result<(), raftconf_client::Error> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::error::{CURRENT_VERSION_METADATA, LEADER_METADATA};
+use crate::ClientOptions;
 
 /// A client whose endpoints are never dialled (the scripted attempts ignore
 /// the channel), with short pauses so the tests run fast.

@@ -1,0 +1,109 @@
+//! Tenants, environments and cluster status: the `Admin` and `Cluster` services.
+
+use raftconf_api::v1 as pb;
+use raftconf_api::v1::admin_client::AdminClient;
+use raftconf_api::v1::cluster_client::ClusterClient;
+use raftconf_schema::EnvPath;
+
+use crate::failover::CallKind;
+use crate::types::{ClusterStatus, EnvInfo, TenantInfo};
+use crate::{Client, Error, Result};
+
+impl Client {
+    /// Creates a tenant; returns the revision that created it.
+    pub async fn create_tenant(&self, name: &str) -> Result<u64> {
+        raftconf_schema::validate_name("tenant", name)?;
+        let request = pb::CreateTenantRequest {
+            name: name.to_string(),
+            message: String::new(),
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("create tenant {name}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).create_tenant(r).await },
+            )
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Every tenant with its environments.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantInfo>> {
+        let response = self
+            .call(
+                CallKind::Read,
+                || "list tenants".to_string(),
+                pb::ListTenantsRequest {},
+                |ch, r| async move { AdminClient::new(ch).list_tenants(r).await },
+            )
+            .await?;
+        Ok(response.tenants.into_iter().map(Into::into).collect())
+    }
+
+    /// Creates an environment of a tenant; returns the revision that created it.
+    pub async fn create_env(&self, tenant: &str, env: &str) -> Result<u64> {
+        EnvPath::new(tenant, env)?;
+        let request = pb::CreateEnvironmentRequest {
+            tenant: tenant.to_string(),
+            name: env.to_string(),
+            message: String::new(),
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("create environment {tenant}/{env}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).create_environment(r).await },
+            )
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// The environments of a tenant.
+    pub async fn list_envs(&self, tenant: &str) -> Result<Vec<EnvInfo>> {
+        raftconf_schema::validate_name("tenant", tenant)?;
+        let request = pb::ListEnvironmentsRequest {
+            tenant: tenant.to_string(),
+        };
+        let response = self
+            .call(
+                CallKind::Read,
+                || format!("list environments of {tenant}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).list_environments(r).await },
+            )
+            .await?;
+        Ok(response.environments.into_iter().map(Into::into).collect())
+    }
+
+    /// The status of whichever node answers first.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let response = self
+            .call(
+                CallKind::Read,
+                || "status".to_string(),
+                pb::StatusRequest {},
+                |ch, r| async move { ClusterClient::new(ch).status(r).await },
+            )
+            .await?;
+        Ok(response.into())
+    }
+
+    /// The status of one given endpoint, without failing over (for convergence
+    /// checks across nodes).
+    pub async fn status_of(&self, endpoint: &str) -> Result<ClusterStatus> {
+        let channel = self.inner.endpoints.channel(endpoint)?;
+        let request = self.request(pb::StatusRequest {}, CallKind::Read);
+        let timeout = self.options().request_timeout;
+        match tokio::time::timeout(timeout, ClusterClient::new(channel).status(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner().into()),
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(Error::Unavailable(format!(
+                "status of {endpoint}: no answer within {timeout:?}"
+            ))),
+        }
+    }
+}
