@@ -307,6 +307,11 @@ impl WatchTask {
                     if !self.guard.admit(&event) {
                         continue;
                     }
+                    // A serializable read after this must not show older state.
+                    self.client
+                        .inner
+                        .seen_revision
+                        .fetch_max(event.revision(), std::sync::atomic::Ordering::Relaxed);
                     if self.events.send(Ok(event)).await.is_err() {
                         return SessionEnd::CallerGone;
                     }
