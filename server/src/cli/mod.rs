@@ -229,19 +229,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Sets up logging: for `server` as its flags say (stderr, `RUST_LOG`
-/// filter, default `info`); for operator commands only when `RUST_LOG` is
-/// set, so that errors stay one line.
+/// Sets up logging: for `server` as its flags say (`RUST_LOG` filter,
+/// default `info,openraft=warn`); for operator commands only when `RUST_LOG` is
+/// set, so that errors stay one line. Logs go to stderr, colored only on a terminal.
 pub fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let (format, default) = match &cli.command {
-        Command::Server(args) => (args.log_format, "info"),
+        // openraft narrates every election at info; keep ours, quiet theirs.
+        Command::Server(args) => (args.log_format, "info,openraft=warn"),
         _ if std::env::var_os("RUST_LOG").is_some() => (server_cmd::LogFormat::Text, "warn"),
         _ => return,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         server_cmd::LogFormat::Text => builder.try_init(),

@@ -1,0 +1,327 @@
+//! A real single-node server in-process, on ports the OS picks, each test in
+//! its own temp dir: health and reflection, the write and read paths with
+//! their statuses and metadata, watch start and shutdown, restart.
+
+use std::time::Duration;
+
+use raftconf_api::v1 as pb;
+use raftconf_api::v1::admin_client::AdminClient;
+use raftconf_api::v1::config_client::ConfigClient;
+use raftconf_api::v1::watch_client::WatchClient;
+use raftconf_api::v1::watch_response::Event;
+use raftconf_server::metadata;
+use raftconf_server::server::{RunningServer, ServerConfig};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// Generous bound for anything a test waits for.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn start(dir: &std::path::Path) -> (RunningServer, Channel) {
+    let mut config = ServerConfig::new();
+    config.listen = "127.0.0.1:0".into();
+    config.peer_listen = "127.0.0.1:0".into();
+    config.data_dir = dir.join("data");
+    let server = RunningServer::start(config).await.expect("server starts");
+    tokio::time::timeout(DEADLINE, server.wait_ready())
+        .await
+        .expect("ready in time");
+    let channel = Channel::from_shared(format!("http://{}", server.client_addr()))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects");
+    (server, channel)
+}
+
+async fn seed(channel: &Channel) {
+    let mut admin = AdminClient::new(channel.clone());
+    admin
+        .create_tenant(pb::CreateTenantRequest {
+            name: "pay".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("tenant created");
+    admin
+        .create_environment(pb::CreateEnvironmentRequest {
+            tenant: "pay".into(),
+            name: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("environment created");
+}
+
+fn put(path: &str, value: &str, if_version: Option<u64>) -> pb::PutRequest {
+    pb::PutRequest {
+        path: path.into(),
+        value: value.into(),
+        if_version,
+        ..Default::default()
+    }
+}
+
+fn md(status: &tonic::Status, key: &str) -> Option<String> {
+    status
+        .metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "raftconf.v1.Config", "raftconf.v1.Watch"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let reply = replies
+        .message()
+        .await
+        .expect("a reply")
+        .expect("not empty");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "raftconf.v1.Config",
+        "raftconf.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("RaftPeer")), "{names:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_and_reads_carry_headers_and_precise_statuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    let mut config = ConfigClient::new(channel.clone());
+
+    let w = config
+        .put(put("pay/prod/checkout", "{\"b\":1,\"a\":2}", Some(0)))
+        .await
+        .expect("put applied")
+        .into_inner();
+    assert_eq!(w.version, 1);
+    let header = w.header.expect("a header");
+    assert!(!header.cluster_id.is_empty());
+    assert_eq!((header.node_id, header.leader_id), (1, 1));
+    assert_eq!(header.revision, w.revision);
+
+    let g = config
+        .get(pb::GetRequest {
+            path: "pay/prod/checkout".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("get answers")
+        .into_inner();
+    assert_eq!(g.value, "{\"a\":2,\"b\":1}");
+    assert_eq!((g.version, g.mod_revision), (1, w.revision));
+    assert_eq!(g.author, "anonymous");
+
+    let miss = config
+        .put(put("pay/prod/checkout", "{}", Some(7)))
+        .await
+        .unwrap_err();
+    assert_eq!(miss.code(), Code::FailedPrecondition, "{miss:?}");
+    assert_eq!(md(&miss, metadata::CURRENT_VERSION).as_deref(), Some("1"));
+    assert_eq!(md(&miss, metadata::LEADER_ID).as_deref(), Some("1"));
+
+    let unknown = config
+        .put(put("nope/prod/x", "{}", None))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("pay"), "{}", unknown.message());
+
+    let bad = config.put(put("Pay/prod/x", "{}", None)).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let malformed = config
+        .put(put("pay/prod/x", "{\"a\":", None))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(
+        malformed.message().contains("line 1"),
+        "{}",
+        malformed.message()
+    );
+
+    let absent = config
+        .get(pb::GetRequest {
+            path: "pay/prod/absent".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound);
+    assert_eq!(absent.message(), "namespace pay/prod/absent does not exist");
+
+    let dry = config
+        .put(pb::PutRequest {
+            dry_run: true,
+            ..put("pay/prod/checkout", "{\"c\":1}", None)
+        })
+        .await
+        .expect("dry run answers")
+        .into_inner();
+    assert_eq!(dry.version, 1, "a dry run changes nothing");
+    server.shutdown().await;
+}
+
+async fn subscribe(
+    channel: &Channel,
+    first: pb::watch_request::Request,
+) -> Result<tonic::Streaming<pb::WatchResponse>, tonic::Status> {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(pb::WatchRequest {
+        request: Some(first),
+    })
+    .await
+    .expect("queued");
+    // Keep our side open for the whole test.
+    std::mem::forget(tx);
+    WatchClient::new(channel.clone())
+        .watch(ReceiverStream::new(rx))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_starts_with_a_snapshot_and_ends_unavailable_on_shutdown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    let mut config = ConfigClient::new(channel.clone());
+    config
+        .put(put("pay/prod/a", "{\"x\":1}", None))
+        .await
+        .expect("put");
+
+    let ack = pb::watch_request::Request::Ack(pb::Ack { revision: 1 });
+    let refused = subscribe(&channel, ack).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    let far = pb::watch_request::Request::Subscribe(pb::Subscribe {
+        paths: vec!["pay/prod/".into()],
+        start_revision: 1_000,
+        ..Default::default()
+    });
+    assert_eq!(
+        subscribe(&channel, far).await.unwrap_err().code(),
+        Code::OutOfRange
+    );
+
+    let sub = pb::watch_request::Request::Subscribe(pb::Subscribe {
+        paths: vec!["pay/prod/".into()],
+        start_revision: 0,
+        client_id: "test".into(),
+        ..Default::default()
+    });
+    let mut stream = subscribe(&channel, sub).await.expect("subscribed");
+    let first = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an event");
+    let Some(Event::Snapshot(snap)) = first.event else {
+        panic!("expected a snapshot first, got {first:?}");
+    };
+    assert!(snap.last_chunk);
+    assert_eq!(snap.entries.len(), 1);
+    let snapshot_revision = snap.revision;
+
+    config
+        .put(put("pay/prod/b", "{\"y\":2}", None))
+        .await
+        .expect("put");
+    let next = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an event");
+    let Some(Event::Change(change)) = next.event else {
+        panic!("expected a change, got {next:?}");
+    };
+    assert_eq!(change.revision, snapshot_revision + 1);
+
+    let shutdown = tokio::spawn(server.shutdown());
+    let end = loop {
+        match tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("the stream ends in time")
+        {
+            Ok(Some(_progress)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    let resume = (change.revision + 1).to_string();
+    assert_eq!(md(&end, metadata::RESUME_REVISION), Some(resume));
+    shutdown.await.expect("shutdown completes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_on_the_same_directory_resumes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    let w = ConfigClient::new(channel.clone())
+        .put(put("pay/prod/a", "{\"x\":1}", None))
+        .await
+        .expect("put")
+        .into_inner();
+    let cluster_id = w.header.expect("header").cluster_id;
+    server.shutdown().await;
+
+    let (server, channel) = start(dir.path()).await;
+    let g = ConfigClient::new(channel)
+        .get(pb::GetRequest {
+            path: "pay/prod/a".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("still there")
+        .into_inner();
+    assert_eq!(g.value, "{\"x\":1}");
+    assert_eq!(g.header.expect("header").cluster_id, cluster_id);
+    server.shutdown().await;
+}
