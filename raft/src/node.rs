@@ -3,14 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::RaftNetworkFactory;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{RaftNetworkFactory, ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::command::{Applied, Rejection, Request};
+use crate::command::{Applied, Command, Rejection, Request, ENTRY_FORMAT_VERSION};
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachine;
 use crate::state_view::StateView;
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Tunables of one node. `Default` gives values suited to shared 2-core machines.
 #[derive(Debug, Clone)]
@@ -111,13 +116,23 @@ pub struct LeaderInfo {
 /// One raftconf node: openraft with raftconf's log store and state machine.
 #[derive(Clone)]
 pub struct RaftNode {
-    inner: std::sync::Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 struct Inner {
     config: NodeConfig,
     raft: Raft,
     state: StateView,
+    /// Linearizable reads queue here; see [`read_batcher`].
+    reads: mpsc::Sender<oneshot::Sender<std::result::Result<(), ReadError>>>,
+}
+
+/// Opens the log store and the state machine of `config.data_dir` (creating it).
+pub async fn open_storage(config: &NodeConfig) -> Result<(LogStore, StateMachine)> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let log = LogStore::open(&config.data_dir.join("log"))?;
+    let sm = StateMachine::open(config)?;
+    Ok((log, sm))
 }
 
 impl RaftNode {
@@ -127,8 +142,41 @@ impl RaftNode {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
-        let _ = (config, network);
-        todo!("open")
+        let (log, sm) = open_storage(&config).await?;
+        let state = sm.view();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let raft_config = openraft::Config {
+            cluster_name: "raftconf".into(),
+            heartbeat_interval: ms(config.heartbeat),
+            election_timeout_min: ms(config.election_timeout.0),
+            election_timeout_max: ms(config.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Storage(format!("invalid raft configuration: {e}")))?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log, sm)
+            .await
+            .map_err(|e| Error::Storage(format!("raft failed to start: {e}")))?;
+        let (reads, reads_rx) = mpsc::channel(4096);
+        tokio::spawn(read_batcher(raft.clone(), reads_rx, config.write_timeout));
+        tokio::spawn(record_cluster_id(raft.clone(), state.clone(), config.node_id));
+        tracing::info!(
+            node_id = config.node_id,
+            data_dir = %config.data_dir.display(),
+            revision = state.revision(),
+            applied_index = state.applied_index(),
+            "raft node opened"
+        );
+        Ok(RaftNode {
+            inner: Arc::new(Inner {
+                config,
+                raft,
+                state,
+                reads,
+            }),
+        })
     }
 
     /// This node's id.
@@ -153,32 +201,64 @@ impl RaftNode {
 
     /// Whether this node has ever been part of an initialised cluster.
     pub async fn is_initialized(&self) -> Result<bool> {
-        todo!("is_initialized")
+        self.inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
-    /// Initialises a new cluster with `members` (voters) and, once a leader is
-    /// elected, records a freshly generated cluster id. Call once, on one node.
+    /// Initialises a new cluster with `members` (voters). Once a leader is
+    /// elected it records a freshly generated cluster id. Call once, on one node.
     pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<()> {
-        let _ = members;
-        todo!("initialize")
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cluster initialisation failed: {e}")))
     }
 
     /// Proposes `request` and waits for apply's answer (bounded by `write_timeout`).
     pub async fn write(&self, request: Request) -> std::result::Result<Applied, WriteError> {
-        let _ = request;
-        todo!("write")
+        let timeout = self.inner.config.write_timeout;
+        match tokio::time::timeout(timeout, self.inner.raft.client_write(request)).await {
+            Err(_) => Err(WriteError::Unknown(format!(
+                "not committed within {timeout:?}; it may still be applied"
+            ))),
+            Ok(Ok(resp)) => resp.data.outcome.map_err(WriteError::Rejected),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(WriteError::NotLeader {
+                leader_id: f.leader_id,
+                leader: f.leader_node,
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(WriteError::Unavailable(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(WriteError::Unknown(format!("raft stopped: {e}"))),
+        }
     }
 
     /// Linearizable read barrier: confirms leadership with a quorum (concurrent
     /// callers share one round) and waits until this node has applied that far.
     /// Returns the applied store revision to serve the read at.
     pub async fn read_barrier(&self) -> std::result::Result<u64, ReadError> {
-        todo!("read_barrier")
+        let (tx, rx) = oneshot::channel();
+        let closed = || ReadError::Unavailable("node is shutting down".into());
+        self.inner.reads.send(tx).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())??;
+        Ok(self.inner.state.revision())
     }
 
     /// Leadership as this node sees it.
     pub fn leader(&self) -> LeaderInfo {
-        todo!("leader")
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        LeaderInfo {
+            leader_id: m.current_leader,
+            leader: m
+                .current_leader
+                .and_then(|id| m.membership_config.membership().get_node(&id).cloned()),
+            term: m.current_term,
+        }
     }
 
     /// The cluster id ("" until initialisation is applied).
@@ -186,8 +266,76 @@ impl RaftNode {
         self.inner.state.cluster_id()
     }
 
-    /// Stops Raft; storage is closed when the last handle drops.
+    /// Ends watches and stops Raft; storage is closed when the last handle drops.
     pub async fn shutdown(&self) {
-        todo!("shutdown")
+        self.inner.state.shutdown_watches();
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Serves linearizable reads in rounds: every read that arrived while a round
+/// was running shares the next one, which starts after they all arrived (a
+/// round that started earlier could miss a write acknowledged before the read
+/// began). One `ensure_linearizable` = one heartbeat round to the voters.
+async fn read_batcher(
+    raft: Raft,
+    mut rx: mpsc::Receiver<oneshot::Sender<std::result::Result<(), ReadError>>>,
+    timeout: Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+            Err(_) => Err(ReadError::Unavailable(format!(
+                "leadership not confirmed by a quorum within {timeout:?}"
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(ReadError::NotLeader {
+                leader_id: f.leader_id,
+                leader: f.leader_node,
+            }),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(ReadError::Unavailable(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ReadError::Unavailable(format!("raft stopped: {e}"))),
+        };
+        for tx in waiting {
+            let _ = tx.send(result.clone());
+        }
+    }
+}
+
+/// While this node leads a cluster without a recorded cluster id, proposes one.
+/// Apply keeps the first one recorded, so duplicates are harmless.
+async fn record_cluster_id(raft: Raft, state: StateView, node_id: NodeId) {
+    let mut metrics = raft.metrics();
+    loop {
+        let leading = {
+            let m = metrics.borrow_and_update();
+            m.current_leader == Some(node_id) && m.state == ServerState::Leader
+        };
+        if leading && state.cluster_id().is_empty() {
+            let cluster_id = format!("{:016x}", rand::random::<u64>());
+            let request = Request {
+                format: ENTRY_FORMAT_VERSION,
+                client_id: String::new(),
+                request_id: 0,
+                author: format!("node-{node_id}"),
+                time_ms: 0,
+                message: "cluster initialised".into(),
+                command: Command::InitCluster { cluster_id },
+            };
+            match raft.client_write(request).await {
+                Ok(_) => tracing::info!(cluster_id = %state.cluster_id(), "cluster id recorded"),
+                Err(e) => tracing::debug!(error = %e, "recording the cluster id failed; will retry"),
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

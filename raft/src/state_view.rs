@@ -3,94 +3,273 @@
 //! Reads here are local ("serializable"); the server makes them linearizable
 //! by calling [`crate::RaftNode::read_barrier`] first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftconf_schema::{NsPath, Target};
 
-use crate::model::{DocEntry, EnvInfo, TenantInfo, VersionRecord};
+use crate::command::Rejection;
+use crate::model::{ChangeKind, DocEntry, DocRecord, EnvInfo, TenantInfo, VersionRecord};
+use crate::state_machine::apply::{ApplyCtx, EnvRecord, TenantRecord};
+use crate::state_machine::codec::decode;
+use crate::state_machine::{keys, Shared};
 use crate::watch_hub::Subscription;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Cheap to clone; shares the node's state machine and watch hub.
 #[derive(Clone)]
-pub struct StateView {}
+pub struct StateView {
+    shared: Arc<Shared>,
+}
 
 impl StateView {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StateView { shared }
+    }
+
     /// The last applied store revision.
     pub fn revision(&self) -> u64 {
-        todo!()
+        self.shared.hub.applied().revision
     }
 
     /// The last applied Raft log index.
     pub fn applied_index(&self) -> u64 {
-        todo!()
+        self.shared.hub.applied().index
     }
 
     /// The cluster id recorded at initialisation ("" before).
     pub fn cluster_id(&self) -> String {
-        todo!()
+        self.shared
+            .cluster_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits until `revision` is applied here; false if `timeout` passed first.
     pub async fn wait_for_revision(&self, revision: u64, timeout: Duration) -> bool {
-        let _ = (revision, timeout);
-        todo!()
+        let mut rx = self.shared.hub.applied_rx();
+        tokio::time::timeout(timeout, rx.wait_for(|p| p.revision >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Waits until log index `index` is applied here; false if `timeout` passed first.
     pub async fn wait_for_applied_index(&self, index: u64, timeout: Duration) -> bool {
-        let _ = (index, timeout);
-        todo!()
+        let mut rx = self.shared.hub.applied_rx();
+        tokio::time::timeout(timeout, rx.wait_for(|p| p.index >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn tree(&self) -> &sled::Tree {
+        &self.shared.tree
+    }
+
+    fn names_under(&self, prefix: &[u8]) -> Result<Vec<String>> {
+        self.tree()
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<TenantRecord> {
+        match self.tree().get(keys::tenant(tenant))? {
+            Some(v) => decode(&v),
+            None => Err(Error::NotFound(Rejection::UnknownTenant {
+                tenant: tenant.to_string(),
+                known: self.names_under(keys::TENANT_PREFIX)?,
+            })),
+        }
+    }
+
+    fn check_env(&self, tenant: &str, env: &str) -> Result<EnvRecord> {
+        self.check_tenant(tenant)?;
+        match self.tree().get(keys::env(tenant, env))? {
+            Some(v) => decode(&v),
+            None => Err(Error::NotFound(Rejection::UnknownEnvironment {
+                tenant: tenant.to_string(),
+                env: env.to_string(),
+                known: self.names_under(&keys::env_prefix(tenant))?,
+            })),
+        }
     }
 
     /// The live document at `path`, if any. Unknown tenant/env: `Error::NotFound`.
     pub fn get(&self, path: &NsPath) -> Result<Option<DocEntry>> {
-        let _ = path;
-        todo!()
+        match self.tree().get(keys::doc(path))? {
+            Some(v) => {
+                let record: DocRecord = decode(&v)?;
+                Ok(record.value.is_some().then(|| DocEntry {
+                    path: path.clone(),
+                    record,
+                }))
+            }
+            None => {
+                self.check_env(&path.tenant, &path.env)?;
+                Ok(None)
+            }
+        }
     }
 
     /// The document at `path` as of `revision`, from history: `None` if it did not
-    /// exist then; `Error::Compacted` if history no longer reaches back that far.
+    /// exist then; `Error::Compacted` if history no longer reaches back that far;
+    /// `Error::OutOfRange` for a revision not yet applied here.
     pub fn get_at(&self, path: &NsPath, revision: u64) -> Result<Option<DocEntry>> {
-        let _ = (path, revision);
-        todo!()
+        let current = ApplyCtx::stored_revision(self.tree())?;
+        if revision > current {
+            return Err(Error::OutOfRange {
+                requested: revision,
+                current,
+            });
+        }
+        self.check_env(&path.tenant, &path.env)?;
+        let mut found: Option<VersionRecord> = None;
+        let mut create_revision = 0;
+        let mut oldest: Option<VersionRecord> = None;
+        for item in self.tree().scan_prefix(keys::history_prefix(path)).rev() {
+            let (_, v) = item?;
+            let rec: VersionRecord = decode(&v)?;
+            match &found {
+                None if rec.revision <= revision => {
+                    if rec.kind == ChangeKind::Delete {
+                        return Ok(None);
+                    }
+                    create_revision = rec.revision;
+                    found = Some(rec);
+                }
+                None => oldest = Some(rec),
+                Some(_) => {
+                    if rec.kind == ChangeKind::Delete {
+                        break;
+                    }
+                    create_revision = rec.revision;
+                }
+            }
+        }
+        match found {
+            Some(rec) => Ok(Some(DocEntry {
+                path: path.clone(),
+                record: DocRecord {
+                    value: rec.value,
+                    version: rec.version,
+                    create_revision,
+                    mod_revision: rec.revision,
+                    author: rec.author,
+                    time_ms: rec.time_ms,
+                    message: rec.message,
+                },
+            })),
+            None => match oldest {
+                Some(o) if o.version > 1 => Err(Error::Compacted {
+                    path: path.to_string(),
+                    requested: revision,
+                    oldest: o.revision,
+                }),
+                _ => Ok(None),
+            },
+        }
     }
 
     /// Live namespaces of `tenant/env`, sorted by name. Unknown tenant/env: `Error::NotFound`.
     pub fn list(&self, tenant: &str, env: &str) -> Result<Vec<DocEntry>> {
-        let _ = (tenant, env);
-        todo!()
+        self.check_env(tenant, env)?;
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix(keys::doc_prefix(tenant, env)) {
+            let (k, v) = item?;
+            let record: DocRecord = decode(&v)?;
+            if let (Some(path), true) = (keys::doc_path(&k), record.value.is_some()) {
+                out.push(DocEntry { path, record });
+            }
+        }
+        Ok(out)
     }
 
     /// Versions of `path`, newest first, strictly below `before_version`
     /// (0 = from the newest), at most `limit`.
     pub fn history(&self, path: &NsPath, before_version: u64, limit: usize) -> Result<Vec<VersionRecord>> {
-        let _ = (path, before_version, limit);
-        todo!()
+        self.check_env(&path.tenant, &path.env)?;
+        let start = keys::history(path, 0);
+        let end = if before_version == 0 {
+            keys::history(path, u64::MAX)
+        } else {
+            keys::history(path, before_version)
+        };
+        let mut out = Vec::new();
+        for item in self.tree().range(start..end).rev().take(limit) {
+            let (_, v) = item?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
     }
 
     /// Every tenant with its environments, sorted.
     pub fn tenants(&self) -> Result<Vec<TenantInfo>> {
-        todo!()
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix(keys::TENANT_PREFIX) {
+            let (k, v) = item?;
+            let name = String::from_utf8_lossy(&k[keys::TENANT_PREFIX.len()..]).into_owned();
+            let rec: TenantRecord = decode(&v)?;
+            out.push(TenantInfo {
+                environments: self.names_under(&keys::env_prefix(&name))?,
+                name,
+                create_revision: rec.create_revision,
+            });
+        }
+        Ok(out)
     }
 
     /// The environments of `tenant`. Unknown tenant: `Error::NotFound`.
     pub fn environments(&self, tenant: &str) -> Result<Vec<EnvInfo>> {
-        let _ = tenant;
-        todo!()
+        self.check_tenant(tenant)?;
+        let prefix = keys::env_prefix(tenant);
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let rec: EnvRecord = decode(&v)?;
+            out.push(EnvInfo {
+                tenant: tenant.to_string(),
+                name: String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                create_revision: rec.create_revision,
+                namespaces: rec.namespaces,
+            });
+        }
+        Ok(out)
     }
 
-    /// Hex digest of every document (path, version, value) at the applied
-    /// revision: equal on nodes that applied the same log.
+    /// Hex digest (FNV-1a 64) of every document (path, version, value) at the
+    /// applied revision, with that revision: equal on nodes that applied the same log.
     pub fn state_digest(&self) -> Result<(u64, String)> {
-        todo!()
+        let _guard = self.shared.commit_lock.read().unwrap_or_else(|e| e.into_inner());
+        let revision = ApplyCtx::stored_revision(self.tree())?;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for item in self.tree().scan_prefix(keys::DOC_PREFIX) {
+            let (k, v) = item?;
+            let rec: DocRecord = decode(&v)?;
+            feed(&k);
+            feed(&rec.version.to_be_bytes());
+            feed(rec.value.as_deref().unwrap_or("").as_bytes());
+            feed(&[0]);
+        }
+        Ok((revision, format!("{h:016x}")))
     }
 
     /// Subscribes to changes of `targets` from `start_revision` (inclusive; 0 =
     /// snapshot of the current state first). See DESIGN.md's watch guarantees.
     /// `Error::OutOfRange` if `start_revision` > current revision + 1.
     pub async fn watch(&self, targets: Vec<Target>, start_revision: u64) -> Result<Subscription> {
-        let _ = (targets, start_revision);
-        todo!()
+        Subscription::start(self.shared.clone(), targets, start_revision)
+    }
+
+    /// Ends every watch (node shutdown).
+    pub(crate) fn shutdown_watches(&self) {
+        self.shared.hub.shutdown();
     }
 }

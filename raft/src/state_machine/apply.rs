@@ -1,0 +1,570 @@
+//! Deterministic apply of [`Request`]s onto the state tree.
+//!
+//! An [`ApplyCtx`] collects the writes of every entry of one `apply` call in an
+//! overlay that reads fall through to, so each entry sees the state after the
+//! previous one, whatever the batch boundaries: a follower that applies entries
+//! 5..7 and then 8..10 ends in the same state as a leader that applied 5..10 at
+//! once. The overlay becomes one `sled::Batch`: data, history, revision,
+//! de-duplication, replay window and applied index change together.
+//!
+//! Apply reads no clock and nothing local: time comes from the entry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use raftconf_schema::{validate_name, NsPath, MAX_DOCUMENT_BYTES, MAX_NAMESPACES_PER_ENV};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::keys;
+use crate::command::{Applied, Command, Precondition, Rejection, Request, Response, ENTRY_FORMAT_VERSION};
+use crate::model::{Change, ChangeEvent, ChangeKind, DocRecord, VersionRecord};
+use crate::Result;
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TenantRecord {
+    pub create_revision: u64,
+}
+
+/// An environment as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EnvRecord {
+    pub create_revision: u64,
+    /// Live namespaces (enforces `MAX_NAMESPACES_PER_ENV` without a scan).
+    pub namespaces: u64,
+}
+
+/// The remembered answer to one `(client_id, request_id)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DedupRecord {
+    /// Fingerprint of the payload, to refuse a reused id with another payload.
+    fingerprint: u64,
+    time_ms: i64,
+    outcome: Result<Applied, Rejection>,
+}
+
+/// Replicated-behaviour settings apply depends on. Every node must use the same
+/// values (they become per-tenant replicated settings in a later issue).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ApplySettings {
+    pub history_depth: u64,
+    pub replay_window: u64,
+    pub dedup_ttl_ms: i64,
+}
+
+pub(crate) struct ApplyCtx<'a> {
+    tree: &'a sled::Tree,
+    settings: ApplySettings,
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub revision: u64,
+    pub events: Vec<Arc<ChangeEvent>>,
+    /// Set when this batch recorded the cluster id.
+    pub new_cluster_id: Option<String>,
+}
+
+impl<'a> ApplyCtx<'a> {
+    pub fn new(tree: &'a sled::Tree, settings: ApplySettings, revision: u64) -> Self {
+        ApplyCtx {
+            tree,
+            settings,
+            overlay: BTreeMap::new(),
+            revision,
+            events: Vec::new(),
+            new_cluster_id: None,
+        }
+    }
+
+    // ---------------------------------------------------------- overlay access
+
+    fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.raw(key)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.overlay.insert(key, Some(encode(value)));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key, None);
+    }
+
+    /// Visits the live keys under `prefix` in order (tree merged with the
+    /// overlay) until `f` returns false.
+    fn scan_prefix(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        let mut tree_iter = self.tree.scan_prefix(prefix).peekable();
+        let mut over_iter = self
+            .overlay
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        loop {
+            let tree_key = match tree_iter.peek() {
+                Some(Ok((k, _))) => Some(k.to_vec()),
+                Some(Err(_)) => {
+                    if let Some(Err(e)) = tree_iter.next() {
+                        return Err(e.into());
+                    }
+                    continue;
+                }
+                None => None,
+            };
+            let over_key = over_iter.peek().map(|(k, _)| (*k).clone());
+            let (key, value) = match (tree_key, over_key) {
+                (None, None) => return Ok(()),
+                (Some(tk), Some(ok)) if ok <= tk => {
+                    if ok == tk {
+                        tree_iter.next();
+                    }
+                    let (k, v) = over_iter.next().expect("invariant: peeked");
+                    (k.clone(), v.clone())
+                }
+                (Some(_), _) => {
+                    let (k, v) = tree_iter.next().expect("invariant: peeked")?;
+                    (k.to_vec(), Some(v.to_vec()))
+                }
+                (None, Some(_)) => {
+                    let (k, v) = over_iter.next().expect("invariant: peeked");
+                    (k.clone(), v.clone())
+                }
+            };
+            if let Some(v) = value {
+                if !f(&key, &v)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Names under a prefix whose keys end in the name (tenants, environments).
+    fn names_under(&self, prefix: &[u8]) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        self.scan_prefix(prefix, |k, _| {
+            names.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            Ok(true)
+        })?;
+        Ok(names)
+    }
+
+    /// Everything the batch wrote, as one atomic sled batch.
+    pub fn into_batch(self) -> (sled::Batch, u64, Vec<Arc<ChangeEvent>>, Option<String>) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.overlay {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        (batch, self.revision, self.events, self.new_cluster_id)
+    }
+
+    // ---------------------------------------------------------- commands
+
+    /// Applies one request and returns apply's answer. `Err` only for storage failures.
+    pub fn apply_request(&mut self, req: &Request) -> Result<Response> {
+        if req.format != ENTRY_FORMAT_VERSION {
+            return Ok(Response {
+                outcome: Err(Rejection::Invalid {
+                    reason: format!(
+                        "entry format {} is not understood by this node (it knows {ENTRY_FORMAT_VERSION})",
+                        req.format
+                    ),
+                }),
+            });
+        }
+        self.expire_dedup(req.time_ms)?;
+
+        let dedup = if req.request_id != 0 && !matches!(req.command, Command::InitCluster { .. }) {
+            let key = keys::dedup(&req.client_id, req.request_id);
+            let fingerprint = fingerprint(req);
+            if let Some(rec) = self.get::<DedupRecord>(&key)? {
+                let outcome = if rec.fingerprint == fingerprint {
+                    rec.outcome.map(|a| Applied {
+                        deduplicated: true,
+                        ..a
+                    })
+                } else {
+                    Err(Rejection::RequestIdReused {
+                        client_id: req.client_id.clone(),
+                        request_id: req.request_id,
+                    })
+                };
+                return Ok(Response { outcome });
+            }
+            Some((key, fingerprint))
+        } else {
+            None
+        };
+
+        let outcome = self.apply_command(req)?;
+
+        if let Some((key, fingerprint)) = dedup {
+            self.put(keys::dedup_expiry(req.time_ms, &key), &());
+            self.put(
+                key,
+                &DedupRecord {
+                    fingerprint,
+                    time_ms: req.time_ms,
+                    outcome: outcome.clone(),
+                },
+            );
+        }
+        Ok(Response { outcome })
+    }
+
+    fn apply_command(&mut self, req: &Request) -> Result<Result<Applied, Rejection>> {
+        match &req.command {
+            Command::InitCluster { cluster_id } => {
+                if self.get::<String>(keys::META_CLUSTER_ID)?.is_none_or(|c| c.is_empty()) {
+                    self.put(keys::META_CLUSTER_ID.to_vec(), cluster_id);
+                    self.new_cluster_id = Some(cluster_id.clone());
+                }
+                Ok(Ok(Applied {
+                    revision: 0,
+                    version: 0,
+                    deduplicated: false,
+                }))
+            }
+            Command::CreateTenant { tenant } => self.create_tenant(req, tenant),
+            Command::CreateEnvironment { tenant, env } => self.create_env(req, tenant, env),
+            Command::Put {
+                path,
+                value,
+                precondition,
+            } => self.put_doc(req, path, value, precondition),
+            Command::Delete { path, precondition } => self.delete_doc(req, path, precondition),
+        }
+    }
+
+    fn create_tenant(&mut self, req: &Request, tenant: &str) -> Result<Result<Applied, Rejection>> {
+        if let Err(e) = validate_name("tenant", tenant) {
+            return Ok(Err(Rejection::Invalid { reason: e.to_string() }));
+        }
+        let key = keys::tenant(tenant);
+        if self.raw(&key)?.is_some() {
+            return Ok(Err(Rejection::TenantExists {
+                tenant: tenant.to_string(),
+            }));
+        }
+        let revision = self.next_revision();
+        self.put(key, &TenantRecord { create_revision: revision });
+        self.record_event(req, vec![change(ChangeKind::TenantCreate, format!("{tenant}/"), 0, None)]);
+        Ok(Ok(Applied {
+            revision,
+            version: 0,
+            deduplicated: false,
+        }))
+    }
+
+    fn create_env(&mut self, req: &Request, tenant: &str, env: &str) -> Result<Result<Applied, Rejection>> {
+        if let Err(e) = validate_name("environment", env) {
+            return Ok(Err(Rejection::Invalid { reason: e.to_string() }));
+        }
+        if let Err(r) = self.check_tenant(tenant)? {
+            return Ok(Err(r));
+        }
+        let key = keys::env(tenant, env);
+        if self.raw(&key)?.is_some() {
+            return Ok(Err(Rejection::EnvironmentExists {
+                tenant: tenant.to_string(),
+                env: env.to_string(),
+            }));
+        }
+        let revision = self.next_revision();
+        self.put(
+            key,
+            &EnvRecord {
+                create_revision: revision,
+                namespaces: 0,
+            },
+        );
+        self.record_event(
+            req,
+            vec![change(ChangeKind::EnvCreate, format!("{tenant}/{env}/"), 0, None)],
+        );
+        Ok(Ok(Applied {
+            revision,
+            version: 0,
+            deduplicated: false,
+        }))
+    }
+
+    fn put_doc(
+        &mut self,
+        req: &Request,
+        path: &NsPath,
+        value: &str,
+        pre: &Precondition,
+    ) -> Result<Result<Applied, Rejection>> {
+        let mut env = match self.check_env(path)? {
+            Ok(e) => e,
+            Err(r) => return Ok(Err(r)),
+        };
+        if let Err(r) = check_document(value) {
+            return Ok(Err(r));
+        }
+        let doc_key = keys::doc(path);
+        let old = self.get::<DocRecord>(&doc_key)?;
+        if let Err(r) = check_precondition(path, old.as_ref(), pre) {
+            return Ok(Err(r));
+        }
+        let live = old.as_ref().is_some_and(|d| d.value.is_some());
+        if !live && env.namespaces + 1 > MAX_NAMESPACES_PER_ENV {
+            return Ok(Err(Rejection::LimitExceeded {
+                limit: "namespaces per environment".into(),
+                max: MAX_NAMESPACES_PER_ENV,
+                actual: env.namespaces + 1,
+            }));
+        }
+        let revision = self.next_revision();
+        let version = old.as_ref().map_or(0, |d| d.version) + 1;
+        let create_revision = match &old {
+            Some(d) if live => d.create_revision,
+            _ => revision,
+        };
+        if !live {
+            env.namespaces += 1;
+            self.put(keys::env(&path.tenant, &path.env), &env);
+        }
+        self.put(
+            doc_key,
+            &DocRecord {
+                value: Some(value.to_string()),
+                version,
+                create_revision,
+                mod_revision: revision,
+                author: req.author.clone(),
+                time_ms: req.time_ms,
+                message: req.message.clone(),
+            },
+        );
+        self.record_version(req, path, revision, version, ChangeKind::Put, Some(value));
+        self.record_event(
+            req,
+            vec![change(ChangeKind::Put, path.to_string(), version, Some(value.to_string()))],
+        );
+        Ok(Ok(Applied {
+            revision,
+            version,
+            deduplicated: false,
+        }))
+    }
+
+    fn delete_doc(&mut self, req: &Request, path: &NsPath, pre: &Precondition) -> Result<Result<Applied, Rejection>> {
+        let mut env = match self.check_env(path)? {
+            Ok(e) => e,
+            Err(r) => return Ok(Err(r)),
+        };
+        let doc_key = keys::doc(path);
+        let old = self.get::<DocRecord>(&doc_key)?;
+        if let Err(r) = check_precondition(path, old.as_ref(), pre) {
+            return Ok(Err(r));
+        }
+        let Some(old) = old.filter(|d| d.value.is_some()) else {
+            return Ok(Err(Rejection::NamespaceNotFound {
+                path: path.to_string(),
+            }));
+        };
+        let revision = self.next_revision();
+        let version = old.version + 1;
+        env.namespaces = env.namespaces.saturating_sub(1);
+        self.put(keys::env(&path.tenant, &path.env), &env);
+        self.put(
+            doc_key,
+            &DocRecord {
+                value: None,
+                version,
+                create_revision: 0,
+                mod_revision: revision,
+                author: req.author.clone(),
+                time_ms: req.time_ms,
+                message: req.message.clone(),
+            },
+        );
+        self.record_version(req, path, revision, version, ChangeKind::Delete, None);
+        self.record_event(req, vec![change(ChangeKind::Delete, path.to_string(), version, None)]);
+        Ok(Ok(Applied {
+            revision,
+            version,
+            deduplicated: false,
+        }))
+    }
+
+    // ---------------------------------------------------------- helpers
+
+    fn next_revision(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<Result<(), Rejection>> {
+        if self.raw(&keys::tenant(tenant))?.is_some() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(Rejection::UnknownTenant {
+            tenant: tenant.to_string(),
+            known: self.names_under(keys::TENANT_PREFIX)?,
+        }))
+    }
+
+    fn check_env(&self, path: &NsPath) -> Result<Result<EnvRecord, Rejection>> {
+        if let Err(r) = self.check_tenant(&path.tenant)? {
+            return Ok(Err(r));
+        }
+        if let Some(env) = self.get::<EnvRecord>(&keys::env(&path.tenant, &path.env))? {
+            return Ok(Ok(env));
+        }
+        Ok(Err(Rejection::UnknownEnvironment {
+            tenant: path.tenant.clone(),
+            env: path.env.clone(),
+            known: self.names_under(&keys::env_prefix(&path.tenant))?,
+        }))
+    }
+
+    fn record_version(
+        &mut self,
+        req: &Request,
+        path: &NsPath,
+        revision: u64,
+        version: u64,
+        kind: ChangeKind,
+        value: Option<&str>,
+    ) {
+        self.put(
+            keys::history(path, version),
+            &VersionRecord {
+                revision,
+                version,
+                kind,
+                value: value.map(str::to_string),
+                author: req.author.clone(),
+                time_ms: req.time_ms,
+                message: req.message.clone(),
+            },
+        );
+        // Exactly one record leaves per record added once the depth is reached.
+        if version > self.settings.history_depth {
+            self.remove(keys::history(path, version - self.settings.history_depth));
+        }
+    }
+
+    fn record_event(&mut self, req: &Request, changes: Vec<Change>) {
+        let event = ChangeEvent {
+            revision: self.revision,
+            author: req.author.clone(),
+            time_ms: req.time_ms,
+            message: req.message.clone(),
+            changes,
+        };
+        self.put(keys::replay(self.revision), &event);
+        if self.revision > self.settings.replay_window {
+            self.remove(keys::replay(self.revision - self.settings.replay_window));
+        }
+        self.events.push(Arc::new(event));
+    }
+
+    /// Forgets de-duplication records older than the TTL, as of `now_ms` (the entry's time).
+    fn expire_dedup(&mut self, now_ms: i64) -> Result<()> {
+        let cutoff = now_ms.saturating_sub(self.settings.dedup_ttl_ms);
+        let mut expired = Vec::new();
+        self.scan_prefix(keys::DEDUP_EXPIRY_PREFIX, |k, _| {
+            match keys::dedup_expiry_parts(k) {
+                Some((t, dk)) if t < cutoff => {
+                    expired.push((k.to_vec(), dk.to_vec()));
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })?;
+        for (ek, dk) in expired {
+            self.remove(ek);
+            self.remove(dk);
+        }
+        Ok(())
+    }
+
+    /// Reads the revision counter (for a fresh context).
+    pub fn stored_revision(tree: &sled::Tree) -> Result<u64> {
+        Ok(tree
+            .get(keys::META_REVISION)?
+            .map(|v| decode::<u64>(&v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+}
+
+fn change(kind: ChangeKind, path: String, version: u64, value: Option<String>) -> Change {
+    Change {
+        kind,
+        path,
+        version,
+        value,
+    }
+}
+
+/// Apply's own check of a document: a JSON object within the size limit.
+/// (The proposer checked it too; apply must not trust that.)
+fn check_document(value: &str) -> Result<(), Rejection> {
+    if value.len() > MAX_DOCUMENT_BYTES {
+        return Err(Rejection::LimitExceeded {
+            limit: "document size".into(),
+            max: MAX_DOCUMENT_BYTES as u64,
+            actual: value.len() as u64,
+        });
+    }
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(Rejection::Invalid {
+            reason: "document is not a JSON object".into(),
+        }),
+        Err(e) => Err(Rejection::Invalid {
+            reason: format!("document is not valid JSON: {e}"),
+        }),
+    }
+}
+
+fn check_precondition(path: &NsPath, doc: Option<&DocRecord>, pre: &Precondition) -> Result<(), Rejection> {
+    let live = doc.is_some_and(|d| d.value.is_some());
+    let current = doc.map_or(0, |d| d.version);
+    if let Some(expected) = pre.if_version {
+        let ok = if expected == 0 { !live } else { live && current == expected };
+        if !ok {
+            return Err(Rejection::VersionMismatch {
+                path: path.to_string(),
+                expected,
+                current,
+                exists: live,
+            });
+        }
+    }
+    if let Some(expected) = pre.if_revision {
+        let current = doc.map_or(0, |d| d.mod_revision);
+        if current != expected {
+            return Err(Rejection::RevisionMismatch {
+                path: path.to_string(),
+                expected,
+                current,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a over the payload that identifies a write (command and message; not
+/// the time or author, which the leader re-stamps on a retry).
+fn fingerprint(req: &Request) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in encode(&req.command).iter().chain(req.message.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -1,0 +1,148 @@
+//! Key layout of the state machine's single sled tree.
+//!
+//! Everything lives in one tree so that one apply is one atomic `sled::Batch`:
+//! the applied index, the revision counter, documents, history, the
+//! de-duplication table and the watch replay window change together.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `m/` | meta name | applied log id, membership, revision, cluster id, format |
+//! | `t/` | tenant | [`TenantRecord`](super::apply::TenantRecord) |
+//! | `e/` | tenant `/` env | [`EnvRecord`](super::apply::EnvRecord) |
+//! | `d/` | tenant `/` env `/` namespace | [`DocRecord`](crate::model::DocRecord) (live or tombstone) |
+//! | `h/` | path `\0` version (u64 BE) | [`VersionRecord`](crate::model::VersionRecord) |
+//! | `w/` | revision (u64 BE) | [`ChangeEvent`](crate::model::ChangeEvent) (replay window) |
+//! | `q/` | client id `\0` request id (u64 BE) | de-duplication record |
+//! | `x/` | time (u64 BE, offset) client id `\0` request id | () — expiry index of `q/` |
+//!
+//! Names cannot contain `/` or `\0` (see the naming rule), so prefixes never collide.
+
+use raftconf_schema::NsPath;
+
+pub(crate) const META_APPLIED: &[u8] = b"m/applied";
+pub(crate) const META_MEMBERSHIP: &[u8] = b"m/membership";
+pub(crate) const META_REVISION: &[u8] = b"m/revision";
+pub(crate) const META_CLUSTER_ID: &[u8] = b"m/cluster_id";
+pub(crate) const META_FORMAT: &[u8] = b"m/format";
+
+pub(crate) const TENANT_PREFIX: &[u8] = b"t/";
+pub(crate) const DOC_PREFIX: &[u8] = b"d/";
+pub(crate) const REPLAY_PREFIX: &[u8] = b"w/";
+pub(crate) const DEDUP_EXPIRY_PREFIX: &[u8] = b"x/";
+
+fn join(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(b'/');
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+pub(crate) fn tenant(name: &str) -> Vec<u8> {
+    join(TENANT_PREFIX, &[name])
+}
+
+pub(crate) fn env(tenant: &str, env: &str) -> Vec<u8> {
+    join(b"e/", &[tenant, env])
+}
+
+/// Prefix of every environment key of `tenant`.
+pub(crate) fn env_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = join(b"e/", &[tenant]);
+    k.push(b'/');
+    k
+}
+
+pub(crate) fn doc(path: &NsPath) -> Vec<u8> {
+    join(DOC_PREFIX, &[&path.tenant, &path.env, &path.namespace])
+}
+
+/// Prefix of every document key of `tenant/env`.
+pub(crate) fn doc_prefix(tenant: &str, env: &str) -> Vec<u8> {
+    let mut k = join(DOC_PREFIX, &[tenant, env]);
+    k.push(b'/');
+    k
+}
+
+/// Parses a document key back into its path.
+pub(crate) fn doc_path(key: &[u8]) -> Option<NsPath> {
+    let rest = key.strip_prefix(DOC_PREFIX)?;
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
+/// Prefix of every history key of `path`.
+pub(crate) fn history_prefix(path: &NsPath) -> Vec<u8> {
+    let mut k = join(b"h/", &[&path.tenant, &path.env, &path.namespace]);
+    k.push(0);
+    k
+}
+
+pub(crate) fn history(path: &NsPath, version: u64) -> Vec<u8> {
+    let mut k = history_prefix(path);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+pub(crate) fn replay(revision: u64) -> Vec<u8> {
+    let mut k = REPLAY_PREFIX.to_vec();
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
+
+pub(crate) fn replay_revision(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(REPLAY_PREFIX)?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
+pub(crate) fn dedup(client_id: &str, request_id: u64) -> Vec<u8> {
+    let mut k = b"q/".to_vec();
+    k.extend_from_slice(client_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&request_id.to_be_bytes());
+    k
+}
+
+/// Expiry index key: ordered by time, then the dedup key it points to.
+pub(crate) fn dedup_expiry(time_ms: i64, dedup_key: &[u8]) -> Vec<u8> {
+    let mut k = DEDUP_EXPIRY_PREFIX.to_vec();
+    k.extend_from_slice(&time_order(time_ms).to_be_bytes());
+    k.extend_from_slice(dedup_key);
+    k
+}
+
+/// Splits an expiry key into its time and the dedup key.
+pub(crate) fn dedup_expiry_parts(key: &[u8]) -> Option<(i64, &[u8])> {
+    let rest = key.strip_prefix(DEDUP_EXPIRY_PREFIX)?;
+    let (t, dk) = rest.split_at_checked(8)?;
+    let t = u64::from_be_bytes(t.try_into().ok()?);
+    Some(((t ^ (1 << 63)) as i64, dk))
+}
+
+/// Maps i64 to u64 preserving order (flip the sign bit).
+fn time_order(t: i64) -> u64 {
+    (t as u64) ^ (1 << 63)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_order() {
+        let p: NsPath = "a/b/c".parse().expect("valid");
+        assert_eq!(doc_path(&doc(&p)), Some(p.clone()));
+        assert!(doc(&p).starts_with(&doc_prefix("a", "b")));
+        assert!(history(&p, 2) < history(&p, 10));
+        assert_eq!(replay_revision(&replay(7)), Some(7));
+        let dk = dedup("c1", 5);
+        for t in [-5i64, 0, 7, i64::MAX] {
+            assert_eq!(dedup_expiry_parts(&dedup_expiry(t, &dk)), Some((t, dk.as_slice())));
+        }
+        assert!(dedup_expiry(-1, &dk) < dedup_expiry(1, &dk));
+        // "a/b" must not be a prefix-match of "a/bc".
+        assert!(!doc(&"a/bc/x".parse().expect("valid")).starts_with(&doc_prefix("a", "b")));
+    }
+}

@@ -1,0 +1,323 @@
+//! The replicated state machine, in sled, and its snapshots.
+//!
+//! One sled tree holds everything (see [`keys`]); one `apply` call becomes one
+//! atomic `sled::Batch`, so a restart finds the applied index, the revision
+//! counter, documents, history, the de-duplication table and the replay window
+//! consistent with each other. sled is not fsynced on apply: the Raft log is
+//! the durable record, and openraft re-applies committed entries past the
+//! state machine's applied index on start. The log is purged only behind a
+//! snapshot file that was fsynced (file and directory) before openraft learns
+//! of it; on start, a snapshot ahead of the state machine is loaded first.
+
+pub(crate) mod apply;
+pub(crate) mod codec;
+pub(crate) mod keys;
+mod snapshot;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+
+use self::apply::{ApplyCtx, ApplySettings};
+use self::codec::{decode, encode};
+use self::snapshot::{SnapshotFile, SNAPSHOT_FORMAT};
+use crate::command::Response;
+use crate::node::NodeConfig;
+use crate::state_view::StateView;
+use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::watch_hub::WatchHub;
+use crate::{Error, Result};
+
+/// Format version of the state tree's records.
+const STATE_FORMAT: u16 = 1;
+
+/// State shared by the state machine (writer) and every [`StateView`] (readers).
+pub(crate) struct Shared {
+    pub tree: sled::Tree,
+    pub hub: WatchHub,
+    /// Taken for writing while a batch is committed; readers that need one
+    /// consistent revision across several keys (watch snapshots, digests)
+    /// take it for reading.
+    pub commit_lock: RwLock<()>,
+    pub cluster_id: RwLock<String>,
+}
+
+/// raftconf's openraft state machine.
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    /// Kept so the database outlives every tree handle.
+    _db: sled::Db,
+    snapshot_dir: PathBuf,
+    settings: ApplySettings,
+}
+
+impl StateMachine {
+    /// Opens the state machine in `config.data_dir/state`, loading the newest
+    /// snapshot first if it is ahead of the stored state.
+    pub(crate) fn open(config: &NodeConfig) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(config.data_dir.join("state"))
+            .open()?;
+        let tree = db.open_tree("state")?;
+        match tree.get(keys::META_FORMAT)? {
+            None => {
+                tree.insert(keys::META_FORMAT, encode(&STATE_FORMAT))?;
+            }
+            Some(v) => {
+                let format: u16 = decode(&v)?;
+                if format != STATE_FORMAT {
+                    return Err(Error::Storage(format!(
+                        "state format {format} in {} is not supported (this build reads {STATE_FORMAT})",
+                        config.data_dir.display()
+                    )));
+                }
+            }
+        }
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let applied = read_applied(&tree)?;
+        if let Some((_, file)) = snapshot::latest(&snapshot_dir)? {
+            if file.meta.last_log_id > applied {
+                tracing::info!(
+                    snapshot = ?file.meta.last_log_id,
+                    applied = ?applied,
+                    "state machine is behind the latest snapshot; loading the snapshot"
+                );
+                replace_state(&tree, file.pairs)?;
+            }
+        }
+        let revision = ApplyCtx::stored_revision(&tree)?;
+        let applied_index = read_applied(&tree)?.map_or(0, |l| l.index);
+        let cluster_id = tree
+            .get(keys::META_CLUSTER_ID)?
+            .map(|v| decode::<String>(&v))
+            .transpose()?
+            .unwrap_or_default();
+        let shared = Arc::new(Shared {
+            tree,
+            hub: WatchHub::new(config.watch_queue, config.progress_interval, revision, applied_index),
+            commit_lock: RwLock::new(()),
+            cluster_id: RwLock::new(cluster_id),
+        });
+        Ok(StateMachine {
+            shared,
+            _db: db,
+            snapshot_dir,
+            settings: ApplySettings {
+                history_depth: config.history_depth.max(1),
+                replay_window: config.replay_window.max(1),
+                dedup_ttl_ms: i64::try_from(config.dedup_ttl.as_millis()).unwrap_or(i64::MAX),
+            },
+        })
+    }
+
+    /// A read handle on this state machine.
+    pub fn view(&self) -> StateView {
+        StateView::new(self.shared.clone())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Response>> {
+        let tree = &self.shared.tree;
+        let mut ctx = ApplyCtx::new(tree, self.settings, ApplyCtx::stored_revision(tree)?);
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut last = None;
+        for entry in &entries {
+            last = Some(entry.log_id);
+            match &entry.payload {
+                EntryPayload::Blank => responses.push(Response::none()),
+                EntryPayload::Normal(req) => responses.push(ctx.apply_request(req)?),
+                EntryPayload::Membership(m) => {
+                    ctx.put(
+                        keys::META_MEMBERSHIP.to_vec(),
+                        &StoredMembership::new(Some(entry.log_id), m.clone()),
+                    );
+                    responses.push(Response::none());
+                }
+            }
+        }
+        let Some(last) = last else {
+            return Ok(responses);
+        };
+        let revision = ctx.revision;
+        ctx.put(keys::META_REVISION.to_vec(), &revision);
+        ctx.put(keys::META_APPLIED.to_vec(), &Some(last));
+        let (batch, revision, events, new_cluster_id) = ctx.into_batch();
+        {
+            let _guard = self.shared.commit_lock.write().unwrap_or_else(|e| e.into_inner());
+            tree.apply_batch(batch)?;
+        }
+        if let Some(id) = new_cluster_id {
+            *self.shared.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = id;
+        }
+        self.shared.hub.publish(events, revision, last.index);
+        Ok(responses)
+    }
+}
+
+fn read_applied(tree: &sled::Tree) -> Result<Option<LogId>> {
+    Ok(tree
+        .get(keys::META_APPLIED)?
+        .map(|v| decode::<Option<LogId>>(&v))
+        .transpose()?
+        .flatten())
+}
+
+/// Replaces the whole tree with `pairs` in one atomic batch.
+fn replace_state(tree: &sled::Tree, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for key in tree.iter().keys() {
+        batch.remove(key?);
+    }
+    for (k, v) in pairs {
+        batch.insert(k, v);
+    }
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    Ok(())
+}
+
+fn storage_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+/// Builds a snapshot from a copy of the state taken while apply was paused.
+pub struct SnapshotBuilder {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> std::result::Result<Snapshot, StorageError> {
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                self.applied.map_or(0, |l| l.leader_id.term),
+                self.applied.map_or(0, |l| l.index)
+            ),
+        };
+        let file = SnapshotFile {
+            format: SNAPSHOT_FORMAT,
+            meta: meta.clone(),
+            pairs: std::mem::take(&mut self.pairs),
+        };
+        let dir = self.dir.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let bytes = snapshot::to_bytes(&file);
+            snapshot::persist(&dir, &file.meta, &bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(storage_err)?
+        .map_err(storage_err)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = bytes.len(), "snapshot built and persisted");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> std::result::Result<(Option<LogId>, StoredMembership), StorageError> {
+        let tree = &self.shared.tree;
+        let applied = read_applied(tree).map_err(storage_err)?;
+        let membership = tree
+            .get(keys::META_MEMBERSHIP)
+            .map_err(storage_err)?
+            .map(|v| decode::<StoredMembership>(&v))
+            .transpose()
+            .map_err(storage_err)?
+            .unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.apply_entries(entries).map_err(storage_err)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // No apply runs while we hold `&mut self`: this copy is one consistent state.
+        let tree = &self.shared.tree;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = tree
+            .iter()
+            .filter_map(|r| match r {
+                Ok((k, v)) => Some((k.to_vec(), v.to_vec())),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading state for a snapshot failed");
+                    None
+                }
+            })
+            .collect();
+        let (applied, membership) = self.applied_state().await.unwrap_or_default();
+        SnapshotBuilder {
+            pairs,
+            applied,
+            membership,
+            dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> std::result::Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> std::result::Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let file = snapshot::from_bytes(&bytes).map_err(storage_err)?;
+        if file.meta.last_log_id != meta.last_log_id {
+            return Err(storage_err(format!(
+                "snapshot content is at {:?} but its meta says {:?}",
+                file.meta.last_log_id, meta.last_log_id
+            )));
+        }
+        // Durable first: if we crash after this, start-up loads it.
+        snapshot::persist(&self.snapshot_dir, meta, &bytes).map_err(storage_err)?;
+        let tree = &self.shared.tree;
+        {
+            let _guard = self.shared.commit_lock.write().unwrap_or_else(|e| e.into_inner());
+            replace_state(tree, file.pairs).map_err(storage_err)?;
+        }
+        let revision = ApplyCtx::stored_revision(tree).map_err(storage_err)?;
+        let cluster_id = tree
+            .get(keys::META_CLUSTER_ID)
+            .map_err(storage_err)?
+            .map(|v| decode::<String>(&v))
+            .transpose()
+            .map_err(storage_err)?
+            .unwrap_or_default();
+        *self.shared.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = cluster_id;
+        tracing::info!(last_log_id = ?meta.last_log_id, revision, "installed snapshot");
+        self.shared
+            .hub
+            .reset(revision, meta.last_log_id.map_or(0, |l| l.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> std::result::Result<Option<Snapshot>, StorageError> {
+        let latest = snapshot::latest(&self.snapshot_dir).map_err(storage_err)?;
+        Ok(latest.map(|(bytes, file)| Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

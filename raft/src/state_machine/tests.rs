@@ -1,0 +1,239 @@
+//! Apply semantics: revisions, versions, history, de-duplication, rejections,
+//! snapshots, and independence from batch boundaries.
+
+use std::time::Duration;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+
+use super::*;
+use crate::command::{Command, Precondition, Rejection, Request, ENTRY_FORMAT_VERSION};
+use crate::model::{ChangeKind, WatchItem};
+
+fn entry(index: u64, command: Command, request_id: u64) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request {
+            format: ENTRY_FORMAT_VERSION,
+            client_id: "c1".into(),
+            request_id,
+            author: "alice".into(),
+            time_ms: 1_000 + index as i64,
+            message: format!("change {index}"),
+            command,
+        }),
+    }
+}
+
+fn put(path: &str, value: &str, if_version: Option<u64>) -> Command {
+    Command::Put {
+        path: path.parse().expect("valid path"),
+        value: value.into(),
+        precondition: Precondition {
+            if_version,
+            if_revision: None,
+        },
+    }
+}
+
+fn delete(path: &str) -> Command {
+    Command::Delete {
+        path: path.parse().expect("valid path"),
+        precondition: Precondition::default(),
+    }
+}
+
+fn setup() -> Vec<Command> {
+    vec![
+        Command::CreateTenant { tenant: "pay".into() },
+        Command::CreateEnvironment {
+            tenant: "pay".into(),
+            env: "prod".into(),
+        },
+    ]
+}
+
+fn open(dir: &std::path::Path) -> StateMachine {
+    let mut cfg = NodeConfig::new(1, dir);
+    cfg.history_depth = 3;
+    cfg.replay_window = 4;
+    StateMachine::open(&cfg).expect("open state machine")
+}
+
+/// Applies commands as entries 1..=n, in batches of `batch` entries.
+async fn apply_all(sm: &mut StateMachine, commands: &[Command], batch: usize) -> Vec<Response> {
+    let entries: Vec<Entry> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| entry(i as u64 + 1, c.clone(), i as u64 + 1))
+        .collect();
+    let mut out = Vec::new();
+    for chunk in entries.chunks(batch) {
+        out.extend(sm.apply(chunk.to_vec()).await.expect("apply"));
+    }
+    out
+}
+
+fn applied(r: &Response) -> (u64, u64) {
+    let a = r.outcome.clone().expect("applied");
+    (a.revision, a.version)
+}
+
+#[tokio::test]
+async fn revisions_and_versions_follow_the_design() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let mut cmds = setup();
+    cmds.extend([
+        put("pay/prod/a", r#"{"v":1}"#, Some(0)),
+        put("pay/prod/a", r#"{"v":2}"#, Some(1)),
+        put("pay/prod/a", r#"{"v":3}"#, Some(1)), // CAS miss: no revision
+        delete("pay/prod/a"),
+        put("pay/prod/a", r#"{"v":4}"#, Some(0)), // re-create after a delete
+        put("pay/nope/a", r#"{"v":5}"#, None),    // unknown env: no revision
+    ]);
+    let r = apply_all(&mut sm, &cmds, 100).await;
+    assert_eq!(applied(&r[0]), (1, 0));
+    assert_eq!(applied(&r[1]), (2, 0));
+    assert_eq!(applied(&r[2]), (3, 1));
+    assert_eq!(applied(&r[3]), (4, 2));
+    assert_eq!(
+        r[4].outcome,
+        Err(Rejection::VersionMismatch {
+            path: "pay/prod/a".into(),
+            expected: 1,
+            current: 2,
+            exists: true
+        })
+    );
+    assert_eq!(applied(&r[5]), (5, 3), "delete is a tombstone version");
+    assert_eq!(applied(&r[6]), (6, 4), "re-create continues the version count");
+    match &r[7].outcome {
+        Err(Rejection::UnknownEnvironment { known, .. }) => assert_eq!(known, &vec!["prod".to_string()]),
+        other => panic!("expected UnknownEnvironment, got {other:?}"),
+    }
+    let view = sm.view();
+    assert_eq!(view.revision(), 6);
+    let path = "pay/prod/a".parse().expect("valid");
+    let doc = view.get(&path).expect("get").expect("exists");
+    assert_eq!((doc.record.version, doc.record.mod_revision, doc.record.create_revision), (4, 6, 6));
+    // History is bounded to 3 versions, newest first.
+    let h = view.history(&path, 0, 10).expect("history");
+    assert_eq!(h.iter().map(|v| v.version).collect::<Vec<_>>(), vec![4, 3, 2]);
+    assert_eq!(h[1].kind, ChangeKind::Delete);
+    assert_eq!(h[0].author, "alice");
+    // Reads at older revisions come from history.
+    assert_eq!(view.get_at(&path, 4).expect("at 4").expect("exists").value(), r#"{"v":2}"#);
+    assert!(view.get_at(&path, 5).expect("at 5").is_none(), "deleted at 5");
+    assert!(matches!(view.get_at(&path, 3), Err(Error::Compacted { .. })));
+}
+
+#[tokio::test]
+async fn retries_are_deduplicated_and_reused_ids_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    apply_all(&mut sm, &setup(), 10).await;
+    let first = entry(3, put("pay/prod/a", r#"{"v":1}"#, None), 42);
+    let r1 = sm.apply(vec![first.clone()]).await.expect("apply");
+    let mut retry = first.clone();
+    retry.log_id.index = 4;
+    let r2 = sm.apply(vec![retry]).await.expect("apply");
+    assert_eq!(applied(&r1[0]), (3, 1));
+    assert_eq!(applied(&r2[0]), (3, 1), "the retry gets the original answer");
+    assert!(r2[0].outcome.clone().expect("ok").deduplicated);
+    assert_eq!(sm.view().revision(), 3, "no second apply");
+    let reused = entry(5, put("pay/prod/a", r#"{"v":2}"#, None), 42);
+    let r3 = sm.apply(vec![reused]).await.expect("apply");
+    assert!(matches!(r3[0].outcome, Err(Rejection::RequestIdReused { .. })));
+}
+
+#[tokio::test]
+async fn batch_boundaries_do_not_change_the_result() {
+    let mut cmds = setup();
+    for i in 0..20 {
+        cmds.push(put(&format!("pay/prod/n{}", i % 3), &format!(r#"{{"i":{i}}}"#), None));
+        if i % 7 == 0 {
+            cmds.push(delete(&format!("pay/prod/n{}", i % 3)));
+        }
+    }
+    let mut digests = Vec::new();
+    for batch in [1, 3, 100] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = open(dir.path());
+        let r = apply_all(&mut sm, &cmds, batch).await;
+        digests.push((sm.view().state_digest().expect("digest"), format!("{r:?}")));
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(digests[0], digests[2]);
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_restores_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let mut cmds = setup();
+    cmds.push(put("pay/prod/a", r#"{"v":1}"#, None));
+    apply_all(&mut sm, &cmds, 10).await;
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let digest = sm.view().state_digest().expect("digest");
+
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut other = open(dir2.path());
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(other.view().state_digest().expect("digest"), digest);
+    let (applied_id, _) = other.applied_state().await.expect("applied");
+    assert_eq!(applied_id.map(|l| l.index), Some(3));
+    assert!(other.get_current_snapshot().await.expect("current").is_some());
+}
+
+#[tokio::test]
+async fn watch_delivers_in_order_catches_up_and_snapshots_when_compacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let mut cmds = setup();
+    cmds.push(put("pay/prod/a", r#"{"v":1}"#, None)); // rev 3
+    cmds.push(put("pay/prod/b", r#"{"v":1}"#, None)); // rev 4
+    apply_all(&mut sm, &cmds, 10).await;
+    let view = sm.view();
+    let targets = vec!["pay/prod/".parse().expect("prefix")];
+
+    // From revision 3: replayed from the window.
+    let mut w = view.watch(targets.clone(), 3).await.expect("watch");
+    let revs = [next_change(&mut w).await, next_change(&mut w).await];
+    assert_eq!(revs, [3, 4]);
+
+    // Live changes arrive in order, then progress when idle.
+    let more = vec![entry(5, put("pay/prod/a", r#"{"v":2}"#, None), 0)];
+    sm.apply(more).await.expect("apply");
+    assert_eq!(next_change(&mut w).await, 5);
+
+    // Start revision 0: a snapshot at the current revision first.
+    let mut w0 = view.watch(targets.clone(), 0).await.expect("watch");
+    match w0.next().await.expect("item") {
+        WatchItem::Snapshot { revision, entries, .. } => {
+            assert_eq!(revision, 5);
+            assert_eq!(entries.len(), 2);
+        }
+        other => panic!("expected snapshot, got {other:?}"),
+    }
+
+    // Window is 4 revisions: revision 1 is compacted away -> snapshot, never an error.
+    let mut old = view.watch(targets.clone(), 1).await.expect("watch");
+    assert!(matches!(old.next().await.expect("item"), WatchItem::Snapshot { reason: "compacted", .. }));
+
+    // Beyond current + 1 is out of range.
+    assert!(matches!(view.watch(targets, 7).await, Err(Error::OutOfRange { .. })));
+}
+
+async fn next_change(w: &mut crate::watch_hub::Subscription) -> u64 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("no stall").expect("item") {
+            WatchItem::Change(e) => return e.revision,
+            WatchItem::Progress(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
