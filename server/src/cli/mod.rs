@@ -7,6 +7,7 @@
 //! - [`ops`]: the operator subcommands.
 //! - [`watch`]: `raftconf watch`, which resumes across interruptions.
 //! - [`output`]: text and JSON rendering (the JSON shapes are a contract for scripts).
+//! - [`text`]: aligned tables and timestamps for the text output.
 //!
 //! Every flag also reads a `RAFTCONF_*` environment variable.
 
@@ -14,6 +15,7 @@ pub mod conn;
 pub mod ops;
 pub mod output;
 pub mod server_cmd;
+pub mod text;
 pub mod watch;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
