@@ -50,6 +50,10 @@ pub const CLIENT_SERVICES: [&str; 4] = [
 /// How many watch clients the delivery registry remembers.
 const DELIVERY_CAPACITY: usize = 100_000;
 
+/// Largest client request the Config service decodes: the largest document
+/// text raftconf accepts plus room for the other fields.
+const MAX_CLIENT_REQUEST_BYTES: usize = raftconf_schema::MAX_DOCUMENT_TEXT_BYTES + 64 * 1024;
+
 /// Everything a server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -206,7 +210,12 @@ impl RunningServer {
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
-                .add_service(ConfigServer::new(ConfigService::new(Arc::clone(&ctx))))
+                .add_service(
+                    // Room for the largest document text we accept, so an oversize
+                    // put gets our limit's message, not the transport's.
+                    ConfigServer::new(ConfigService::new(Arc::clone(&ctx)))
+                        .max_decoding_message_size(MAX_CLIENT_REQUEST_BYTES),
+                )
                 .add_service(AdminServer::new(AdminService::new(Arc::clone(&ctx))))
                 .add_service(WatchServer::new(WatchService::new(Arc::clone(&ctx))))
                 .add_service(ClusterServer::new(ClusterService::new(Arc::clone(&ctx))))
