@@ -55,7 +55,7 @@ impl NodeConfig {
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(1500)),
             snapshot_every: 10_000,
             dedup_ttl: Duration::from_secs(600),
-            replay_window: 100_000,
+            replay_window: 10_000,
             history_depth: 100,
             watch_queue: 4096,
             progress_interval: Duration::from_secs(5),
