@@ -69,12 +69,15 @@ impl LogIndex {
     /// Lowest index that may be read.
     pub fn first_live_index(&self) -> u64 {
         let purged_next = self.last_purged.map_or(0, |p| p.index + 1);
-        let first_present = self
-            .segments
+        purged_next.max(self.first_present_index().unwrap_or(0))
+    }
+
+    /// Index of the first record in the files, purged or not.
+    pub fn first_present_index(&self) -> Option<u64> {
+        self.segments
             .values()
             .find(|s| !s.records.is_empty())
-            .map_or(0, |s| s.first_index);
-        purged_next.max(first_present)
+            .map(|s| s.first_index)
     }
 
     pub fn segment_for(&self, index: u64) -> Option<&Segment> {

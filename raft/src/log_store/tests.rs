@@ -678,3 +678,25 @@ fn log_store_save_committed_and_vote_wait_for_pending_appends() {
         Some(log_id(1, 3))
     );
 }
+
+/// Regression (model test, seed 1795326708528279531): a fresh log whose
+/// first entry is 3, purged up to 0. `purge` accepted it, then `open` refused
+/// the log ("purged up to 0 but the first segment starts at 3: entries are
+/// missing"), the check that catches a lost segment. Now `purge` refuses a
+/// purge that would leave such a hole, so the API cannot build a log that
+/// open rejects.
+#[test]
+fn log_store_regression_purge_below_the_start_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = LogStore::open(dir.path()).expect("open");
+    append(&mut store, entries(1, 3..=5));
+    assert!(store.purge_upto(log_id(1, 0)).is_err());
+    assert_eq!(state(&store), (None, Some(log_id(1, 5))));
+    store
+        .purge_upto(log_id(1, 2))
+        .expect("purge up to just below the start");
+    drop(store);
+    let store = LogStore::open(dir.path()).expect("reopen");
+    assert_eq!(state(&store), (Some(log_id(1, 2)), Some(log_id(1, 5))));
+    assert_eq!(read_all(&store), entries(1, 3..=5));
+}
