@@ -1,0 +1,63 @@
+//! `raftconf-bench`: a load generator that prints latency and throughput
+//! figures for a raftconf server, driving it only through the public client
+//! library (`raftconf-client`), as a service would.
+//!
+//! Run with: cargo run --release -p raftconf-bench -- all --spawn
+//!
+//! | subcommand | measures |
+//! |---|---|
+//! | `put-latency` | sequential puts of a ~200 B document to one namespace (`-c C`: C closed-loop tasks on one client) |
+//! | `get-latency` | linearizable gets, the same way |
+//! | `watch-latency` | a put's revision reaching `-w W` watchers (each on its own connection): from the put's reply, and from its sending |
+//! | `all` | the three with defaults, plus concurrent and fan-out rows, in one table |
+//!
+//! Against `--endpoints` (default `127.0.0.1:7070`), or `--spawn` a fresh
+//! single-node server (`--bin`, default `raftconf` next to this executable).
+//! `--quick` shrinks every sample to about 50 operations: a smoke check CI can
+//! run in seconds against a debug build (`--bin target/debug/raftconf`).
+//! `--json` prints one JSON object instead of the table.
+//!
+//! Performance targets live in what people read from this output, never in
+//! timed test assertions.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `cli` | flags and their defaults |
+//! | `runner` | target choice, tenant/env setup, which measurements run |
+//! | `spawned` | `--spawn`: start, await and kill a server |
+//! | `load` | closed-loop put/get tasks; the benchmark document |
+//! | `watch_latency` | the writer, the watchers, and pairing their clocks |
+//! | `stats` | nearest-rank percentiles |
+//! | `report` | the text table and the JSON object |
+
+mod cli;
+mod load;
+mod report;
+mod runner;
+mod spawned;
+mod stats;
+mod watch_latency;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let json = cli.global.json;
+    match runner::run(cli).await {
+        Ok(report) if json => {
+            println!("{}", report.to_json());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.to_table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
