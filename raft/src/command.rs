@@ -124,7 +124,10 @@ pub enum Rejection {
         known: Vec<String>,
     },
     /// The environment does not exist.
-    #[error("environment {env:?} does not exist in tenant {tenant:?}; known environments: {}", list(known))]
+    #[error(
+        "environment {env:?} does not exist in tenant {tenant:?}; known environments: {}",
+        list(known)
+    )]
     UnknownEnvironment {
         /// The tenant.
         tenant: String,
@@ -176,7 +179,9 @@ pub enum Rejection {
         current: u64,
     },
     /// The same `(client_id, request_id)` was used for a different write.
-    #[error("request id {request_id} of client {client_id:?} was already used for a different write")]
+    #[error(
+        "request id {request_id} of client {client_id:?} was already used for a different write"
+    )]
     RequestIdReused {
         /// The client.
         client_id: String,

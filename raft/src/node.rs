@@ -161,7 +161,11 @@ impl RaftNode {
             .map_err(|e| Error::Storage(format!("raft failed to start: {e}")))?;
         let (reads, reads_rx) = mpsc::channel(4096);
         tokio::spawn(read_batcher(raft.clone(), reads_rx, config.write_timeout));
-        tokio::spawn(record_cluster_id(raft.clone(), state.clone(), config.node_id));
+        tokio::spawn(record_cluster_id(
+            raft.clone(),
+            state.clone(),
+            config.node_id,
+        ));
         tracing::info!(
             node_id = config.node_id,
             data_dir = %config.data_dir.display(),
@@ -226,10 +230,12 @@ impl RaftNode {
                 "not committed within {timeout:?}; it may still be applied"
             ))),
             Ok(Ok(resp)) => resp.data.outcome.map_err(WriteError::Rejected),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(WriteError::NotLeader {
-                leader_id: f.leader_id,
-                leader: f.leader_node,
-            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(WriteError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader: f.leader_node,
+                })
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(WriteError::Unavailable(e.to_string()))
             }
@@ -294,14 +300,18 @@ async fn read_batcher(
                 "leadership not confirmed by a quorum within {timeout:?}"
             ))),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(ReadError::NotLeader {
-                leader_id: f.leader_id,
-                leader: f.leader_node,
-            }),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ReadError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader: f.leader_node,
+                })
+            }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
                 Err(ReadError::Unavailable(e.to_string()))
             }
-            Ok(Err(RaftError::Fatal(e))) => Err(ReadError::Unavailable(format!("raft stopped: {e}"))),
+            Ok(Err(RaftError::Fatal(e))) => {
+                Err(ReadError::Unavailable(format!("raft stopped: {e}")))
+            }
         };
         for tx in waiting {
             let _ = tx.send(result.clone());
@@ -331,7 +341,9 @@ async fn record_cluster_id(raft: Raft, state: StateView, node_id: NodeId) {
             };
             match raft.client_write(request).await {
                 Ok(_) => tracing::info!(cluster_id = %state.cluster_id(), "cluster id recorded"),
-                Err(e) => tracing::debug!(error = %e, "recording the cluster id failed; will retry"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "recording the cluster id failed; will retry")
+                }
             }
         }
         if metrics.changed().await.is_err() {

@@ -11,7 +11,7 @@ use raftconf_schema::{NsPath, Target};
 use crate::command::Rejection;
 use crate::model::{ChangeKind, DocEntry, DocRecord, EnvInfo, TenantInfo, VersionRecord};
 use crate::state_machine::apply::{ApplyCtx, EnvRecord, TenantRecord};
-use crate::state_machine::codec::decode;
+use crate::state_machine::codec::{decode, Fnv64};
 use crate::state_machine::{keys, Shared};
 use crate::watch_hub::Subscription;
 use crate::{Error, Result};
@@ -188,7 +188,12 @@ impl StateView {
 
     /// Versions of `path`, newest first, strictly below `before_version`
     /// (0 = from the newest), at most `limit`.
-    pub fn history(&self, path: &NsPath, before_version: u64, limit: usize) -> Result<Vec<VersionRecord>> {
+    pub fn history(
+        &self,
+        path: &NsPath,
+        before_version: u64,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>> {
         self.check_env(&path.tenant, &path.env)?;
         let start = keys::history(path, 0);
         let end = if before_version == 0 {
@@ -241,24 +246,22 @@ impl StateView {
     /// Hex digest (FNV-1a 64) of every document (path, version, value) at the
     /// applied revision, with that revision: equal on nodes that applied the same log.
     pub fn state_digest(&self) -> Result<(u64, String)> {
-        let _guard = self.shared.commit_lock.read().unwrap_or_else(|e| e.into_inner());
+        let _guard = self
+            .shared
+            .commit_lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let revision = ApplyCtx::stored_revision(self.tree())?;
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut feed = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
+        let mut h = Fnv64::new();
         for item in self.tree().scan_prefix(keys::DOC_PREFIX) {
             let (k, v) = item?;
             let rec: DocRecord = decode(&v)?;
-            feed(&k);
-            feed(&rec.version.to_be_bytes());
-            feed(rec.value.as_deref().unwrap_or("").as_bytes());
-            feed(&[0]);
+            h.feed(&k);
+            h.feed(&rec.version.to_be_bytes());
+            h.feed(rec.value.as_deref().unwrap_or("").as_bytes());
+            h.feed(&[0]);
         }
-        Ok((revision, format!("{h:016x}")))
+        Ok((revision, format!("{:016x}", h.finish())))
     }
 
     /// Subscribes to changes of `targets` from `start_revision` (inclusive; 0 =

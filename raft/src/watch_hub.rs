@@ -105,7 +105,11 @@ pub struct Subscription {
 
 impl Subscription {
     /// Starts a subscription from `start_revision` (inclusive; 0 = snapshot first).
-    pub(crate) fn start(shared: Arc<Shared>, targets: Vec<Target>, start_revision: u64) -> Result<Self> {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        targets: Vec<Target>,
+        start_revision: u64,
+    ) -> Result<Self> {
         // Subscribe before reading sled: see the module docs.
         let rx = shared.hub.tx.subscribe();
         let shutdown = shared.hub.shutdown.subscribe();
@@ -227,7 +231,11 @@ impl Subscription {
             expected += 1;
         }
         if expected != to + 1 {
-            tracing::debug!(from = self.next_rev, to, "start revision is older than the replay window; sending a snapshot");
+            tracing::debug!(
+                from = self.next_rev,
+                to,
+                "start revision is older than the replay window; sending a snapshot"
+            );
             self.snapshot_due = Some("compacted");
             return Ok(());
         }
@@ -254,7 +262,10 @@ impl Subscription {
                     }
                 }
                 Target::Prefix(env) => {
-                    for item in shared.tree.scan_prefix(keys::doc_prefix(&env.tenant, &env.env)) {
+                    for item in shared
+                        .tree
+                        .scan_prefix(keys::doc_prefix(&env.tenant, &env.env))
+                    {
                         let (k, v) = item?;
                         let rec: DocRecord = decode(&v)?;
                         if let (Some(path), true) = (keys::doc_path(&k), rec.value.is_some()) {

@@ -223,12 +223,18 @@ mod tests {
     fn paths_and_prefixes_parse() {
         let p: NsPath = "pay/prod/checkout".parse().expect("valid path");
         assert_eq!(p.to_string(), "pay/prod/checkout");
-        assert!(matches!("pay/prod/".parse::<Target>(), Ok(Target::Prefix(_))));
+        assert!(matches!(
+            "pay/prod/".parse::<Target>(),
+            Ok(Target::Prefix(_))
+        ));
         assert!("pay/prod/".parse::<NsPath>().is_err());
         assert!("pay/prod".parse::<Target>().is_err());
         assert!("pay/prod/a/b".parse::<Target>().is_err());
         let err = "pay/Prod/x".parse::<NsPath>().unwrap_err().to_string();
         assert!(err.contains("environment"), "{err}");
-        assert_eq!(EnvPath::parse("pay/prod").expect("valid").to_string(), "pay/prod/");
+        assert_eq!(
+            EnvPath::parse("pay/prod").expect("valid").to_string(),
+            "pay/prod/"
+        );
     }
 }

@@ -104,7 +104,9 @@ impl Server {
                 }
             }
             if let Ok(v) = cli_json(&self.addr, &["status"]) {
-                if v["leader_id"].as_u64().unwrap_or(0) != 0 && !v["cluster_id"].as_str().unwrap_or("").is_empty() {
+                if v["leader_id"].as_u64().unwrap_or(0) != 0
+                    && !v["cluster_id"].as_str().unwrap_or("").is_empty()
+                {
                     return Ok(());
                 }
             }
@@ -165,7 +167,11 @@ pub fn cli(addr: &str, args: &[&str]) -> Result<Output> {
 pub fn cli_with_stdin(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<Output> {
     let mut cmd = Command::new(binary());
     cmd.args(["--endpoints", addr]).args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().context("starting the CLI")?;
     if let Some(input) = stdin {
@@ -207,7 +213,10 @@ pub fn create_env(addr: &str, tenant: &str, env: &str) -> Result<()> {
 pub fn put(addr: &str, path: &str, json: &str) -> Result<(u64, u64)> {
     let out = cli_with_stdin(addr, &["-o", "json", "put", path], Some(json.as_bytes()))?;
     if !out.status.success() {
-        bail!("put {path} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "put {path} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     Ok((

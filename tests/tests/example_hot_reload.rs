@@ -40,7 +40,11 @@ impl Drop for Example {
 fn example_reloads_on_change_and_refuses_invalid_config() -> Result<()> {
     let s = Server::start()?;
     create_env(&s.addr, "demo", "dev")?;
-    let (r1, _) = put(&s.addr, "demo/dev/app", r#"{"greeting":"hello","workers":4}"#)?;
+    let (r1, _) = put(
+        &s.addr,
+        "demo/dev/app",
+        r#"{"greeting":"hello","workers":4}"#,
+    )?;
 
     let bin = example_binary("hot_reload");
     let mut child = Command::new(&bin)
@@ -48,7 +52,12 @@ fn example_reloads_on_change_and_refuses_invalid_config() -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {} (built by cargo test --workspace)", bin.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {} (built by cargo test --workspace)",
+                bin.display()
+            )
+        })?;
     let stdout = child.stdout.take().context("stdout")?;
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -64,17 +73,34 @@ fn example_reloads_on_change_and_refuses_invalid_config() -> Result<()> {
     assert!(loaded.contains(&format!("revision={r1}")), "{loaded}");
     assert!(loaded.contains("hello"), "{loaded}");
 
-    let (r2, _) = put(&s.addr, "demo/dev/app", r#"{"greeting":"bonjour","workers":8}"#)?;
+    let (r2, _) = put(
+        &s.addr,
+        "demo/dev/app",
+        r#"{"greeting":"bonjour","workers":8}"#,
+    )?;
     let reloaded = ex.expect_line("reloaded")?;
-    assert!(reloaded.contains(&format!("revision={r2}")) && reloaded.contains("bonjour"), "{reloaded}");
+    assert!(
+        reloaded.contains(&format!("revision={r2}")) && reloaded.contains("bonjour"),
+        "{reloaded}"
+    );
 
     // workers = 0 fails the example's validator: refused, old value kept.
     put(&s.addr, "demo/dev/app", r#"{"greeting":"bad","workers":0}"#)?;
     let refused = ex.expect_line("refused")?;
-    assert!(refused.contains("workers"), "the refusal names the field: {refused}");
+    assert!(
+        refused.contains("workers"),
+        "the refusal names the field: {refused}"
+    );
 
-    let (r4, _) = put(&s.addr, "demo/dev/app", r#"{"greeting":"hola","workers":2}"#)?;
+    let (r4, _) = put(
+        &s.addr,
+        "demo/dev/app",
+        r#"{"greeting":"hola","workers":2}"#,
+    )?;
     let again = ex.expect_line("reloaded")?;
-    assert!(again.contains(&format!("revision={r4}")) && again.contains("hola"), "{again}");
+    assert!(
+        again.contains(&format!("revision={r4}")) && again.contains("hola"),
+        "{again}"
+    );
     Ok(())
 }

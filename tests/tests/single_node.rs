@@ -70,7 +70,10 @@ impl Drop for Watcher {
 }
 
 fn revisions(changes: &[Value]) -> Vec<u64> {
-    changes.iter().filter_map(|c| c["revision"].as_u64()).collect()
+    changes
+        .iter()
+        .filter_map(|c| c["revision"].as_u64())
+        .collect()
 }
 
 fn store_revision(addr: &str) -> Result<u64> {
@@ -84,29 +87,68 @@ fn store_revision(addr: &str) -> Result<u64> {
 fn put_get_history() -> Result<()> {
     let s = Server::start()?;
     create_env(&s.addr, "pay", "prod")?;
-    let (r1, v1) = put(&s.addr, "pay/prod/checkout", r#"{"timeout_ms": 250, "retries": 3}"#)?;
+    let (r1, v1) = put(
+        &s.addr,
+        "pay/prod/checkout",
+        r#"{"timeout_ms": 250, "retries": 3}"#,
+    )?;
     assert_eq!(v1, 1);
 
     let yaml = s.data_dir.parent().context("tmp")?.join("checkout.yaml");
     std::fs::write(&yaml, "timeout_ms: 300\nretries: 3\nfeatures:\n  - fast\n")?;
-    let out = cli_json(&s.addr, &["put", "pay/prod/checkout", "-f", yaml.to_str().context("utf8")?, "-m", "slower"])?;
-    let (r2, v2) = (out["revision"].as_u64().context("rev")?, out["version"].as_u64().context("ver")?);
-    assert_eq!((r2, v2), (r1 + 1, 2), "one revision per write, version counts changes");
+    let out = cli_json(
+        &s.addr,
+        &[
+            "put",
+            "pay/prod/checkout",
+            "-f",
+            yaml.to_str().context("utf8")?,
+            "-m",
+            "slower",
+        ],
+    )?;
+    let (r2, v2) = (
+        out["revision"].as_u64().context("rev")?,
+        out["version"].as_u64().context("ver")?,
+    );
+    assert_eq!(
+        (r2, v2),
+        (r1 + 1, 2),
+        "one revision per write, version counts changes"
+    );
 
     let got = cli_json(&s.addr, &["get", "pay/prod/checkout"])?;
-    assert_eq!(got["value"], json!({"timeout_ms": 300, "retries": 3, "features": ["fast"]}));
+    assert_eq!(
+        got["value"],
+        json!({"timeout_ms": 300, "retries": 3, "features": ["fast"]})
+    );
     assert_eq!(got["version"], 2);
     assert_eq!(got["revision"], r2, "revision is the modified revision");
     assert!(got["store_revision"].as_u64().context("store_revision")? >= r2);
 
-    let old = cli_json(&s.addr, &["get", "pay/prod/checkout", "--revision", &r1.to_string()])?;
-    assert_eq!(old["value"], json!({"timeout_ms": 250, "retries": 3}), "reads at an older revision come from history");
+    let old = cli_json(
+        &s.addr,
+        &["get", "pay/prod/checkout", "--revision", &r1.to_string()],
+    )?;
+    assert_eq!(
+        old["value"],
+        json!({"timeout_ms": 250, "retries": 3}),
+        "reads at an older revision come from history"
+    );
 
     let hist = cli(&s.addr, &["-o", "json", "history", "pay/prod/checkout"])?;
-    assert!(hist.status.success(), "{}", String::from_utf8_lossy(&hist.stderr));
+    assert!(
+        hist.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hist.stderr)
+    );
     let text = String::from_utf8_lossy(&hist.stdout);
-    let first_v2 = text.find("\"version\":2").context("history lists version 2")?;
-    let first_v1 = text.find("\"version\":1").context("history lists version 1")?;
+    let first_v2 = text
+        .find("\"version\":2")
+        .context("history lists version 2")?;
+    let first_v1 = text
+        .find("\"version\":1")
+        .context("history lists version 1")?;
     assert!(first_v2 < first_v1, "newest first: {text}");
     assert!(text.contains("slower"), "the message is kept: {text}");
     Ok(())
@@ -119,17 +161,43 @@ fn cas_miss_changes_nothing() -> Result<()> {
     create_env(&s.addr, "pay", "prod")?;
     put(&s.addr, "pay/prod/a", r#"{"x":1}"#)?;
     let before = store_revision(&s.addr)?;
-    let out = cli_with_stdin(&s.addr, &["put", "pay/prod/a", "--if-version", "0"], Some(br#"{"x":2}"#))?;
+    let out = cli_with_stdin(
+        &s.addr,
+        &["put", "pay/prod/a", "--if-version", "0"],
+        Some(br#"{"x":2}"#),
+    )?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("version") && err.contains('1'), "names the current version: {err}");
-    let out = cli_with_stdin(&s.addr, &["put", "pay/prod/a", "--if-version", "7"], Some(br#"{"x":2}"#))?;
+    assert!(
+        err.contains("version") && err.contains('1'),
+        "names the current version: {err}"
+    );
+    let out = cli_with_stdin(
+        &s.addr,
+        &["put", "pay/prod/a", "--if-version", "7"],
+        Some(br#"{"x":2}"#),
+    )?;
     assert!(!out.status.success());
-    assert_eq!(store_revision(&s.addr)?, before, "a rejected write takes no revision");
-    assert_eq!(cli_json(&s.addr, &["get", "pay/prod/a"])?["value"], json!({"x": 1}));
+    assert_eq!(
+        store_revision(&s.addr)?,
+        before,
+        "a rejected write takes no revision"
+    );
+    assert_eq!(
+        cli_json(&s.addr, &["get", "pay/prod/a"])?["value"],
+        json!({"x": 1})
+    );
     // The right version succeeds.
-    let ok = cli_with_stdin(&s.addr, &["-o", "json", "put", "pay/prod/a", "--if-version", "1"], Some(br#"{"x":3}"#))?;
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = cli_with_stdin(
+        &s.addr,
+        &["-o", "json", "put", "pay/prod/a", "--if-version", "1"],
+        Some(br#"{"x":3}"#),
+    )?;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     Ok(())
 }
 
@@ -142,7 +210,11 @@ fn watch_receives_every_write_in_order() -> Result<()> {
     let w = Watcher::start(&s.addr, &["pay/prod/"], start)?;
     let mut written = Vec::new();
     for i in 0..20 {
-        let (rev, _) = put(&s.addr, &format!("pay/prod/ns{}", i % 4), &format!(r#"{{"i":{i}}}"#))?;
+        let (rev, _) = put(
+            &s.addr,
+            &format!("pay/prod/ns{}", i % 4),
+            &format!(r#"{{"i":{i}}}"#),
+        )?;
         written.push(rev);
     }
     let del = cli_json(&s.addr, &["delete", "pay/prod/ns0"])?;
@@ -150,7 +222,11 @@ fn watch_receives_every_write_in_order() -> Result<()> {
     let got = w.changes_until(*written.last().context("writes")?, Duration::from_secs(20))?;
     assert_eq!(revisions(&got), written);
     assert_eq!(got.last().context("last")?["type"], "delete");
-    assert_eq!(got[19]["value"], json!({"i": 19}), "changes carry the whole document");
+    assert_eq!(
+        got[19]["value"],
+        json!({"i": 19}),
+        "changes carry the whole document"
+    );
     Ok(())
 }
 
@@ -182,7 +258,11 @@ fn sigkill_loses_no_acknowledged_write_and_watch_resumes_gapless() -> Result<()>
     });
     let mut acked = Vec::new();
     while acked.len() < 40 {
-        acked.push(acked_rx.recv_timeout(Duration::from_secs(30)).context("writer made progress")?);
+        acked.push(
+            acked_rx
+                .recv_timeout(Duration::from_secs(30))
+                .context("writer made progress")?,
+        );
     }
     s.kill()?;
     // What the first watcher saw before the crash (it cannot see more now).
@@ -196,12 +276,15 @@ fn sigkill_loses_no_acknowledged_write_and_watch_resumes_gapless() -> Result<()>
     s.restart()?;
     let last_seen = seen_before.last().copied().unwrap_or(start - 1);
     let resumed = Watcher::start(&s.addr, &["pay/prod/"], last_seen + 1)?;
-    writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))?;
     acked.extend(acked_rx.try_iter());
 
     for (path, rev) in &acked {
-        let got = cli_json(&s.addr, &["get", path])
-            .with_context(|| format!("acknowledged write {path} at revision {rev} survives the crash"))?;
+        let got = cli_json(&s.addr, &["get", path]).with_context(|| {
+            format!("acknowledged write {path} at revision {rev} survives the crash")
+        })?;
         assert_eq!(got["revision"].as_u64(), Some(*rev), "{path}");
     }
     // The truth after the fact: every namespace that exists, at the revision that wrote it.
@@ -215,10 +298,18 @@ fn sigkill_loses_no_acknowledged_write_and_watch_resumes_gapless() -> Result<()>
     let last = *truth.last().context("some writes landed")?;
 
     let mut joined = seen_before.clone();
-    joined.extend(revisions(&resumed.changes_until(last, Duration::from_secs(30))?));
-    assert_eq!(joined, truth, "seen before the crash + resumed from last_seen + 1 = every write, once, in order");
+    joined.extend(revisions(
+        &resumed.changes_until(last, Duration::from_secs(30))?,
+    ));
+    assert_eq!(
+        joined, truth,
+        "seen before the crash + resumed from last_seen + 1 = every write, once, in order"
+    );
     let across = revisions(&survivor.changes_until(last, Duration::from_secs(30))?);
-    assert_eq!(across, truth, "a watch left running across the crash resumes by itself without gap or duplicate");
+    assert_eq!(
+        across, truth,
+        "a watch left running across the crash resumes by itself without gap or duplicate"
+    );
     Ok(())
 }
 
@@ -231,13 +322,37 @@ fn bad_input_is_refused_clearly_and_changes_nothing() -> Result<()> {
     let before = store_revision(&s.addr)?;
     let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(1024 * 1024 + 10));
     let cases: Vec<(Vec<&str>, Vec<u8>, &[&str])> = vec![
-        (vec!["put", "pay/prod/bad"], b"{\"a\": 1,\n  \"b\": }".to_vec(), &["line 2", "column"]),
-        (vec!["put", "pay/prod/bad", "--format", "yaml"], b"a: [1, 2\nb: 3\n".to_vec(), &["YAML", "line"]),
-        (vec!["put", "pay/prod/bad"], b"[1, 2, 3]".to_vec(), &["object"]),
-        (vec!["put", "Pay/prod/bad"], b"{}".to_vec(), &["tenant", "Pay"]),
+        (
+            vec!["put", "pay/prod/bad"],
+            b"{\"a\": 1,\n  \"b\": }".to_vec(),
+            &["line 2", "column"],
+        ),
+        (
+            vec!["put", "pay/prod/bad", "--format", "yaml"],
+            b"a: [1, 2\nb: 3\n".to_vec(),
+            &["YAML", "line"],
+        ),
+        (
+            vec!["put", "pay/prod/bad"],
+            b"[1, 2, 3]".to_vec(),
+            &["object"],
+        ),
+        (
+            vec!["put", "Pay/prod/bad"],
+            b"{}".to_vec(),
+            &["tenant", "Pay"],
+        ),
         (vec!["put", "pay/prod"], b"{}".to_vec(), &["path"]),
-        (vec!["put", "pay/staging/bad"], b"{}".to_vec(), &["staging", "prod"]),
-        (vec!["put", "pay/prod/bad"], big.into_bytes(), &["size", "1048576"]),
+        (
+            vec!["put", "pay/staging/bad"],
+            b"{}".to_vec(),
+            &["staging", "prod"],
+        ),
+        (
+            vec!["put", "pay/prod/bad"],
+            big.into_bytes(),
+            &["size", "1048576"],
+        ),
     ];
     for (args, input, needles) in cases {
         let out = cli_with_stdin(&s.addr, &args, Some(&input))?;
@@ -245,7 +360,10 @@ fn bad_input_is_refused_clearly_and_changes_nothing() -> Result<()> {
         assert!(!out.status.success(), "{args:?} must fail");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
         for n in needles {
-            assert!(err.contains(n), "{args:?}: error {err:?} should mention {n:?}");
+            assert!(
+                err.contains(n),
+                "{args:?}: error {err:?} should mention {n:?}"
+            );
         }
     }
     assert_eq!(store_revision(&s.addr)?, before, "nothing changed");

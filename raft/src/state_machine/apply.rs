@@ -16,9 +16,11 @@ use raftconf_schema::{validate_name, NsPath, MAX_DOCUMENT_BYTES, MAX_NAMESPACES_
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, Fnv64};
 use super::keys;
-use crate::command::{Applied, Command, Precondition, Rejection, Request, Response, ENTRY_FORMAT_VERSION};
+use crate::command::{
+    Applied, Command, Precondition, Rejection, Request, Response, ENTRY_FORMAT_VERSION,
+};
 use crate::model::{Change, ChangeEvent, ChangeKind, DocRecord, VersionRecord};
 use crate::Result;
 
@@ -99,7 +101,11 @@ impl<'a> ApplyCtx<'a> {
 
     /// Visits the live keys under `prefix` in order (tree merged with the
     /// overlay) until `f` returns false.
-    fn scan_prefix(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let mut tree_iter = self.tree.scan_prefix(prefix).peekable();
         let mut over_iter = self
             .overlay
@@ -223,7 +229,10 @@ impl<'a> ApplyCtx<'a> {
     fn apply_command(&mut self, req: &Request) -> Result<Result<Applied, Rejection>> {
         match &req.command {
             Command::InitCluster { cluster_id } => {
-                if self.get::<String>(keys::META_CLUSTER_ID)?.is_none_or(|c| c.is_empty()) {
+                if self
+                    .get::<String>(keys::META_CLUSTER_ID)?
+                    .is_none_or(|c| c.is_empty())
+                {
                     self.put(keys::META_CLUSTER_ID.to_vec(), cluster_id);
                     self.new_cluster_id = Some(cluster_id.clone());
                 }
@@ -246,7 +255,9 @@ impl<'a> ApplyCtx<'a> {
 
     fn create_tenant(&mut self, req: &Request, tenant: &str) -> Result<Result<Applied, Rejection>> {
         if let Err(e) = validate_name("tenant", tenant) {
-            return Ok(Err(Rejection::Invalid { reason: e.to_string() }));
+            return Ok(Err(Rejection::Invalid {
+                reason: e.to_string(),
+            }));
         }
         let key = keys::tenant(tenant);
         if self.raw(&key)?.is_some() {
@@ -255,8 +266,21 @@ impl<'a> ApplyCtx<'a> {
             }));
         }
         let revision = self.next_revision();
-        self.put(key, &TenantRecord { create_revision: revision });
-        self.record_event(req, vec![change(ChangeKind::TenantCreate, format!("{tenant}/"), 0, None)]);
+        self.put(
+            key,
+            &TenantRecord {
+                create_revision: revision,
+            },
+        );
+        self.record_event(
+            req,
+            vec![change(
+                ChangeKind::TenantCreate,
+                format!("{tenant}/"),
+                0,
+                None,
+            )],
+        );
         Ok(Ok(Applied {
             revision,
             version: 0,
@@ -264,9 +288,16 @@ impl<'a> ApplyCtx<'a> {
         }))
     }
 
-    fn create_env(&mut self, req: &Request, tenant: &str, env: &str) -> Result<Result<Applied, Rejection>> {
+    fn create_env(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        env: &str,
+    ) -> Result<Result<Applied, Rejection>> {
         if let Err(e) = validate_name("environment", env) {
-            return Ok(Err(Rejection::Invalid { reason: e.to_string() }));
+            return Ok(Err(Rejection::Invalid {
+                reason: e.to_string(),
+            }));
         }
         if let Err(r) = self.check_tenant(tenant)? {
             return Ok(Err(r));
@@ -288,7 +319,12 @@ impl<'a> ApplyCtx<'a> {
         );
         self.record_event(
             req,
-            vec![change(ChangeKind::EnvCreate, format!("{tenant}/{env}/"), 0, None)],
+            vec![change(
+                ChangeKind::EnvCreate,
+                format!("{tenant}/{env}/"),
+                0,
+                None,
+            )],
         );
         Ok(Ok(Applied {
             revision,
@@ -349,7 +385,12 @@ impl<'a> ApplyCtx<'a> {
         self.record_version(req, path, revision, version, ChangeKind::Put, Some(value));
         self.record_event(
             req,
-            vec![change(ChangeKind::Put, path.to_string(), version, Some(value.to_string()))],
+            vec![change(
+                ChangeKind::Put,
+                path.to_string(),
+                version,
+                Some(value.to_string()),
+            )],
         );
         Ok(Ok(Applied {
             revision,
@@ -358,7 +399,12 @@ impl<'a> ApplyCtx<'a> {
         }))
     }
 
-    fn delete_doc(&mut self, req: &Request, path: &NsPath, pre: &Precondition) -> Result<Result<Applied, Rejection>> {
+    fn delete_doc(
+        &mut self,
+        req: &Request,
+        path: &NsPath,
+        pre: &Precondition,
+    ) -> Result<Result<Applied, Rejection>> {
         let mut env = match self.check_env(path)? {
             Ok(e) => e,
             Err(r) => return Ok(Err(r)),
@@ -390,7 +436,10 @@ impl<'a> ApplyCtx<'a> {
             },
         );
         self.record_version(req, path, revision, version, ChangeKind::Delete, None);
-        self.record_event(req, vec![change(ChangeKind::Delete, path.to_string(), version, None)]);
+        self.record_event(
+            req,
+            vec![change(ChangeKind::Delete, path.to_string(), version, None)],
+        );
         Ok(Ok(Applied {
             revision,
             version,
@@ -475,15 +524,16 @@ impl<'a> ApplyCtx<'a> {
     fn expire_dedup(&mut self, now_ms: i64) -> Result<()> {
         let cutoff = now_ms.saturating_sub(self.settings.dedup_ttl_ms);
         let mut expired = Vec::new();
-        self.scan_prefix(keys::DEDUP_EXPIRY_PREFIX, |k, _| {
-            match keys::dedup_expiry_parts(k) {
+        self.scan_prefix(
+            keys::DEDUP_EXPIRY_PREFIX,
+            |k, _| match keys::dedup_expiry_parts(k) {
                 Some((t, dk)) if t < cutoff => {
                     expired.push((k.to_vec(), dk.to_vec()));
                     Ok(true)
                 }
                 _ => Ok(false),
-            }
-        })?;
+            },
+        )?;
         for (ek, dk) in expired {
             self.remove(ek);
             self.remove(dk);
@@ -531,11 +581,19 @@ fn check_document(value: &str) -> Result<(), Rejection> {
     }
 }
 
-fn check_precondition(path: &NsPath, doc: Option<&DocRecord>, pre: &Precondition) -> Result<(), Rejection> {
+fn check_precondition(
+    path: &NsPath,
+    doc: Option<&DocRecord>,
+    pre: &Precondition,
+) -> Result<(), Rejection> {
     let live = doc.is_some_and(|d| d.value.is_some());
     let current = doc.map_or(0, |d| d.version);
     if let Some(expected) = pre.if_version {
-        let ok = if expected == 0 { !live } else { live && current == expected };
+        let ok = if expected == 0 {
+            !live
+        } else {
+            live && current == expected
+        };
         if !ok {
             return Err(Rejection::VersionMismatch {
                 path: path.to_string(),
@@ -561,10 +619,8 @@ fn check_precondition(path: &NsPath, doc: Option<&DocRecord>, pre: &Precondition
 /// FNV-1a over the payload that identifies a write (command and message; not
 /// the time or author, which the leader re-stamps on a retry).
 fn fingerprint(req: &Request) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in encode(&req.command).iter().chain(req.message.as_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    let mut h = Fnv64::new();
+    h.feed(&encode(&req.command));
+    h.feed(req.message.as_bytes());
+    h.finish()
 }

@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(replay_revision(&replay(7)), Some(7));
         let dk = dedup("c1", 5);
         for t in [-5i64, 0, 7, i64::MAX] {
-            assert_eq!(dedup_expiry_parts(&dedup_expiry(t, &dk)), Some((t, dk.as_slice())));
+            assert_eq!(
+                dedup_expiry_parts(&dedup_expiry(t, &dk)),
+                Some((t, dk.as_slice()))
+            );
         }
         assert!(dedup_expiry(-1, &dk) < dedup_expiry(1, &dk));
         // "a/b" must not be a prefix-match of "a/bc".

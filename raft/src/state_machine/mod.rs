@@ -27,7 +27,9 @@ use self::snapshot::{SnapshotFile, SNAPSHOT_FORMAT};
 use crate::command::Response;
 use crate::node::NodeConfig;
 use crate::state_view::StateView;
-use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::watch_hub::WatchHub;
 use crate::{Error, Result};
 
@@ -97,7 +99,12 @@ impl StateMachine {
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             tree,
-            hub: WatchHub::new(config.watch_queue, config.progress_interval, revision, applied_index),
+            hub: WatchHub::new(
+                config.watch_queue,
+                config.progress_interval,
+                revision,
+                applied_index,
+            ),
             commit_lock: RwLock::new(()),
             cluster_id: RwLock::new(cluster_id),
         });
@@ -145,11 +152,19 @@ impl StateMachine {
         ctx.put(keys::META_APPLIED.to_vec(), &Some(last));
         let (batch, revision, events, new_cluster_id) = ctx.into_batch();
         {
-            let _guard = self.shared.commit_lock.write().unwrap_or_else(|e| e.into_inner());
+            let _guard = self
+                .shared
+                .commit_lock
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
             tree.apply_batch(batch)?;
         }
         if let Some(id) = new_cluster_id {
-            *self.shared.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = id;
+            *self
+                .shared
+                .cluster_id
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = id;
         }
         self.shared.hub.publish(events, revision, last.index);
         Ok(responses)
@@ -226,7 +241,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> std::result::Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(
+        &mut self,
+    ) -> std::result::Result<(Option<LogId>, StoredMembership), StorageError> {
         let tree = &self.shared.tree;
         let applied = read_applied(tree).map_err(storage_err)?;
         let membership = tree
@@ -270,7 +287,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> std::result::Result<Box<Cursor<Vec<u8>>>, StorageError> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> std::result::Result<Box<Cursor<Vec<u8>>>, StorageError> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -291,7 +310,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot::persist(&self.snapshot_dir, meta, &bytes).map_err(storage_err)?;
         let tree = &self.shared.tree;
         {
-            let _guard = self.shared.commit_lock.write().unwrap_or_else(|e| e.into_inner());
+            let _guard = self
+                .shared
+                .commit_lock
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
             replace_state(tree, file.pairs).map_err(storage_err)?;
         }
         let revision = ApplyCtx::stored_revision(tree).map_err(storage_err)?;
@@ -302,7 +325,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .transpose()
             .map_err(storage_err)?
             .unwrap_or_default();
-        *self.shared.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = cluster_id;
+        *self
+            .shared
+            .cluster_id
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = cluster_id;
         tracing::info!(last_log_id = ?meta.last_log_id, revision, "installed snapshot");
         self.shared
             .hub
@@ -310,7 +337,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> std::result::Result<Option<Snapshot>, StorageError> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> std::result::Result<Option<Snapshot>, StorageError> {
         let latest = snapshot::latest(&self.snapshot_dir).map_err(storage_err)?;
         Ok(latest.map(|(bytes, file)| Snapshot {
             meta: file.meta,

@@ -30,7 +30,9 @@ pub(crate) struct SnapshotFile {
 /// Serializes a snapshot to bytes (the `SnapshotData` openraft ships around).
 pub(crate) fn to_bytes(file: &SnapshotFile) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&bincode::serialize(file).expect("invariant: snapshot is plain serde data"));
+    out.extend_from_slice(
+        &bincode::serialize(file).expect("invariant: snapshot is plain serde data"),
+    );
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -47,10 +49,13 @@ pub(crate) fn from_bytes(bytes: &[u8]) -> Result<SnapshotFile> {
     if crc32fast::hash(body) != crc {
         return Err(bad("checksum mismatch"));
     }
-    let file: SnapshotFile =
-        bincode::deserialize(&body[MAGIC.len()..]).map_err(|e| bad(&format!("undecodable: {e}")))?;
+    let file: SnapshotFile = bincode::deserialize(&body[MAGIC.len()..])
+        .map_err(|e| bad(&format!("undecodable: {e}")))?;
     if file.format != SNAPSHOT_FORMAT {
-        return Err(bad(&format!("format {} is not supported (this build reads {SNAPSHOT_FORMAT})", file.format)));
+        return Err(bad(&format!(
+            "format {} is not supported (this build reads {SNAPSHOT_FORMAT})",
+            file.format
+        )));
     }
     Ok(file)
 }
@@ -98,7 +103,9 @@ pub(crate) fn latest(dir: &Path) -> Result<Option<(Vec<u8>, SnapshotFile)>> {
         let bytes = fs::read(&p)?;
         match from_bytes(&bytes) {
             Ok(file) => return Ok(Some((bytes, file))),
-            Err(e) => tracing::warn!(path = %p.display(), error = %e, "skipping unreadable snapshot"),
+            Err(e) => {
+                tracing::warn!(path = %p.display(), error = %e, "skipping unreadable snapshot")
+            }
         }
     }
     Ok(None)

@@ -45,7 +45,9 @@ fn delete(path: &str) -> Command {
 
 fn setup() -> Vec<Command> {
     vec![
-        Command::CreateTenant { tenant: "pay".into() },
+        Command::CreateTenant {
+            tenant: "pay".into(),
+        },
         Command::CreateEnvironment {
             tenant: "pay".into(),
             env: "prod".into(),
@@ -107,25 +109,53 @@ async fn revisions_and_versions_follow_the_design() {
         })
     );
     assert_eq!(applied(&r[5]), (5, 3), "delete is a tombstone version");
-    assert_eq!(applied(&r[6]), (6, 4), "re-create continues the version count");
+    assert_eq!(
+        applied(&r[6]),
+        (6, 4),
+        "re-create continues the version count"
+    );
     match &r[7].outcome {
-        Err(Rejection::UnknownEnvironment { known, .. }) => assert_eq!(known, &vec!["prod".to_string()]),
+        Err(Rejection::UnknownEnvironment { known, .. }) => {
+            assert_eq!(known, &vec!["prod".to_string()])
+        }
         other => panic!("expected UnknownEnvironment, got {other:?}"),
     }
     let view = sm.view();
     assert_eq!(view.revision(), 6);
     let path = "pay/prod/a".parse().expect("valid");
     let doc = view.get(&path).expect("get").expect("exists");
-    assert_eq!((doc.record.version, doc.record.mod_revision, doc.record.create_revision), (4, 6, 6));
+    assert_eq!(
+        (
+            doc.record.version,
+            doc.record.mod_revision,
+            doc.record.create_revision
+        ),
+        (4, 6, 6)
+    );
     // History is bounded to 3 versions, newest first.
     let h = view.history(&path, 0, 10).expect("history");
-    assert_eq!(h.iter().map(|v| v.version).collect::<Vec<_>>(), vec![4, 3, 2]);
+    assert_eq!(
+        h.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![4, 3, 2]
+    );
     assert_eq!(h[1].kind, ChangeKind::Delete);
     assert_eq!(h[0].author, "alice");
     // Reads at older revisions come from history.
-    assert_eq!(view.get_at(&path, 4).expect("at 4").expect("exists").value(), r#"{"v":2}"#);
-    assert!(view.get_at(&path, 5).expect("at 5").is_none(), "deleted at 5");
-    assert!(matches!(view.get_at(&path, 3), Err(Error::Compacted { .. })));
+    assert_eq!(
+        view.get_at(&path, 4)
+            .expect("at 4")
+            .expect("exists")
+            .value(),
+        r#"{"v":2}"#
+    );
+    assert!(
+        view.get_at(&path, 5).expect("at 5").is_none(),
+        "deleted at 5"
+    );
+    assert!(matches!(
+        view.get_at(&path, 3),
+        Err(Error::Compacted { .. })
+    ));
 }
 
 #[tokio::test]
@@ -139,19 +169,30 @@ async fn retries_are_deduplicated_and_reused_ids_refused() {
     retry.log_id.index = 4;
     let r2 = sm.apply(vec![retry]).await.expect("apply");
     assert_eq!(applied(&r1[0]), (3, 1));
-    assert_eq!(applied(&r2[0]), (3, 1), "the retry gets the original answer");
+    assert_eq!(
+        applied(&r2[0]),
+        (3, 1),
+        "the retry gets the original answer"
+    );
     assert!(r2[0].outcome.clone().expect("ok").deduplicated);
     assert_eq!(sm.view().revision(), 3, "no second apply");
     let reused = entry(5, put("pay/prod/a", r#"{"v":2}"#, None), 42);
     let r3 = sm.apply(vec![reused]).await.expect("apply");
-    assert!(matches!(r3[0].outcome, Err(Rejection::RequestIdReused { .. })));
+    assert!(matches!(
+        r3[0].outcome,
+        Err(Rejection::RequestIdReused { .. })
+    ));
 }
 
 #[tokio::test]
 async fn batch_boundaries_do_not_change_the_result() {
     let mut cmds = setup();
     for i in 0..20 {
-        cmds.push(put(&format!("pay/prod/n{}", i % 3), &format!(r#"{{"i":{i}}}"#), None));
+        cmds.push(put(
+            &format!("pay/prod/n{}", i % 3),
+            &format!(r#"{{"i":{i}}}"#),
+            None,
+        ));
         if i % 7 == 0 {
             cmds.push(delete(&format!("pay/prod/n{}", i % 3)));
         }
@@ -174,7 +215,12 @@ async fn snapshot_round_trip_restores_everything() {
     let mut cmds = setup();
     cmds.push(put("pay/prod/a", r#"{"v":1}"#, None));
     apply_all(&mut sm, &cmds, 10).await;
-    let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
     let digest = sm.view().state_digest().expect("digest");
 
     let dir2 = tempfile::tempdir().expect("tempdir");
@@ -186,7 +232,11 @@ async fn snapshot_round_trip_restores_everything() {
     assert_eq!(other.view().state_digest().expect("digest"), digest);
     let (applied_id, _) = other.applied_state().await.expect("applied");
     assert_eq!(applied_id.map(|l| l.index), Some(3));
-    assert!(other.get_current_snapshot().await.expect("current").is_some());
+    assert!(other
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .is_some());
 }
 
 #[tokio::test]
@@ -213,7 +263,9 @@ async fn watch_delivers_in_order_catches_up_and_snapshots_when_compacted() {
     // Start revision 0: a snapshot at the current revision first.
     let mut w0 = view.watch(targets.clone(), 0).await.expect("watch");
     match w0.next().await.expect("item") {
-        WatchItem::Snapshot { revision, entries, .. } => {
+        WatchItem::Snapshot {
+            revision, entries, ..
+        } => {
             assert_eq!(revision, 5);
             assert_eq!(entries.len(), 2);
         }
@@ -222,15 +274,28 @@ async fn watch_delivers_in_order_catches_up_and_snapshots_when_compacted() {
 
     // Window is 4 revisions: revision 1 is compacted away -> snapshot, never an error.
     let mut old = view.watch(targets.clone(), 1).await.expect("watch");
-    assert!(matches!(old.next().await.expect("item"), WatchItem::Snapshot { reason: "compacted", .. }));
+    assert!(matches!(
+        old.next().await.expect("item"),
+        WatchItem::Snapshot {
+            reason: "compacted",
+            ..
+        }
+    ));
 
     // Beyond current + 1 is out of range.
-    assert!(matches!(view.watch(targets, 7).await, Err(Error::OutOfRange { .. })));
+    assert!(matches!(
+        view.watch(targets, 7).await,
+        Err(Error::OutOfRange { .. })
+    ));
 }
 
 async fn next_change(w: &mut crate::watch_hub::Subscription) -> u64 {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("no stall").expect("item") {
+        match tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("no stall")
+            .expect("item")
+        {
             WatchItem::Change(e) => return e.revision,
             WatchItem::Progress(_) => continue,
             other => panic!("unexpected {other:?}"),
