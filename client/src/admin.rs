@@ -12,10 +12,25 @@ use crate::{Client, Error, Result};
 impl Client {
     /// Creates a tenant; returns the revision that created it.
     pub async fn create_tenant(&self, name: &str) -> Result<u64> {
+        self.create_tenant_with(name, "").await
+    }
+
+    /// Creates a tenant, with a message kept in history (why it exists);
+    /// returns the revision that created it.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), raftconf_client::Error> {
+    /// let client = raftconf_client::Client::connect(["127.0.0.1:7070"]).await?;
+    /// client.create_tenant_with("payments", "checkout team, ticket OPS-12").await?;
+    /// client.create_env_with("payments", "prod", "go-live").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_tenant_with(&self, name: &str, message: &str) -> Result<u64> {
         raftconf_schema::validate_name("tenant", name)?;
         let request = pb::CreateTenantRequest {
             name: name.to_string(),
-            message: String::new(),
+            message: message.to_string(),
             write_id: Some(self.next_write_id()),
         };
         let response = self
@@ -44,11 +59,17 @@ impl Client {
 
     /// Creates an environment of a tenant; returns the revision that created it.
     pub async fn create_env(&self, tenant: &str, env: &str) -> Result<u64> {
+        self.create_env_with(tenant, env, "").await
+    }
+
+    /// Creates an environment of a tenant, with a message kept in history;
+    /// returns the revision that created it.
+    pub async fn create_env_with(&self, tenant: &str, env: &str, message: &str) -> Result<u64> {
         EnvPath::new(tenant, env)?;
         let request = pb::CreateEnvironmentRequest {
             tenant: tenant.to_string(),
             name: env.to_string(),
-            message: String::new(),
+            message: message.to_string(),
             write_id: Some(self.next_write_id()),
         };
         let response = self

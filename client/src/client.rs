@@ -13,7 +13,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use crate::endpoints::Endpoints;
 use crate::failover::CallKind;
 use crate::types::{Document, HistoryPage, HistoryRecord, Listing, NamespaceEntry, WriteResult};
-use crate::{ClientOptions, DeleteOptions, Error, PutOptions, Result};
+use crate::{ClientOptions, Consistency, DeleteOptions, Error, GetOptions, PutOptions, Result};
 
 /// A handle to a raftconf cluster. Cheap to clone: clones share connections,
 /// the leader hint and the client id.
@@ -164,45 +164,48 @@ impl Client {
     /// Reads a namespace, linearizably: the answer reflects every write
     /// acknowledged before the call.
     pub async fn get(&self, path: &str) -> Result<Document> {
-        self.get_request(path, 0, pb::Consistency::Linearizable, 0)
-            .await
+        self.get_with(path, GetOptions::default()).await
     }
 
     /// Reads a namespace as it was at `revision` (from its history).
     pub async fn get_at(&self, path: &str, revision: u64) -> Result<Document> {
-        self.get_request(path, revision, pb::Consistency::Linearizable, 0)
+        self.get_with(path, GetOptions::default().revision(revision))
             .await
     }
 
     /// Reads a namespace from the answering node's local state: cheaper, may
     /// lag the leader, but never older than what this client has already seen.
     pub async fn get_serializable(&self, path: &str) -> Result<Document> {
-        let min = self.last_seen_revision();
-        self.get_request(path, 0, pb::Consistency::Serializable, min)
-            .await
+        let options = GetOptions::default().consistency(Consistency::Serializable);
+        self.get_with(path, options).await
     }
 
-    /// Reads a namespace and deserializes it into `T`.
-    pub async fn get_typed<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let doc = self.get(path).await?;
-        T::deserialize(&doc.value).map_err(|e| Error::Deserialize {
-            path: doc.path.clone(),
-            revision: doc.mod_revision,
-            message: e.to_string(),
-        })
-    }
-
-    async fn get_request(
-        &self,
-        path: &str,
-        revision: u64,
-        consistency: pb::Consistency,
-        min_revision: u64,
-    ) -> Result<Document> {
+    /// Reads a namespace at a revision and a consistency of the caller's choice.
+    ///
+    /// ```no_run
+    /// use raftconf_client::{Client, Consistency, GetOptions};
+    ///
+    /// # async fn example() -> Result<(), raftconf_client::Error> {
+    /// let client = Client::connect(["127.0.0.1:7070"]).await?;
+    /// // Cheaper, from whichever node answers.
+    /// let local = GetOptions::default().consistency(Consistency::Serializable);
+    /// let now = client.get_with("payments/prod/checkout", local).await?;
+    /// // As it was at store revision 17 (from history).
+    /// let at_17 = GetOptions::default().revision(17);
+    /// let then = client.get_with("payments/prod/checkout", at_17).await?;
+    /// println!("version {} then, {} now", then.version, now.version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_with(&self, path: &str, options: GetOptions) -> Result<Document> {
         let path = ns_path(path)?;
+        let (consistency, min_revision) = match options.consistency {
+            Consistency::Linearizable => (pb::Consistency::Linearizable, 0),
+            Consistency::Serializable => (pb::Consistency::Serializable, self.last_seen_revision()),
+        };
         let request = pb::GetRequest {
             path: path.clone(),
-            revision,
+            revision: options.revision,
             consistency: consistency as i32,
             min_revision,
         };
@@ -221,6 +224,16 @@ impl Client {
             )
             .await?;
         Document::from_response(response)
+    }
+
+    /// Reads a namespace and deserializes it into `T`.
+    pub async fn get_typed<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let doc = self.get(path).await?;
+        T::deserialize(&doc.value).map_err(|e| Error::Deserialize {
+            path: doc.path.clone(),
+            revision: doc.mod_revision,
+            message: e.to_string(),
+        })
     }
 
     /// Lists the namespaces of an environment (`tenant/env/`), without their values.
@@ -330,6 +343,24 @@ impl Client {
 
     /// Writes a document given as JSON, YAML or TOML text; the server parses it
     /// and reports a malformed one with its line and column.
+    ///
+    /// With [`PutOptions::dry_run`] the server only checks the document and
+    /// answers with the namespace's current version and the revision of its
+    /// last change (0 and 0 if it does not exist); nothing is written, so the
+    /// call carries no write id and is retried like a read.
+    ///
+    /// ```no_run
+    /// use raftconf_client::{Client, Format, PutOptions};
+    ///
+    /// # async fn example() -> Result<(), raftconf_client::Error> {
+    /// let client = Client::connect(["127.0.0.1:7070"]).await?;
+    /// let yaml = "timeout_ms: 250\nretries: 3\n";
+    /// let check = PutOptions::default().dry_run(true);
+    /// let now = client.put_text("payments/prod/checkout", yaml, Format::Yaml, check).await?;
+    /// println!("valid; the namespace is at version {}", now.version);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn put_text(
         &self,
         path: &str,
@@ -343,6 +374,12 @@ impl Client {
             Format::Yaml => pb::DocumentFormat::Yaml,
             Format::Toml => pb::DocumentFormat::Toml,
         };
+        // A dry run changes nothing: no write id, and any failure may be retried.
+        let (kind, write_id) = if options.dry_run {
+            (CallKind::Read, None)
+        } else {
+            (CallKind::Write, Some(self.next_write_id()))
+        };
         let request = pb::PutRequest {
             path: path.clone(),
             value: text.to_string(),
@@ -350,12 +387,12 @@ impl Client {
             if_version: options.if_version,
             if_revision: options.if_revision,
             message: options.message,
-            write_id: Some(self.next_write_id()),
-            dry_run: false,
+            write_id,
+            dry_run: options.dry_run,
         };
         let response = self
             .call(
-                CallKind::Write,
+                kind,
                 || format!("put {path}"),
                 request,
                 |ch, r| async move { ConfigClient::new(ch).put(r).await },
@@ -368,8 +405,16 @@ impl Client {
     }
 
     /// Deletes a namespace (its version moves on: a delete is a tombstone version).
+    ///
+    /// A delete has no dry run: [`DeleteOptions::dry_run`] set is refused with
+    /// [`Error::InvalidArgument`] before anything is sent.
     pub async fn delete(&self, path: &str, options: DeleteOptions) -> Result<WriteResult> {
         let path = ns_path(path)?;
+        if options.dry_run {
+            return Err(Error::InvalidArgument(format!(
+                "delete {path}: a delete has no dry run"
+            )));
+        }
         let request = pb::DeleteRequest {
             path: path.clone(),
             if_version: options.if_version,

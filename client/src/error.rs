@@ -107,7 +107,9 @@ pub(crate) fn one_line_status(status: &Status) -> String {
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
         let text = err.to_string();
-        if !line.ends_with(&text) {
+        // tonic repeats itself ("tcp connect error: transport error: tcp
+        // connect error: …"): say each cause once.
+        if !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }

@@ -263,6 +263,12 @@ async fn a_dead_cluster_is_unavailable_within_the_call_timeout() {
         Err(Error::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
+    // A dry run is no write: it takes no write id.
+    let before = c.next_write_id().request_id;
+    let dry = crate::PutOptions::default().dry_run(true);
+    let result = c.put_text("t/e/n", "a: 1", crate::Format::Yaml, dry).await;
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    assert_eq!(c.next_write_id().request_id, before + 1);
 }
 
 #[tokio::test]
@@ -283,6 +289,15 @@ async fn arguments_are_checked_before_sending() {
     assert!(matches!(
         c.create_tenant("Bad").await,
         Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.create_env_with("t", "Bad", "why").await,
+        Err(Error::InvalidArgument(_))
+    ));
+    // A delete cannot be tried out: refused rather than done for real.
+    assert!(matches!(
+        c.delete("t/e/n", crate::DeleteOptions::default().dry_run(true)).await,
+        Err(Error::InvalidArgument(m)) if m.contains("dry run")
     ));
     assert!(Client::connect(Vec::<String>::new()).await.is_err());
     assert!(

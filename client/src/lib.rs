@@ -5,7 +5,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `client` | [`Client`]: connect, reads (`get`, `list`, `history`), writes (`put`, `delete`) |
+//! | `client` | [`Client`]: connect, reads (`get`, `get_with`, `list`, `history`), writes (`put`, `put_text` with dry runs, `delete`) |
 //! | `admin` | tenants, environments, cluster `status` |
 //! | `failover` | the loop every call goes through: endpoint order, backoff, same-id re-sends of uncertain writes |
 //! | `endpoints` | one lazily connected channel per server, the leader hint, and the rule that decides whether a failed write may have been applied |
@@ -55,8 +55,9 @@ pub use error::{Error, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER
 pub use options::ClientOptions;
 pub use raftconf_schema::Format;
 pub use types::{
-    ChangeKind, ClusterStatus, DeleteOptions, Document, EnvInfo, HistoryPage, HistoryRecord,
-    Listing, Member, NamespaceEntry, PutOptions, TenantInfo, WriteOptions, WriteResult,
+    ChangeKind, ClusterStatus, Consistency, DeleteOptions, Document, EnvInfo, GetOptions,
+    HistoryPage, HistoryRecord, Listing, Member, NamespaceEntry, PutOptions, TenantInfo,
+    WriteOptions, WriteResult,
 };
 pub use watch::{Change, WatchEvent, WatchStream};
 pub use watched::{validation_reasons, Watched, WatchedBuilder};

@@ -30,6 +30,10 @@ pub struct Document {
 }
 
 /// What a successful write did.
+///
+/// For a dry run ([`WriteOptions::dry_run`]) nothing was written: it is what
+/// the server answered about the namespace as it is, its version and the
+/// revision of its last change (both 0 when it does not exist).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteResult {
     /// The revision the write created.
@@ -55,6 +59,11 @@ pub struct WriteOptions {
     pub if_revision: Option<u64>,
     /// Why: kept in history.
     pub message: String,
+    /// Puts only: have the server parse and validate the document (against
+    /// the schema, the limits, the tenant and environment) and answer, without
+    /// writing anything. A delete with this set is refused before it is sent,
+    /// rather than deleting for real.
+    pub dry_run: bool,
 }
 
 /// Options of a put.
@@ -78,6 +87,55 @@ impl WriteOptions {
     /// Sets [`WriteOptions::message`].
     pub fn message(mut self, message: impl Into<String>) -> Self {
         self.message = message.into();
+        self
+    }
+
+    /// Sets [`WriteOptions::dry_run`].
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the call (the serving node
+    /// confirms with the leader first).
+    #[default]
+    Linearizable,
+    /// The answering node's applied state: cheaper, may lag the leader, but
+    /// never older than what this client has already seen.
+    Serializable,
+}
+
+/// Which state of a namespace a read returns, and how fresh it must be.
+///
+/// ```
+/// use raftconf_client::{Consistency, GetOptions};
+///
+/// let opts = GetOptions::default().revision(17).consistency(Consistency::Serializable);
+/// assert_eq!(opts.revision, 17);
+/// assert_eq!(GetOptions::default().consistency, Consistency::Linearizable);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// The document as of this store revision (from history); 0 = the current one.
+    pub revision: u64,
+    /// Linearizable (the default) or serializable.
+    pub consistency: Consistency,
+}
+
+impl GetOptions {
+    /// Sets [`GetOptions::revision`].
+    pub fn revision(mut self, revision: u64) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// Sets [`GetOptions::consistency`].
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
         self
     }
 }

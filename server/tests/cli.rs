@@ -1,6 +1,8 @@
-//! The `raftconf` binary's command line, without a running server: help,
-//! arguments refused locally, an unreachable server, and the refusal to
-//! listen on a non-loopback address without `--insecure`.
+//! The `raftconf` binary's command line, mostly without a running server:
+//! help, arguments refused locally, an unreachable server, and the refusal to
+//! listen on a non-loopback address without `--insecure`; then the operator
+//! options the multi-process suite does not drive (dry run, read consistency,
+//! reads at a revision, messages, the author) against one real server.
 //!
 //! (Building this test also builds `target/debug/raftconf`, which the
 //! multi-process tests of the `tests/` crate run.)
@@ -17,6 +19,7 @@ fn raftconf_with_stdin(args: &[&str], stdin: &str) -> Output {
         .args(args)
         .env_remove("RAFTCONF_ENDPOINTS")
         .env_remove("RUST_LOG")
+        .env("USER", "cli-test")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -141,4 +144,164 @@ fn non_loopback_listen_needs_insecure() {
 fn node_id_zero_is_a_usage_error() {
     let out = raftconf(&["server", "--node-id", "0"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A `raftconf server` child, killed on drop.
+struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs an operator command against `addr` and returns its stdout; panics with
+/// its stderr if it fails.
+fn ok(addr: &str, args: &[&str], stdin: &str) -> String {
+    let mut full = vec!["--endpoints", addr];
+    full.extend_from_slice(args);
+    let out = raftconf_with_stdin(&full, stdin);
+    assert!(
+        out.status.success(),
+        "raftconf {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+fn json(addr: &str, args: &[&str], stdin: &str) -> serde_json::Value {
+    let mut full = vec!["-o", "json"];
+    full.extend_from_slice(args);
+    let text = ok(addr, &full, stdin);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} printed {text:?}: {e}"))
+}
+
+#[test]
+fn operator_options_reach_a_real_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("data");
+    let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+    let _server = ServerProcess(
+        Command::new(env!("CARGO_BIN_EXE_raftconf"))
+            .args([
+                "server",
+                "--listen",
+                &addr,
+                "--peer-listen",
+                &peer,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("the server starts"),
+    );
+    // `status` itself rides out the start (the client retries within its call timeout).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = raftconf(&["-o", "json", "status", "--endpoints", &addr]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if status["leader_id"].as_u64().unwrap_or(0) != 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let created = ok(
+        &addr,
+        &["tenant", "create", "pay", "-m", "payments team"],
+        "",
+    );
+    assert!(
+        created.starts_with("created tenant pay at revision "),
+        "{created}"
+    );
+    json(&addr, &["env", "create", "pay/prod", "-m", "go-live"], "");
+    let envs = json(&addr, &["env", "list", "pay"], "");
+    assert_eq!(envs[0]["name"], "prod");
+
+    // A dry run checks the document and writes nothing.
+    let dry = ok(
+        &addr,
+        &["put", "pay/prod/checkout", "--dry-run"],
+        r#"{"a":1}"#,
+    );
+    assert_eq!(
+        dry,
+        "dry run: the document is valid; pay/prod/checkout does not exist yet"
+    );
+    let missing = raftconf(&["get", "pay/prod/checkout", "--endpoints", &addr]);
+    let line = one_error_line(&missing);
+    assert!(line.contains("pay/prod/checkout"), "{line}");
+
+    let first = json(
+        &addr,
+        &["put", "pay/prod/checkout", "-m", "first"],
+        r#"{"a":1}"#,
+    );
+    let r1 = first["revision"].as_u64().expect("revision");
+    let second = json(
+        &addr,
+        &[
+            "put",
+            "pay/prod/checkout",
+            "--if-version",
+            "1",
+            "--format",
+            "yaml",
+        ],
+        "a: 2\n",
+    );
+    assert_eq!(second["version"], 2);
+    let dry = json(
+        &addr,
+        &["put", "pay/prod/checkout", "--dry-run"],
+        r#"{"a":3}"#,
+    );
+    assert_eq!(dry, second, "a dry run answers with the namespace as it is");
+
+    let local = json(
+        &addr,
+        &["get", "pay/prod/checkout", "--consistency", "serializable"],
+        "",
+    );
+    assert_eq!(local["value"], serde_json::json!({"a": 2}));
+    let old = json(
+        &addr,
+        &["get", "pay/prod/checkout", "--revision", &r1.to_string()],
+        "",
+    );
+    assert_eq!(old["value"], serde_json::json!({"a": 1}));
+    assert_eq!(old["version"], 1);
+
+    let history = json(&addr, &["history", "pay/prod/checkout"], "");
+    assert_eq!(history[1]["message"], "first");
+    assert_eq!(history[0]["author"], "cli-test", "the author is $USER");
+
+    let cas = raftconf_with_stdin(
+        &[
+            "put",
+            "pay/prod/checkout",
+            "--if-version",
+            "1",
+            "--endpoints",
+            &addr,
+        ],
+        r#"{"a":4}"#,
+    );
+    let line = one_error_line(&cas);
+    assert!(line.contains("version") && line.contains('2'), "{line}");
 }

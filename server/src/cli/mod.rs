@@ -1,11 +1,13 @@
 //! The command line of the one binary `raftconf`: `raftconf server` runs a
-//! node; every other subcommand is an operator command that talks to a
-//! server over gRPC.
+//! node; every other subcommand is an operator command that talks to the
+//! cluster through the client library, `raftconf-client` (failover, leader
+//! hints, same-id write retries and watch resume all live there, not here).
 //!
 //! - [`server_cmd`]: the `server` flags and how they become a [`crate::server::ServerConfig`].
-//! - [`conn`]: connecting to the endpoints, request metadata, error lines.
+//! - [`conn`]: the [`raftconf_client::Client`] operator commands use (its
+//!   options: timeouts, author, client id) and their one-line errors.
 //! - [`ops`]: the operator subcommands.
-//! - [`watch`]: `raftconf watch`, which resumes across interruptions.
+//! - [`watch`]: `raftconf watch`, printing a stream the client resumes by itself.
 //! - [`output`]: text and JSON rendering (the JSON shapes are a contract for scripts).
 //! - [`text`]: aligned tables and timestamps for the text output.
 //!

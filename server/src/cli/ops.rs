@@ -6,77 +6,49 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use raftconf_api::v1 as pb;
-use raftconf_api::v1::admin_client::AdminClient;
-use raftconf_api::v1::config_client::ConfigClient;
+use raftconf_client::{Consistency, DeleteOptions, GetOptions, PutOptions};
 use raftconf_schema::{parse_document, validate_name, EnvPath, Format, NsPath, Target};
 
-use tonic::transport::Channel;
-
-use super::conn::{self, Conn};
+use super::conn;
 use super::output;
 use super::{Command, ConsistencyArg, DocFormat, EnvCommand, OutputFormat, TenantCommand};
 
 /// Runs one operator command against `endpoints`.
 pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> anyhow::Result<()> {
     let json = out == OutputFormat::Json;
+    let failed = |e: raftconf_client::Error| conn::describe(&e, endpoints);
     match command {
         Command::Server(_) => bail!("internal: server is not an operator command"),
         Command::Tenant(TenantCommand::Create { name, message }) => {
             validate_name("tenant", &name)?;
-            let mut c = conn::connect(endpoints).await?;
-            let write_id = Some(c.write_id());
-            let req = pb::CreateTenantRequest {
-                name: name.clone(),
-                message,
-                write_id,
-            };
-            let r = write(&mut c, req, |ch, r| async move {
-                AdminClient::new(ch).create_tenant(r).await
-            })
-            .await?;
-            println!(
-                "{}",
-                output::created(&format!("tenant {name}"), r.revision, json)
-            );
+            let c = conn::connect(endpoints).await?;
+            let revision = c
+                .create_tenant_with(&name, &message)
+                .await
+                .map_err(failed)?;
+            let what = format!("tenant {name}");
+            println!("{}", output::created(&what, revision, json));
         }
         Command::Tenant(TenantCommand::List) => {
             let c = conn::connect(endpoints).await?;
-            let r = c
-                .admin()
-                .list_tenants(c.request(pb::ListTenantsRequest {}))
-                .await
-                .map_err(|s| c.describe(&s))?
-                .into_inner();
-            println!("{}", output::tenants(&r, json));
+            let tenants = c.list_tenants().await.map_err(failed)?;
+            println!("{}", output::tenants(&tenants, json));
         }
         Command::Env(EnvCommand::Create { path, message }) => {
             let env = EnvPath::parse(&path)?;
-            let mut c = conn::connect(endpoints).await?;
-            let write_id = Some(c.write_id());
-            let req = pb::CreateEnvironmentRequest {
-                tenant: env.tenant.clone(),
-                name: env.env.clone(),
-                message,
-                write_id,
-            };
-            let r = write(&mut c, req, |ch, r| async move {
-                AdminClient::new(ch).create_environment(r).await
-            })
-            .await?;
+            let c = conn::connect(endpoints).await?;
+            let revision = c
+                .create_env_with(&env.tenant, &env.env, &message)
+                .await
+                .map_err(failed)?;
             let what = format!("environment {}/{}", env.tenant, env.env);
-            println!("{}", output::created(&what, r.revision, json));
+            println!("{}", output::created(&what, revision, json));
         }
         Command::Env(EnvCommand::List { tenant }) => {
             validate_name("tenant", &tenant)?;
             let c = conn::connect(endpoints).await?;
-            let r = c
-                .admin()
-                .list_environments(c.request(pb::ListEnvironmentsRequest { tenant }))
-                .await
-                .map_err(|s| c.describe(&s))?
-                .into_inner();
-            println!("{}", output::environments(&r, json));
+            let envs = c.list_envs(&tenant).await.map_err(failed)?;
+            println!("{}", output::environments(&envs, json));
         }
         Command::Put(a) => {
             let path: NsPath = a.path.parse()?;
@@ -84,22 +56,17 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let format = doc_format(a.format, a.file.as_deref());
             // Refuse a malformed document here, with its line and column.
             parse_document(&text, format).map_err(|e| anyhow!("{source}: {e}"))?;
-            let mut c = conn::connect(endpoints).await?;
-            let write_id = Some(c.write_id());
-            let req = pb::PutRequest {
-                path: path.to_string(),
-                value: text,
-                format: crate::convert::format_to_wire(format) as i32,
+            let c = conn::connect(endpoints).await?;
+            let options = PutOptions {
                 if_version: a.if_version,
                 if_revision: a.if_revision,
                 message: a.message,
-                write_id,
                 dry_run: a.dry_run,
             };
-            let r = write(&mut c, req, |ch, r| async move {
-                ConfigClient::new(ch).put(r).await
-            })
-            .await?;
+            let r = c
+                .put_text(&path.to_string(), &text, format, options)
+                .await
+                .map_err(failed)?;
             if json {
                 println!("{}", output::write_json(r.revision, r.version));
             } else {
@@ -113,25 +80,21 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let path: NsPath = a.path.parse()?;
             let c = conn::connect(endpoints).await?;
             let consistency = match a.consistency {
-                ConsistencyArg::Linearizable => pb::Consistency::Linearizable,
-                ConsistencyArg::Serializable => pb::Consistency::Serializable,
+                ConsistencyArg::Linearizable => Consistency::Linearizable,
+                ConsistencyArg::Serializable => Consistency::Serializable,
             };
-            let req = pb::GetRequest {
-                path: path.to_string(),
+            let options = GetOptions {
                 revision: a.revision.unwrap_or(0),
-                consistency: consistency as i32,
-                min_revision: 0,
+                consistency,
             };
-            let r = c
-                .config()
-                .get(c.request(req))
+            let doc = c
+                .get_with(&path.to_string(), options)
                 .await
-                .map_err(|s| c.describe(&s))?
-                .into_inner();
+                .map_err(failed)?;
             if json {
-                println!("{}", output::get_json(&r));
+                println!("{}", output::get_json(&doc));
             } else {
-                let (value, about) = output::get_text(&r);
+                let (value, about) = output::get_text(&doc);
                 eprintln!("{about}");
                 println!("{value}");
             }
@@ -139,35 +102,19 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
         Command::List(a) => {
             let env = EnvPath::parse(&a.prefix)?;
             let c = conn::connect(endpoints).await?;
-            let req = pb::ListRequest {
-                prefix: env.to_string(),
-                include_values: false,
-                consistency: pb::Consistency::Linearizable as i32,
-                min_revision: 0,
-            };
-            let r = c
-                .config()
-                .list(c.request(req))
-                .await
-                .map_err(|s| c.describe(&s))?
-                .into_inner();
-            println!("{}", output::list(&r, json));
+            let listing = c.list(&env.to_string()).await.map_err(failed)?;
+            println!("{}", output::list(&listing, json));
         }
         Command::Delete(a) => {
             let path: NsPath = a.path.parse()?;
-            let mut c = conn::connect(endpoints).await?;
-            let write_id = Some(c.write_id());
-            let req = pb::DeleteRequest {
-                path: path.to_string(),
+            let c = conn::connect(endpoints).await?;
+            let options = DeleteOptions {
                 if_version: a.if_version,
                 if_revision: a.if_revision,
                 message: a.message,
-                write_id,
+                ..DeleteOptions::default()
             };
-            let r = write(&mut c, req, |ch, r| async move {
-                ConfigClient::new(ch).delete(r).await
-            })
-            .await?;
+            let r = c.delete(&path.to_string(), options).await.map_err(failed)?;
             if json {
                 println!("{}", output::write_json(r.revision, r.version));
             } else {
@@ -177,57 +124,26 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
         Command::History(a) => {
             let path: NsPath = a.path.parse()?;
             let c = conn::connect(endpoints).await?;
-            let req = pb::HistoryRequest {
-                path: path.to_string(),
-                page_size: a.limit.unwrap_or(0),
-                before_version: 0,
-            };
-            let r = c
-                .config()
-                .history(c.request(req))
+            let page = c
+                .history(&path.to_string(), a.limit.unwrap_or(0), 0)
                 .await
-                .map_err(|s| c.describe(&s))?
-                .into_inner();
-            println!("{}", output::history(&r, json));
+                .map_err(failed)?;
+            println!("{}", output::history(&page, json));
         }
         Command::Watch(a) => {
-            let targets = a
-                .targets
-                .iter()
-                .map(|t| t.parse::<Target>())
-                .collect::<Result<Vec<_>, _>>()?;
-            super::watch::run(endpoints, &targets, a.from_revision, json).await?;
+            for target in &a.targets {
+                target.parse::<Target>()?;
+            }
+            let c = conn::connect(endpoints).await?;
+            super::watch::run(&c, endpoints, &a.targets, a.from_revision, json).await?;
         }
         Command::Status => {
             let c = conn::connect(endpoints).await?;
-            let r = c
-                .cluster()
-                .status(c.request(pb::StatusRequest {}))
-                .await
-                .map_err(|s| c.describe(&s))?
-                .into_inner();
-            println!("{}", output::status(&r, json));
+            let status = c.status().await.map_err(failed)?;
+            println!("{}", output::status(&status, json));
         }
     }
     Ok(())
-}
-
-/// Sends a write; if the server says it is not the leader and names one,
-/// sends it once more there (same write id: applied at most once).
-async fn write<Req, Resp, F, Fut>(c: &mut Conn, req: Req, call: F) -> anyhow::Result<Resp>
-where
-    Req: Clone,
-    F: Fn(Channel, tonic::Request<Req>) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
-{
-    match call(c.channel(), c.request(req.clone())).await {
-        Ok(r) => Ok(r.into_inner()),
-        Err(s) if c.follow_leader(&s).await => call(c.channel(), c.request(req))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| c.describe(&s)),
-        Err(s) => Err(c.describe(&s)),
-    }
 }
 
 /// The document text and a name for it in error messages.

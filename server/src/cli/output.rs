@@ -8,19 +8,23 @@
 //!   "revision":R,"version":V,"value":{…}}`, and `{"type":"progress","revision":R}`;
 //!   a snapshot prints one "snapshot" line per namespace, at the snapshot's revision.
 
-use raftconf_api::v1 as pb;
-use raftconf_api::v1::watch_response::Event;
+use raftconf_client::{
+    ChangeKind, ClusterStatus, Document, EnvInfo, HistoryPage, Listing, TenantInfo, WatchEvent,
+};
+use raftconf_schema::canonical_json;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::text::{format_time_ms, table};
 
-/// A stored document (canonical JSON) as a JSON value; `null` when empty.
-pub fn doc_value(text: &str) -> Value {
-    if text.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+/// A document as JSON output: `null` for none (a delete).
+fn doc_value(value: &Option<Value>) -> Value {
+    value.clone().unwrap_or(Value::Null)
+}
+
+/// A document as text output: its canonical JSON (as stored), empty for none.
+fn doc_text(value: &Option<Value>) -> String {
+    value.as_ref().map(canonical_json).unwrap_or_default()
 }
 
 fn to_line<T: Serialize>(v: &T) -> String {
@@ -67,38 +71,33 @@ struct GetJson<'a> {
     store_revision: u64,
 }
 
-fn store_revision(h: &Option<pb::ResponseHeader>) -> u64 {
-    h.as_ref().map_or(0, |h| h.revision)
-}
-
 /// `get` as JSON.
-pub fn get_json(r: &pb::GetResponse) -> String {
+pub fn get_json(d: &Document) -> String {
     to_line(&GetJson {
-        path: &r.path,
-        revision: r.mod_revision,
-        version: r.version,
-        value: doc_value(&r.value),
-        store_revision: store_revision(&r.header),
+        path: &d.path,
+        revision: d.mod_revision,
+        version: d.version,
+        value: d.value.clone(),
+        store_revision: d.store_revision,
     })
 }
 
 /// `get` as text: the pretty document (stdout), and a line about it (stderr).
-pub fn get_text(r: &pb::GetResponse) -> (String, String) {
-    let value =
-        serde_json::to_string_pretty(&doc_value(&r.value)).unwrap_or_else(|_| r.value.clone());
+pub fn get_text(d: &Document) -> (String, String) {
+    let value = serde_json::to_string_pretty(&d.value).unwrap_or_else(|_| canonical_json(&d.value));
     let about = format!(
         "# {} version {}, modified at revision {} by {} ({}){}; store revision {}",
-        r.path,
-        r.version,
-        r.mod_revision,
-        r.author,
-        format_time_ms(r.time_ms),
-        if r.message.is_empty() {
+        d.path,
+        d.version,
+        d.mod_revision,
+        d.author,
+        format_time_ms(d.time_ms),
+        if d.message.is_empty() {
             String::new()
         } else {
-            format!(": {}", r.message)
+            format!(": {}", d.message)
         },
-        store_revision(&r.header),
+        d.store_revision,
     );
     (value, about)
 }
@@ -121,25 +120,26 @@ struct ProgressJson {
 }
 
 /// The lower-case name of a change kind.
-pub fn kind_name(kind: i32) -> &'static str {
-    match pb::ChangeKind::try_from(kind) {
-        Ok(pb::ChangeKind::Put) => "put",
-        Ok(pb::ChangeKind::Delete) => "delete",
-        Ok(pb::ChangeKind::SchemaSet) => "schema-set",
-        Ok(pb::ChangeKind::SchemaDelete) => "schema-delete",
-        Ok(pb::ChangeKind::TenantCreate) => "tenant-create",
-        Ok(pb::ChangeKind::TenantDelete) => "tenant-delete",
-        Ok(pb::ChangeKind::EnvCreate) => "env-create",
-        Ok(pb::ChangeKind::EnvDelete) => "env-delete",
-        Ok(pb::ChangeKind::Unspecified) | Err(_) => "unknown",
+pub fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Put => "put",
+        ChangeKind::Delete => "delete",
+        ChangeKind::SchemaSet => "schema-set",
+        ChangeKind::SchemaDelete => "schema-delete",
+        ChangeKind::TenantCreate => "tenant-create",
+        ChangeKind::TenantDelete => "tenant-delete",
+        ChangeKind::EnvCreate => "env-create",
+        ChangeKind::EnvDelete => "env-delete",
+        _ => "unknown",
     }
 }
 
-/// The lines one watch response prints (progress only in JSON).
-pub fn watch_lines(r: &pb::WatchResponse, json: bool) -> Vec<String> {
-    match &r.event {
-        Some(Event::Change(c)) => c
-            .changes
+/// The lines one watch event prints (progress only in JSON).
+pub fn watch_lines(event: &WatchEvent, json: bool) -> Vec<String> {
+    match event {
+        WatchEvent::Change {
+            revision, changes, ..
+        } => changes
             .iter()
             .map(|ch| {
                 let kind = kind_name(ch.kind);
@@ -147,45 +147,50 @@ pub fn watch_lines(r: &pb::WatchResponse, json: bool) -> Vec<String> {
                     to_line(&WatchJson {
                         kind,
                         path: &ch.path,
-                        revision: c.revision,
+                        revision: *revision,
                         version: ch.version,
                         value: doc_value(&ch.value),
                     })
-                } else if ch.value.is_empty() {
-                    format!("{} {kind} {} v{}", c.revision, ch.path, ch.version)
+                } else if ch.value.is_none() {
+                    format!("{revision} {kind} {} v{}", ch.path, ch.version)
                 } else {
                     format!(
-                        "{} {kind} {} v{} {}",
-                        c.revision, ch.path, ch.version, ch.value
+                        "{revision} {kind} {} v{} {}",
+                        ch.path,
+                        ch.version,
+                        doc_text(&ch.value)
                     )
                 }
             })
             .collect(),
-        Some(Event::Snapshot(s)) => s
-            .entries
+        WatchEvent::Snapshot {
+            revision, entries, ..
+        } => entries
             .iter()
             .map(|e| {
                 if json {
                     to_line(&WatchJson {
                         kind: "snapshot",
                         path: &e.path,
-                        revision: s.revision,
+                        revision: *revision,
                         version: e.version,
                         value: doc_value(&e.value),
                     })
                 } else {
                     format!(
-                        "{} snapshot {} v{} {}",
-                        s.revision, e.path, e.version, e.value
+                        "{revision} snapshot {} v{} {}",
+                        e.path,
+                        e.version,
+                        doc_text(&e.value)
                     )
                 }
             })
             .collect(),
-        Some(Event::Progress(p)) if json => vec![to_line(&ProgressJson {
+        WatchEvent::Progress { revision } if json => vec![to_line(&ProgressJson {
             kind: "progress",
-            revision: p.revision,
+            revision: *revision,
         })],
-        _ => Vec::new(),
+        WatchEvent::Progress { .. } => Vec::new(),
     }
 }
 
@@ -203,11 +208,11 @@ struct ListJson<'a> {
 }
 
 /// `list`.
-pub fn list(r: &pb::ListResponse, json: bool) -> String {
+pub fn list(l: &Listing, json: bool) -> String {
     if json {
         return to_line(&ListJson {
-            store_revision: store_revision(&r.header),
-            entries: r
+            store_revision: l.revision,
+            entries: l
                 .entries
                 .iter()
                 .map(|e| EntryJson {
@@ -218,7 +223,7 @@ pub fn list(r: &pb::ListResponse, json: bool) -> String {
                 .collect(),
         });
     }
-    let rows = r
+    let rows = l
         .entries
         .iter()
         .map(|e| {
@@ -244,9 +249,9 @@ struct RecordJson<'a> {
 }
 
 /// `history`.
-pub fn history(r: &pb::HistoryResponse, json: bool) -> String {
+pub fn history(h: &HistoryPage, json: bool) -> String {
     if json {
-        let records: Vec<RecordJson<'_>> = r
+        let records: Vec<RecordJson<'_>> = h
             .records
             .iter()
             .map(|v| RecordJson {
@@ -261,7 +266,7 @@ pub fn history(r: &pb::HistoryResponse, json: bool) -> String {
             .collect();
         return to_line(&records);
     }
-    let rows = r
+    let rows = h
         .records
         .iter()
         .map(|v| {
@@ -289,10 +294,9 @@ struct TenantJson<'a> {
 }
 
 /// `tenant list`.
-pub fn tenants(r: &pb::ListTenantsResponse, json: bool) -> String {
+pub fn tenants(tenants: &[TenantInfo], json: bool) -> String {
     if json {
-        let v: Vec<TenantJson<'_>> = r
-            .tenants
+        let v: Vec<TenantJson<'_>> = tenants
             .iter()
             .map(|t| TenantJson {
                 name: &t.name,
@@ -302,8 +306,7 @@ pub fn tenants(r: &pb::ListTenantsResponse, json: bool) -> String {
             .collect();
         return to_line(&v);
     }
-    let rows = r
-        .tenants
+    let rows = tenants
         .iter()
         .map(|t| vec![t.name.clone(), t.environments.join(",")])
         .collect();
@@ -319,10 +322,9 @@ struct EnvJson<'a> {
 }
 
 /// `env list`.
-pub fn environments(r: &pb::ListEnvironmentsResponse, json: bool) -> String {
+pub fn environments(envs: &[EnvInfo], json: bool) -> String {
     if json {
-        let v: Vec<EnvJson<'_>> = r
-            .environments
+        let v: Vec<EnvJson<'_>> = envs
             .iter()
             .map(|e| EnvJson {
                 tenant: &e.tenant,
@@ -333,8 +335,7 @@ pub fn environments(r: &pb::ListEnvironmentsResponse, json: bool) -> String {
             .collect();
         return to_line(&v);
     }
-    let rows = r
-        .environments
+    let rows = envs
         .iter()
         .map(|e| {
             vec![
@@ -379,8 +380,8 @@ struct StatusJson<'a> {
 }
 
 /// `status`.
-pub fn status(r: &pb::StatusResponse, json: bool) -> String {
-    let cluster_id = r.header.as_ref().map_or("", |h| h.cluster_id.as_str());
+pub fn status(r: &ClusterStatus, json: bool) -> String {
+    let cluster_id = r.cluster_id.as_str();
     if json {
         return to_line(&StatusJson {
             cluster_id,
@@ -427,14 +428,10 @@ pub fn status(r: &pb::StatusResponse, json: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use raftconf_client::{Change, NamespaceEntry};
+    use serde_json::json;
 
-    fn header(revision: u64) -> Option<pb::ResponseHeader> {
-        Some(pb::ResponseHeader {
-            revision,
-            ..Default::default()
-        })
-    }
+    use super::*;
 
     #[test]
     fn put_json_is_exact() {
@@ -443,78 +440,86 @@ mod tests {
 
     #[test]
     fn get_json_is_exact() {
-        let r = pb::GetResponse {
-            header: header(20),
+        let d = Document {
             path: "pay/prod/checkout".into(),
-            value: r#"{"a":1,"b":{"c":true}}"#.into(),
+            value: json!({"a": 1, "b": {"c": true}}),
             version: 3,
             mod_revision: 17,
-            ..Default::default()
+            create_revision: 1,
+            store_revision: 20,
+            author: "ops".into(),
+            time_ms: 0,
+            message: String::new(),
         };
         assert_eq!(
-            get_json(&r),
+            get_json(&d),
             r#"{"path":"pay/prod/checkout","revision":17,"version":3,"value":{"a":1,"b":{"c":true}},"store_revision":20}"#
+        );
+        let (value, about) = get_text(&d);
+        assert_eq!(value, "{\n  \"a\": 1,\n  \"b\": {\n    \"c\": true\n  }\n}");
+        assert_eq!(
+            about,
+            "# pay/prod/checkout version 3, modified at revision 17 by ops (1970-01-01T00:00:00.000Z); store revision 20"
         );
     }
 
     #[test]
     fn watch_json_lines_are_exact() {
-        let change = pb::WatchResponse {
-            header: header(9),
-            event: Some(Event::Change(pb::ChangeEvent {
-                revision: 9,
-                changes: vec![
-                    pb::Change {
-                        kind: pb::ChangeKind::Put as i32,
-                        path: "t/e/a".into(),
-                        version: 2,
-                        value: r#"{"x":1}"#.into(),
-                    },
-                    pb::Change {
-                        kind: pb::ChangeKind::Delete as i32,
-                        path: "t/e/b".into(),
-                        version: 4,
-                        value: String::new(),
-                    },
-                ],
-                ..Default::default()
-            })),
+        let change = WatchEvent::Change {
+            revision: 9,
+            changes: vec![
+                Change {
+                    kind: ChangeKind::Put,
+                    path: "t/e/a".into(),
+                    version: 2,
+                    value: Some(json!({"x": 1, "y": [1, 2]})),
+                },
+                Change {
+                    kind: ChangeKind::Delete,
+                    path: "t/e/b".into(),
+                    version: 4,
+                    value: None,
+                },
+            ],
+            author: "ops".into(),
+            time_ms: 0,
+            message: String::new(),
         };
         assert_eq!(
             watch_lines(&change, true),
             [
-                r#"{"type":"put","path":"t/e/a","revision":9,"version":2,"value":{"x":1}}"#,
+                r#"{"type":"put","path":"t/e/a","revision":9,"version":2,"value":{"x":1,"y":[1,2]}}"#,
                 r#"{"type":"delete","path":"t/e/b","revision":9,"version":4,"value":null}"#,
             ]
         );
-        let snap = pb::WatchResponse {
-            header: header(5),
-            event: Some(Event::Snapshot(pb::SnapshotEvent {
-                revision: 5,
-                entries: vec![pb::NamespaceEntry {
-                    path: "t/e/a".into(),
-                    version: 1,
-                    mod_revision: 3,
-                    value: r#"{"y":2}"#.into(),
-                }],
-                last_chunk: true,
-                reason: "start".into(),
-            })),
+        let snap = WatchEvent::Snapshot {
+            revision: 5,
+            entries: vec![NamespaceEntry {
+                path: "t/e/a".into(),
+                version: 1,
+                mod_revision: 3,
+                value: Some(json!({"y": 2})),
+            }],
+            reason: "start".into(),
         };
         assert_eq!(
             watch_lines(&snap, true),
             [r#"{"type":"snapshot","path":"t/e/a","revision":5,"version":1,"value":{"y":2}}"#]
         );
-        let progress = pb::WatchResponse {
-            header: header(5),
-            event: Some(Event::Progress(pb::ProgressEvent { revision: 5 })),
-        };
+        assert_eq!(
+            watch_lines(&snap, false),
+            [r#"5 snapshot t/e/a v1 {"y":2}"#]
+        );
+        let progress = WatchEvent::Progress { revision: 5 };
         assert_eq!(
             watch_lines(&progress, true),
             [r#"{"type":"progress","revision":5}"#]
         );
         assert!(watch_lines(&progress, false).is_empty());
-        assert_eq!(watch_lines(&change, false)[0], r#"9 put t/e/a v2 {"x":1}"#);
+        assert_eq!(
+            watch_lines(&change, false),
+            [r#"9 put t/e/a v2 {"x":1,"y":[1,2]}"#, "9 delete t/e/b v4"]
+        );
     }
 
     #[test]
@@ -524,5 +529,11 @@ mod tests {
             "put a/b/c: version 2 at revision 7"
         );
         assert!(put_text("a/b/c", 0, 0, true).contains("does not exist yet"));
+    }
+
+    #[test]
+    fn unknown_change_kinds_are_named_unknown() {
+        assert_eq!(kind_name(ChangeKind::EnvCreate), "env-create");
+        assert_eq!(kind_name(ChangeKind::Unknown(42)), "unknown");
     }
 }
