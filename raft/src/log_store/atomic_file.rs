@@ -1,5 +1,4 @@
-//! Small files replaced atomically and durably: the vote, the committed log id
-//! and the purge marker.
+//! Small files replaced atomically and durably: the vote and the purge marker.
 //!
 //! A write goes to `<name>.tmp`, is fsynced, renamed over `<name>`, and the
 //! directory is fsynced: after a crash the file holds either the old or the new

@@ -21,18 +21,18 @@
 //!   see them), then queues its callback on the syncer thread, which does one
 //!   `fdatasync` for everything pending and then completes all of it
 //!   (`syncer.rs`). A failed fsync aborts the process. New segments, deleted
-//!   segments and the small state files (`vote`, `committed`, `purged`, replaced
+//!   segments and the small state files (`vote`, `purged`, replaced
 //!   atomically, `atomic_file.rs`) are fsynced together with their directory.
-//! - **Ordering**: `truncate`, `save_vote` and `save_committed` first wait
-//!   until every pending append is durable and acknowledged, so no callback
-//!   claims truncated entries and a saved committed id is never ahead of the
-//!   durable log (a follower commits what it accepted, maybe not yet synced).
+//! - **Ordering**: `truncate` and `save_vote` first wait until every pending
+//!   append is durable and acknowledged, so no callback claims truncated
+//!   entries and log and vote reach the disk in the order they were made.
 //!   **Purge** records the purge point durably, then deletes segments that
 //!   hold only purged entries; appends at or below it are ignored.
 //! - **Cost** (see `examples/log_durability.rs`): one append of one entry is
 //!   one `fdatasync` plus a thread handoff; appends that arrive while an fsync
 //!   runs share the next one. A state file save is two fsyncs (file and
-//!   directory); openraft calls `save_committed` on every commit.
+//!   directory), which is why the committed index is not persisted (openraft's
+//!   default): it would cost that on every commit.
 //!
 //! Not safe for two processes on one directory: the directory is not locked.
 //!
@@ -68,8 +68,6 @@ use syncer::Syncer;
 
 /// File holding the vote.
 const VOTE_FILE: &str = "vote";
-/// File holding the last committed log id (a hint for restart).
-const COMMITTED_FILE: &str = "committed";
 /// File holding the last purged log id.
 const PURGED_FILE: &str = "purged";
 

@@ -9,8 +9,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 use super::{
-    atomic_file, bincode_bytes, bincode_value, read_log_id_file, LogReader, LogStore, Shared,
-    COMMITTED_FILE, VOTE_FILE,
+    atomic_file, bincode_bytes, bincode_value, LogReader, LogStore, Shared, VOTE_FILE,
 };
 
 /// `start..end` (end exclusive) of any range of indexes.
@@ -110,21 +109,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(err)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let err = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
-        // A follower commits what it has accepted, which may not be durable
-        // yet. The saved committed id must never be ahead of the durable log:
-        // on restart openraft re-applies up to it from the log.
-        self.shared.syncer.wait_synced();
-        let bytes = bincode_bytes(&committed).map_err(err)?;
-        atomic_file::write(&self.shared.dir, COMMITTED_FILE, &bytes).map_err(err)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        read_log_id_file(&self.shared.dir, COMMITTED_FILE)
-            .map(Option::flatten)
-            .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Read, e))
-    }
+    // `save_committed` / `read_committed` keep openraft's defaults (not
+    // persisted): each save would cost two fsyncs on every commit, more than
+    // the append itself. Nothing is lost without it: the state machine keeps
+    // its applied index, and after a restart entries past it are applied once
+    // a leader commits again (a single node commits at its first election).
 
     async fn append<I>(
         &mut self,

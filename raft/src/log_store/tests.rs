@@ -600,27 +600,18 @@ fn log_store_cache_stays_bounded_and_reads_match_disk() {
 }
 
 #[tokio::test]
-async fn log_store_vote_and_committed_survive_reopen() {
+async fn log_store_vote_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let mut store = LogStore::open(dir.path()).expect("open");
         assert_eq!(store.read_vote().await.expect("read vote"), None);
-        assert_eq!(store.read_committed().await.expect("read committed"), None);
         store.save_vote(&Vote::new(3, 2)).await.expect("save vote");
         store.save_vote(&Vote::new(4, 1)).await.expect("save vote");
-        store
-            .save_committed(Some(log_id(4, 9)))
-            .await
-            .expect("save committed");
     }
     let mut store = LogStore::open(dir.path()).expect("reopen");
     assert_eq!(
         store.read_vote().await.expect("read vote"),
         Some(Vote::new(4, 1))
-    );
-    assert_eq!(
-        store.read_committed().await.expect("read committed"),
-        Some(log_id(4, 9))
     );
     // A damaged vote file is an error, not "no vote".
     let path = dir.path().join(super::VOTE_FILE);
@@ -641,7 +632,7 @@ fn log_store_record_payload_starts_with_the_log_id() {
 }
 
 #[test]
-fn log_store_save_committed_and_vote_wait_for_pending_appends() {
+fn log_store_save_vote_waits_for_pending_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = LogStore::open(dir.path()).expect("open");
     let reader = store.reader();
@@ -657,25 +648,24 @@ fn log_store_save_committed_and_vote_wait_for_pending_appends() {
         .expect("append");
     let ev = Arc::clone(&events);
     let saving = std::thread::spawn(move || {
-        block_on(store.save_committed(Some(log_id(1, 3)))).expect("save committed");
-        ev.lock().expect("lock").push("committed saved");
         block_on(store.save_vote(&Vote::new(2, 1))).expect("save vote");
+        ev.lock().expect("lock").push("vote saved");
         store
     });
     std::thread::sleep(Duration::from_millis(50));
     assert!(
         events.lock().expect("lock").is_empty(),
-        "save_committed waited"
+        "save_vote waited"
     );
     reader.shared.syncer.set_paused(false);
     let mut store = saving.join().expect("saving thread");
     assert_eq!(
         *events.lock().expect("lock"),
-        vec!["append durable", "committed saved"]
+        vec!["append durable", "vote saved"]
     );
     assert_eq!(
-        block_on(store.read_committed()).expect("read"),
-        Some(log_id(1, 3))
+        block_on(store.read_vote()).expect("read"),
+        Some(Vote::new(2, 1))
     );
 }
 
