@@ -8,9 +8,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
-use super::{
-    atomic_file, bincode_bytes, bincode_value, LogReader, LogStore, Shared, VOTE_FILE,
-};
+use super::{atomic_file, bincode_bytes, bincode_value, LogReader, LogStore, Shared, VOTE_FILE};
 
 /// `start..end` (end exclusive) of any range of indexes.
 fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {

@@ -653,10 +653,7 @@ fn log_store_save_vote_waits_for_pending_appends() {
         store
     });
     std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        events.lock().expect("lock").is_empty(),
-        "save_vote waited"
-    );
+    assert!(events.lock().expect("lock").is_empty(), "save_vote waited");
     reader.shared.syncer.set_paused(false);
     let mut store = saving.join().expect("saving thread");
     assert_eq!(
