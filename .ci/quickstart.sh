@@ -17,11 +17,15 @@ fail() {
   for f in "$work"/*.log "$work"/*.out; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; } >&2; done
   exit 1
 }
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+pids=()
+# Background processes are started from "$BIN" directly (not the shell
+# function) so that these pids are the processes themselves.
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 # Terminal 1: the server.
 "$BIN" server --listen "127.0.0.1:$port" --peer-listen "127.0.0.1:$peer" --data-dir "$work/data" >"$work/server.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 100); do raftconf status >/dev/null 2>&1 && break; sleep 0.1; done
 raftconf status >/dev/null || fail "server did not come up"
 
@@ -32,10 +36,12 @@ echo '{"greeting": "hello", "workers": 4}' | raftconf put demo/dev/app -m "first
 raftconf get demo/dev/app
 
 # Terminal 3: follow every change.
-raftconf -o json watch demo/dev/ --from-revision 1 >"$work/watch.out" &
+"$BIN" -o json watch demo/dev/ --from-revision 1 >"$work/watch.out" 2>&1 &
+pids+=($!)
 
 # Terminal 4: a service that hot-reloads it.
 "$HOT_RELOAD" --endpoints "$RAFTCONF_ENDPOINTS" --path demo/dev/app >"$work/example.out" 2>&1 &
+pids+=($!)
 for _ in $(seq 100); do grep -q '^loaded' "$work/example.out" && break; sleep 0.1; done
 grep -q '^loaded' "$work/example.out" || fail "example did not load its config"
 
