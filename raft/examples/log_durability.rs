@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use openraft::storage::RaftLogStorage;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
-use raftconf_raft::command::{Command, Request, ENTRY_FORMAT_VERSION};
+use raftconf_raft::command::{Command, Proposal, Request, ENTRY_FORMAT_VERSION};
 use raftconf_raft::log_store::LogStore;
 use raftconf_raft::types::Entry;
 
@@ -112,21 +112,25 @@ fn micros(d: Duration) -> f64 {
 fn entry(index: u64) -> Entry {
     let mut e = Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request {
-            format: ENTRY_FORMAT_VERSION,
-            client_id: "bench".to_string(),
-            request_id: index,
-            author: "bench".to_string(),
-            time_ms: 1_700_000_000_000,
-            message: String::new(),
-            command: Command::CreateTenant {
-                tenant: "payments".to_string(),
-            },
+        payload: EntryPayload::Normal(Proposal {
+            requests: vec![Request {
+                format: ENTRY_FORMAT_VERSION,
+                client_id: "bench".to_string(),
+                request_id: index,
+                author: "bench".to_string(),
+                time_ms: 1_700_000_000_000,
+                message: String::new(),
+                command: Command::CreateTenant {
+                    tenant: "payments".to_string(),
+                },
+            }],
         }),
     };
     let size = bincode::serialized_size(&e).unwrap_or(0) as usize;
-    if let EntryPayload::Normal(req) = &mut e.payload {
-        req.message = "m".repeat(ENTRY_BYTES.saturating_sub(size));
+    if let EntryPayload::Normal(proposal) = &mut e.payload {
+        for req in &mut proposal.requests {
+            req.message = "m".repeat(ENTRY_BYTES.saturating_sub(size));
+        }
     }
     e
 }

@@ -12,7 +12,26 @@ use serde::{Deserialize, Serialize};
 /// (deterministically) entries of a format it does not know.
 pub const ENTRY_FORMAT_VERSION: u16 = 1;
 
-/// One proposed write, as it sits in the Raft log.
+/// What one Raft log entry carries: the writes that queued while the
+/// previous entry was being made durable. openraft 0.9 appends and fsyncs one
+/// entry at a time, so batching here is what lets concurrent writes share an
+/// fsync (group commit). Each write is applied on its own, in order, and gets
+/// its own answer and revision, exactly as if it had its own entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The writes, in the order they are applied.
+    pub requests: Vec<Request>,
+}
+
+/// Apply's answers to one [`Proposal`], one per request, in order. Empty for
+/// entries that carry no proposal (blank, membership).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProposalResponse {
+    /// One answer per request of the proposal.
+    pub responses: Vec<Response>,
+}
+
+/// One proposed write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     /// [`ENTRY_FORMAT_VERSION`] of the proposer.
@@ -79,25 +98,11 @@ pub enum Command {
     },
 }
 
-/// What apply answered for one entry. Blank and membership entries answer
-/// `Response::none()`.
+/// What apply answered for one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     /// The outcome; a rejection changed nothing (and took no revision).
     pub outcome: Result<Applied, Rejection>,
-}
-
-impl Response {
-    /// The answer for entries that carry no command (blank, membership).
-    pub fn none() -> Self {
-        Response {
-            outcome: Ok(Applied {
-                revision: 0,
-                version: 0,
-                deduplicated: false,
-            }),
-        }
-    }
 }
 
 /// A write that was applied.

@@ -1,8 +1,8 @@
 //! raftconf consensus and storage.
 //!
 //! - [`types`]: the openraft type configuration ([`TypeConfig`]) and [`NodeInfo`].
-//! - [`command`]: the replicated command set ([`Request`], [`Command`]) and apply's
-//!   answers ([`Response`], [`Rejection`]).
+//! - [`command`]: the replicated command set ([`Proposal`]s of [`Request`]s
+//!   carrying [`Command`]s) and apply's answers ([`Response`], [`Rejection`]).
 //! - [`log_store`]: the Raft log in segment files of its own, fsynced per batch
 //!   (group commit), with CRC per record and torn-tail recovery.
 //! - [`state_machine`]: documents, revisions, versions, history, de-duplication
@@ -26,7 +26,9 @@ pub mod state_view;
 pub mod types;
 pub mod watch_hub;
 
-pub use command::{Applied, Command, Precondition, Rejection, Request, Response};
+pub use command::{
+    Applied, Command, Precondition, Proposal, ProposalResponse, Rejection, Request, Response,
+};
 pub use error::{Error, Result};
 pub use node::{NodeConfig, RaftNode, ReadError, WriteError};
 pub use state_view::StateView;

@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Request, Response};
+use crate::command::{Proposal, ProposalResponse};
 
 /// A node as recorded in Raft membership: where peers and clients reach it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +28,8 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// raftconf's openraft type configuration.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Proposal,
+        R = ProposalResponse,
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

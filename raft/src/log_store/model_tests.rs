@@ -61,16 +61,18 @@ fn entry(term: u64, index: u64, rng: &mut Rng) -> Entry {
         payload: if rng.range(0, 3) == 0 {
             EntryPayload::Blank
         } else {
-            EntryPayload::Normal(crate::command::Request {
-                format: crate::command::ENTRY_FORMAT_VERSION,
-                client_id: "model".to_string(),
-                request_id: index,
-                author: "model".to_string(),
-                time_ms: 0,
-                message: "m".repeat(rng.range(0, 200) as usize),
-                command: crate::command::Command::CreateTenant {
-                    tenant: format!("t{index}"),
-                },
+            EntryPayload::Normal(crate::command::Proposal {
+                requests: vec![crate::command::Request {
+                    format: crate::command::ENTRY_FORMAT_VERSION,
+                    client_id: "model".to_string(),
+                    request_id: index,
+                    author: "model".to_string(),
+                    time_ms: 0,
+                    message: "m".repeat(rng.range(0, 200) as usize),
+                    command: crate::command::Command::CreateTenant {
+                        tenant: format!("t{index}"),
+                    },
+                }],
             })
         },
     }

@@ -13,7 +13,7 @@ use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 
 use super::segment::{self, HEADER_LEN, RECORD_HEADER_LEN};
 use super::{LogStore, LogStoreOptions};
-use crate::command::{Command, Request, ENTRY_FORMAT_VERSION};
+use crate::command::{Command, Proposal, Request, ENTRY_FORMAT_VERSION};
 use crate::types::{Entry, LogId, Vote};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -26,16 +26,18 @@ fn log_id(term: u64, index: u64) -> LogId {
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Request {
-            format: ENTRY_FORMAT_VERSION,
-            client_id: "client-1".to_string(),
-            request_id: index,
-            author: "tester".to_string(),
-            time_ms: 1_700_000_000_000 + index as i64,
-            message: "x".repeat((index % 17) as usize * 10),
-            command: Command::CreateTenant {
-                tenant: format!("tenant-{index}"),
-            },
+        payload: EntryPayload::Normal(Proposal {
+            requests: vec![Request {
+                format: ENTRY_FORMAT_VERSION,
+                client_id: "client-1".to_string(),
+                request_id: index,
+                author: "tester".to_string(),
+                time_ms: 1_700_000_000_000 + index as i64,
+                message: "x".repeat((index % 17) as usize * 10),
+                command: Command::CreateTenant {
+                    tenant: format!("tenant-{index}"),
+                },
+            }],
         }),
     }
 }

@@ -24,7 +24,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use self::apply::{ApplyCtx, ApplySettings};
 use self::codec::{decode, encode};
 use self::snapshot::{SnapshotFile, SNAPSHOT_FORMAT};
-use crate::command::Response;
+use crate::command::ProposalResponse;
 use crate::node::NodeConfig;
 use crate::state_view::StateView;
 use crate::types::{
@@ -125,7 +125,7 @@ impl StateMachine {
         StateView::new(self.shared.clone())
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Response>> {
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<ProposalResponse>> {
         let tree = &self.shared.tree;
         let mut ctx = ApplyCtx::new(tree, self.settings, ApplyCtx::stored_revision(tree)?);
         let mut responses = Vec::with_capacity(entries.len());
@@ -133,14 +133,20 @@ impl StateMachine {
         for entry in &entries {
             last = Some(entry.log_id);
             match &entry.payload {
-                EntryPayload::Blank => responses.push(Response::none()),
-                EntryPayload::Normal(req) => responses.push(ctx.apply_request(req)?),
+                EntryPayload::Blank => responses.push(ProposalResponse::default()),
+                EntryPayload::Normal(proposal) => responses.push(ProposalResponse {
+                    responses: proposal
+                        .requests
+                        .iter()
+                        .map(|req| ctx.apply_request(req))
+                        .collect::<Result<_>>()?,
+                }),
                 EntryPayload::Membership(m) => {
                     ctx.put(
                         keys::META_MEMBERSHIP.to_vec(),
                         &StoredMembership::new(Some(entry.log_id), m.clone()),
                     );
-                    responses.push(Response::none());
+                    responses.push(ProposalResponse::default());
                 }
             }
         }
@@ -256,7 +262,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<Response>, StorageError>
+    async fn apply<I>(
+        &mut self,
+        entries: I,
+    ) -> std::result::Result<Vec<ProposalResponse>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

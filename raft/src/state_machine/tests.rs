@@ -7,22 +7,42 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
 
 use super::*;
-use crate::command::{Command, Precondition, Rejection, Request, ENTRY_FORMAT_VERSION};
+use crate::command::{
+    Command, Precondition, Proposal, ProposalResponse, Rejection, Request, Response,
+    ENTRY_FORMAT_VERSION,
+};
 use crate::model::{ChangeKind, WatchItem};
 
+fn request(n: u64, command: Command, request_id: u64) -> Request {
+    Request {
+        format: ENTRY_FORMAT_VERSION,
+        client_id: "c1".into(),
+        request_id,
+        author: "alice".into(),
+        time_ms: 1_000 + n as i64,
+        message: format!("change {n}"),
+        command,
+    }
+}
+
+/// An entry carrying one request.
 fn entry(index: u64, command: Command, request_id: u64) -> Entry {
+    entry_of(index, vec![request(index, command, request_id)])
+}
+
+fn entry_of(index: u64, requests: Vec<Request>) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request {
-            format: ENTRY_FORMAT_VERSION,
-            client_id: "c1".into(),
-            request_id,
-            author: "alice".into(),
-            time_ms: 1_000 + index as i64,
-            message: format!("change {index}"),
-            command,
-        }),
+        payload: EntryPayload::Normal(Proposal { requests }),
     }
+}
+
+/// The only answer of a one-request entry.
+fn only(mut r: Vec<ProposalResponse>) -> Response {
+    assert_eq!(r.len(), 1);
+    let mut p = r.remove(0).responses;
+    assert_eq!(p.len(), 1);
+    p.remove(0)
 }
 
 fn put(path: &str, value: &str, if_version: Option<u64>) -> Command {
@@ -62,16 +82,33 @@ fn open(dir: &std::path::Path) -> StateMachine {
     StateMachine::open(&cfg).expect("open state machine")
 }
 
-/// Applies commands as entries 1..=n, in batches of `batch` entries.
+/// Applies commands as entries 1..=n, in apply calls of `batch` entries.
 async fn apply_all(sm: &mut StateMachine, commands: &[Command], batch: usize) -> Vec<Response> {
-    let entries: Vec<Entry> = commands
+    apply_grouped(sm, commands, batch, 1).await
+}
+
+/// Applies commands `per_entry` to an entry (one proposal), `batch` entries per apply call.
+async fn apply_grouped(
+    sm: &mut StateMachine,
+    commands: &[Command],
+    batch: usize,
+    per_entry: usize,
+) -> Vec<Response> {
+    let requests: Vec<Request> = commands
         .iter()
         .enumerate()
-        .map(|(i, c)| entry(i as u64 + 1, c.clone(), i as u64 + 1))
+        .map(|(i, c)| request(i as u64 + 1, c.clone(), i as u64 + 1))
+        .collect();
+    let entries: Vec<Entry> = requests
+        .chunks(per_entry)
+        .enumerate()
+        .map(|(i, rs)| entry_of(i as u64 + 1, rs.to_vec()))
         .collect();
     let mut out = Vec::new();
     for chunk in entries.chunks(batch) {
-        out.extend(sm.apply(chunk.to_vec()).await.expect("apply"));
+        for p in sm.apply(chunk.to_vec()).await.expect("apply") {
+            out.extend(p.responses);
+        }
     }
     out
 }
@@ -164,28 +201,21 @@ async fn retries_are_deduplicated_and_reused_ids_refused() {
     let mut sm = open(dir.path());
     apply_all(&mut sm, &setup(), 10).await;
     let first = entry(3, put("pay/prod/a", r#"{"v":1}"#, None), 42);
-    let r1 = sm.apply(vec![first.clone()]).await.expect("apply");
+    let r1 = only(sm.apply(vec![first.clone()]).await.expect("apply"));
     let mut retry = first.clone();
     retry.log_id.index = 4;
-    let r2 = sm.apply(vec![retry]).await.expect("apply");
-    assert_eq!(applied(&r1[0]), (3, 1));
-    assert_eq!(
-        applied(&r2[0]),
-        (3, 1),
-        "the retry gets the original answer"
-    );
-    assert!(r2[0].outcome.clone().expect("ok").deduplicated);
+    let r2 = only(sm.apply(vec![retry]).await.expect("apply"));
+    assert_eq!(applied(&r1), (3, 1));
+    assert_eq!(applied(&r2), (3, 1), "the retry gets the original answer");
+    assert!(r2.outcome.clone().expect("ok").deduplicated);
     assert_eq!(sm.view().revision(), 3, "no second apply");
     let reused = entry(5, put("pay/prod/a", r#"{"v":2}"#, None), 42);
-    let r3 = sm.apply(vec![reused]).await.expect("apply");
-    assert!(matches!(
-        r3[0].outcome,
-        Err(Rejection::RequestIdReused { .. })
-    ));
+    let r3 = only(sm.apply(vec![reused]).await.expect("apply"));
+    assert!(matches!(r3.outcome, Err(Rejection::RequestIdReused { .. })));
 }
 
 #[tokio::test]
-async fn batch_boundaries_do_not_change_the_result() {
+async fn batching_of_entries_and_requests_does_not_change_the_result() {
     let mut cmds = setup();
     for i in 0..20 {
         cmds.push(put(
@@ -198,14 +228,16 @@ async fn batch_boundaries_do_not_change_the_result() {
         }
     }
     let mut digests = Vec::new();
-    for batch in [1, 3, 100] {
+    // (entries per apply call, requests per entry)
+    for (batch, per_entry) in [(1, 1), (3, 1), (100, 1), (1, 4), (5, 7)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sm = open(dir.path());
-        let r = apply_all(&mut sm, &cmds, batch).await;
+        let r = apply_grouped(&mut sm, &cmds, batch, per_entry).await;
         digests.push((sm.view().state_digest().expect("digest"), format!("{r:?}")));
     }
-    assert_eq!(digests[0], digests[1]);
-    assert_eq!(digests[0], digests[2]);
+    for d in &digests[1..] {
+        assert_eq!(&digests[0], d);
+    }
 }
 
 #[tokio::test]
@@ -301,4 +333,34 @@ async fn next_change(w: &mut crate::watch_hub::Subscription) -> u64 {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn writes_in_one_proposal_see_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    apply_all(&mut sm, &setup(), 10).await;
+    let create = put("pay/prod/a", r#"{"v":1}"#, Some(0));
+    let first = request(3, create.clone(), 7);
+    let requests = vec![
+        first.clone(),
+        request(4, create, 8), // same CAS, second loses
+        first,                 // retry of the first, in the same entry
+        request(6, put("pay/prod/a", r#"{"v":2}"#, Some(1)), 9),
+    ];
+    let out = sm
+        .apply(vec![entry_of(3, requests)])
+        .await
+        .expect("apply")
+        .remove(0)
+        .responses;
+    assert_eq!(applied(&out[0]), (3, 1));
+    assert!(matches!(
+        out[1].outcome,
+        Err(Rejection::VersionMismatch { current: 1, .. })
+    ));
+    assert_eq!(applied(&out[2]), (3, 1), "deduplicated within the entry");
+    assert!(out[2].outcome.clone().expect("ok").deduplicated);
+    assert_eq!(applied(&out[3]), (4, 2));
+    assert_eq!(sm.view().revision(), 4);
 }

@@ -12,7 +12,7 @@ use raftconf_raft::command::ENTRY_FORMAT_VERSION;
 use raftconf_raft::{Command, Precondition, Request as RaftRequest};
 use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, instrument};
+use tracing::{debug, instrument};
 
 use super::{author, check_message, now_ms, write_id, ServiceContext};
 use crate::convert;
@@ -111,7 +111,9 @@ impl ConfigService {
         let applied = self
             .propose(&path, author, req.write_id, req.message, command)
             .await?;
-        info!(
+        // Per-write lines are debug: history is the audit trail, and an info
+        // line per write costs a log write on the hot path.
+        debug!(
             path = %path,
             revision = applied.revision,
             version = applied.version,
@@ -155,7 +157,7 @@ impl ConfigService {
         let applied = self
             .propose(&path, author, req.write_id, req.message, command)
             .await?;
-        info!(path = %path, revision = applied.revision, version = applied.version, "delete applied");
+        debug!(path = %path, revision = applied.revision, version = applied.version, "delete applied");
         Ok(pb::DeleteResponse {
             header: Some(self.ctx.header(applied.revision)),
             revision: applied.revision,
