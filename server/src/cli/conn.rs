@@ -12,9 +12,9 @@ use raftconf_client::{Client, ClientOptions, Error};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long one command's call may take across endpoints and retries: long
-/// enough to ride out a leader election, short enough that an unreachable
-/// server is reported promptly.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// enough to ride out a leader election (election timeout 1–1.5 s), short
+/// enough that an unreachable server is reported promptly.
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Longest pause between two rounds over the endpoints (and between watch
 /// reconnects): an operator is waiting.
