@@ -334,7 +334,7 @@ impl Client {
         if !value.is_object() {
             return Err(Error::InvalidArgument(format!(
                 "a document must be a JSON object, got {}",
-                describe(value)
+                raftconf_schema::describe_json_value(value)
             )));
         }
         let text = raftconf_schema::canonical_json(value);
@@ -440,15 +440,4 @@ impl Client {
 /// Validates a namespace path and returns it as a string.
 pub(crate) fn ns_path(path: &str) -> Result<String> {
     Ok(path.parse::<NsPath>()?.to_string())
-}
-
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }

@@ -147,8 +147,8 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// "an object", "an array", "a string" …: for error messages.
-fn describe(value: &Value) -> &'static str {
+/// "an object", "an array", "a string" …: what a JSON value is, for error messages.
+pub fn describe(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

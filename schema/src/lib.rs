@@ -10,7 +10,9 @@ mod error;
 mod limits;
 mod path;
 
-pub use document::{canonical_json, parse_document, parse_format, Format};
+pub use document::{
+    canonical_json, describe as describe_json_value, parse_document, parse_format, Format,
+};
 pub use error::{Error, Result};
 pub use limits::*;
 pub use path::{validate_name, EnvPath, NsPath, Target};
