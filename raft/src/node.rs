@@ -1,13 +1,13 @@
 //! [`RaftNode`]: one raftconf node's consensus and storage, opened on a data
 //! directory, with the write, read-barrier and membership calls the server needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{RaftNetworkFactory, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::command::{Applied, Command, Proposal, Rejection, Request, ENTRY_FORMAT_VERSION};
@@ -102,6 +102,41 @@ pub enum ReadError {
     Unavailable(String),
 }
 
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// Its addresses.
+    pub info: NodeInfo,
+    /// Voter (true) or learner.
+    pub voter: bool,
+}
+
+/// Maps a membership change's result (errors as for writes).
+fn membership_result(
+    result: std::result::Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
+    >,
+) -> std::result::Result<(), WriteError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteError::NotLeader {
+                leader_id: f.leader_id,
+                leader: f.leader_node,
+            })
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(WriteError::Rejected(Rejection::Invalid {
+                reason: e.to_string(),
+            }))
+        }
+        Err(RaftError::Fatal(e)) => Err(WriteError::Unknown(format!("raft stopped: {e}"))),
+    }
+}
+
 /// What the node knows about leadership, from Raft metrics.
 #[derive(Debug, Clone, Default)]
 pub struct LeaderInfo {
@@ -124,7 +159,7 @@ struct Inner {
     raft: Raft,
     state: StateView,
     /// Linearizable reads queue here; see [`read_batcher`].
-    reads: mpsc::Sender<oneshot::Sender<std::result::Result<(), ReadError>>>,
+    reads: mpsc::Sender<oneshot::Sender<std::result::Result<u64, ReadError>>>,
     /// Writes queue here; see [`proposer`].
     writes: mpsc::Sender<PendingWrite>,
 }
@@ -253,11 +288,103 @@ impl RaftNode {
     /// callers share one round) and waits until this node has applied that far.
     /// Returns the applied store revision to serve the read at.
     pub async fn read_barrier(&self) -> std::result::Result<u64, ReadError> {
+        self.read_index().await?;
+        Ok(self.inner.state.revision())
+    }
+
+    /// The read index, on the leader: confirms leadership with a quorum
+    /// (concurrent callers share one round) and returns the log index a
+    /// reader must have applied to serve a linearizable read. This node has
+    /// applied it when this returns. A follower asks the leader for it and
+    /// then calls [`RaftNode::wait_applied`].
+    pub async fn read_index(&self) -> std::result::Result<u64, ReadError> {
         let (tx, rx) = oneshot::channel();
         let closed = || ReadError::Unavailable("node is shutting down".into());
         self.inner.reads.send(tx).await.map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())??;
-        Ok(self.inner.state.revision())
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Waits (at most `timeout`) until this node has applied log index
+    /// `index`, and returns the store revision to serve a read at.
+    pub async fn wait_applied(
+        &self,
+        index: u64,
+        timeout: Duration,
+    ) -> std::result::Result<u64, ReadError> {
+        let state = &self.inner.state;
+        if state.wait_for_applied_index(index, timeout).await {
+            Ok(state.revision())
+        } else {
+            Err(ReadError::Unavailable(format!(
+                "this node has applied log index {}, not yet {index}, after {timeout:?}",
+                state.applied_index()
+            )))
+        }
+    }
+
+    /// Adds `id` as a learner (it receives the log, does not vote) and, when
+    /// `wait_caught_up`, waits until it has caught up with the leader.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        node: NodeInfo,
+        wait_caught_up: bool,
+    ) -> std::result::Result<(), WriteError> {
+        membership_result(self.inner.raft.add_learner(id, node, wait_caught_up).await)
+    }
+
+    /// Makes learner `id` a voter (joint consensus).
+    pub async fn promote(&self, id: NodeId) -> std::result::Result<(), WriteError> {
+        membership_result(
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await,
+        )
+    }
+
+    /// Removes `id` from the cluster, voter or learner (the leader included:
+    /// it steps down once the change is committed).
+    pub async fn remove_node(&self, id: NodeId) -> std::result::Result<(), WriteError> {
+        let is_voter = self.members().iter().any(|m| m.id == id && m.voter);
+        if is_voter {
+            membership_result(
+                self.inner
+                    .raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await,
+            )
+        } else {
+            membership_result(
+                self.inner
+                    .raft
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                    .await,
+            )
+        }
+    }
+
+    /// The members of the cluster as this node knows them (the effective
+    /// membership config: during a joint change, voters of either config).
+    pub fn members(&self) -> Vec<Member> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, info)| Member {
+                id: *id,
+                info: info.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    /// openraft's metrics: roles, replication progress of each follower (on
+    /// the leader), last log and applied indexes.
+    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeInfo> {
+        self.inner.raft.metrics().borrow().clone()
     }
 
     /// Leadership as this node sees it.
@@ -375,7 +502,7 @@ fn approx_size(request: &Request) -> usize {
 /// began). One `ensure_linearizable` = one heartbeat round to the voters.
 async fn read_batcher(
     raft: Raft,
-    mut rx: mpsc::Receiver<oneshot::Sender<std::result::Result<(), ReadError>>>,
+    mut rx: mpsc::Receiver<oneshot::Sender<std::result::Result<u64, ReadError>>>,
     timeout: Duration,
 ) {
     while let Some(first) = rx.recv().await {
@@ -387,7 +514,7 @@ async fn read_batcher(
             Err(_) => Err(ReadError::Unavailable(format!(
                 "leadership not confirmed by a quorum within {timeout:?}"
             ))),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(read_log_id)) => Ok(read_log_id.map_or(0, |l| l.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(ReadError::NotLeader {
                     leader_id: f.leader_id,

@@ -266,8 +266,21 @@ impl StateView {
 
     /// Subscribes to changes of `targets` from `start_revision` (inclusive; 0 =
     /// snapshot of the current state first). See DESIGN.md's watch guarantees.
-    /// `Error::OutOfRange` if `start_revision` > current revision + 1.
-    pub async fn watch(&self, targets: Vec<Target>, start_revision: u64) -> Result<Subscription> {
+    ///
+    /// A node serves `start_revision` only once it has applied the revision
+    /// before it: a node that is behind (a follower, or one catching up after
+    /// a restart) waits up to `catch_up` for that. `Error::OutOfRange` if
+    /// `start_revision` is still beyond this node's revision + 1 then.
+    pub async fn watch(
+        &self,
+        targets: Vec<Target>,
+        start_revision: u64,
+        catch_up: Duration,
+    ) -> Result<Subscription> {
+        let needed = start_revision.saturating_sub(1);
+        if needed > self.revision() && !catch_up.is_zero() {
+            self.wait_for_revision(needed, catch_up).await;
+        }
         Subscription::start(self.shared.clone(), targets, start_revision)
     }
 

@@ -283,7 +283,10 @@ async fn watch_delivers_in_order_catches_up_and_snapshots_when_compacted() {
     let targets = vec!["pay/prod/".parse().expect("prefix")];
 
     // From revision 3: replayed from the window.
-    let mut w = view.watch(targets.clone(), 3).await.expect("watch");
+    let mut w = view
+        .watch(targets.clone(), 3, Duration::ZERO)
+        .await
+        .expect("watch");
     let revs = [next_change(&mut w).await, next_change(&mut w).await];
     assert_eq!(revs, [3, 4]);
 
@@ -293,7 +296,10 @@ async fn watch_delivers_in_order_catches_up_and_snapshots_when_compacted() {
     assert_eq!(next_change(&mut w).await, 5);
 
     // Start revision 0: a snapshot at the current revision first.
-    let mut w0 = view.watch(targets.clone(), 0).await.expect("watch");
+    let mut w0 = view
+        .watch(targets.clone(), 0, Duration::ZERO)
+        .await
+        .expect("watch");
     match w0.next().await.expect("item") {
         WatchItem::Snapshot {
             revision, entries, ..
@@ -305,7 +311,10 @@ async fn watch_delivers_in_order_catches_up_and_snapshots_when_compacted() {
     }
 
     // Window is 4 revisions: revision 1 is compacted away -> snapshot, never an error.
-    let mut old = view.watch(targets.clone(), 1).await.expect("watch");
+    let mut old = view
+        .watch(targets.clone(), 1, Duration::ZERO)
+        .await
+        .expect("watch");
     assert!(matches!(
         old.next().await.expect("item"),
         WatchItem::Snapshot {
@@ -316,7 +325,7 @@ async fn watch_delivers_in_order_catches_up_and_snapshots_when_compacted() {
 
     // Beyond current + 1 is out of range.
     assert!(matches!(
-        view.watch(targets, 7).await,
+        view.watch(targets, 7, Duration::ZERO).await,
         Err(Error::OutOfRange { .. })
     ));
 }

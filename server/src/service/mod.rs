@@ -41,6 +41,9 @@ pub struct ServiceSettings {
     pub watch_queue: usize,
     /// How long a serializable read waits for `min_revision` to be applied here.
     pub min_revision_wait: Duration,
+    /// How long a watch on a node that is not the leader waits for the node
+    /// to apply the revision before its start revision.
+    pub watch_catch_up_wait: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -49,6 +52,7 @@ impl Default for ServiceSettings {
             watch_send_timeout: Duration::from_secs(30),
             watch_queue: 256,
             min_revision_wait: Duration::from_secs(5),
+            watch_catch_up_wait: Duration::from_secs(5),
         }
     }
 }

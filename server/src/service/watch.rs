@@ -78,11 +78,17 @@ impl WatchService {
             }
         };
         let targets = parse_targets(&sub.paths)?;
-        let subscription = self
-            .ctx
-            .node
+        // The leader knows the newest revision: beyond it + 1 is out of range
+        // at once. Any other node may just be behind: it waits to catch up.
+        let node = &self.ctx.node;
+        let catch_up = if node.leader().leader_id == Some(node.node_id()) {
+            std::time::Duration::ZERO
+        } else {
+            self.ctx.settings.watch_catch_up_wait
+        };
+        let subscription = node
             .state()
-            .watch(targets, sub.start_revision)
+            .watch(targets, sub.start_revision, catch_up)
             .await?;
         debug!(
             client_id = %sub.client_id,
