@@ -6,7 +6,7 @@ use raftconf_api::v1::cluster_client::ClusterClient;
 use raftconf_schema::EnvPath;
 
 use crate::failover::CallKind;
-use crate::types::{ClusterStatus, EnvInfo, TenantInfo};
+use crate::types::{ClusterStatus, EnvInfo, Member, TenantInfo};
 use crate::{Client, Error, Result};
 
 impl Client {
@@ -100,24 +100,25 @@ impl Client {
         Ok(response.environments.into_iter().map(Into::into).collect())
     }
 
-    /// The status of whichever node answers first.
+    /// The status of whichever node answers first, with every member's role,
+    /// applied index, lag and reachability as that node finds them.
     pub async fn status(&self) -> Result<ClusterStatus> {
         let response = self
             .call(
                 CallKind::Read,
                 || "status".to_string(),
-                pb::StatusRequest {},
+                pb::StatusRequest { local_only: false },
                 |ch, r| async move { ClusterClient::new(ch).status(r).await },
             )
             .await?;
         Ok(response.into())
     }
 
-    /// The status of one given endpoint, without failing over (for convergence
-    /// checks across nodes).
+    /// The status of one given endpoint as it sees itself, without failing
+    /// over and without probing the other members (for convergence checks).
     pub async fn status_of(&self, endpoint: &str) -> Result<ClusterStatus> {
         let channel = self.inner.endpoints.channel(endpoint)?;
-        let request = self.request(pb::StatusRequest {}, CallKind::Read);
+        let request = self.request(pb::StatusRequest { local_only: true }, CallKind::Read);
         let timeout = self.options().request_timeout;
         match tokio::time::timeout(timeout, ClusterClient::new(channel).status(request)).await {
             Ok(Ok(response)) => Ok(response.into_inner().into()),
@@ -126,5 +127,69 @@ impl Client {
                 "status of {endpoint}: no answer within {timeout:?}"
             ))),
         }
+    }
+
+    /// Adds node `id` (reached at `peer_addr` by peers and `client_addr` by
+    /// clients) as a learner; it catches up (by snapshot if needed) and, unless
+    /// `learner`, is then made a voter. Returns the membership afterwards.
+    /// Idempotent: adding a member again with the same addresses changes nothing.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), raftconf_client::Error> {
+    /// let client = raftconf_client::Client::connect(["127.0.0.1:7070"]).await?;
+    /// client.add_node(4, "127.0.0.1:7471", "127.0.0.1:7470", false).await?;
+    /// client.remove_node(1).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn add_node(
+        &self,
+        id: u64,
+        peer_addr: &str,
+        client_addr: &str,
+        learner: bool,
+    ) -> Result<Vec<Member>> {
+        let request = pb::AddNodeRequest {
+            id,
+            peer_addr: peer_addr.to_string(),
+            client_addr: client_addr.to_string(),
+            learner,
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("add node {id}"),
+                request,
+                |ch, r| async move { ClusterClient::new(ch).add_node(r).await },
+            )
+            .await?;
+        Ok(response.members.into_iter().map(Member::from).collect())
+    }
+
+    /// Makes learner `id` a voter. Idempotent.
+    pub async fn promote_node(&self, id: u64) -> Result<Vec<Member>> {
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("promote node {id}"),
+                pb::PromoteNodeRequest { id },
+                |ch, r| async move { ClusterClient::new(ch).promote_node(r).await },
+            )
+            .await?;
+        Ok(response.members.into_iter().map(Member::from).collect())
+    }
+
+    /// Removes node `id` (voter or learner, the leader included). Idempotent:
+    /// removing a node that is not a member changes nothing.
+    pub async fn remove_node(&self, id: u64) -> Result<Vec<Member>> {
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("remove node {id}"),
+                pb::RemoveNodeRequest { id },
+                |ch, r| async move { ClusterClient::new(ch).remove_node(r).await },
+            )
+            .await?;
+        Ok(response.members.into_iter().map(Member::from).collect())
     }
 }

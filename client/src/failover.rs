@@ -47,7 +47,8 @@ has_header!(
     pb::ListTenantsResponse,
     pb::CreateEnvironmentResponse,
     pb::ListEnvironmentsResponse,
-    pb::StatusResponse
+    pb::StatusResponse,
+    pb::MembershipResponse
 );
 
 impl Client {

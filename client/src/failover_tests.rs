@@ -222,7 +222,7 @@ async fn reads_fail_over_on_ambiguous_failures() {
         .call(
             CallKind::Read,
             || "status".into(),
-            pb::StatusRequest {},
+            pb::StatusRequest { local_only: true },
             |_ch, _r| {
                 let n = {
                     let mut n = attempts.lock().expect("attempts");

@@ -267,6 +267,30 @@ pub struct Member {
     pub client_addr: String,
     /// Voter (true) or learner.
     pub voter: bool,
+    /// "leader", "follower", "learner", "candidate" as the member reports
+    /// itself; empty when it did not answer.
+    pub role: String,
+    /// The member's applied log index (0 when it did not answer).
+    pub applied_index: u64,
+    /// Log entries it is behind the leader's applied index.
+    pub lag: u64,
+    /// Whether it answered the answering node's probe.
+    pub reachable: bool,
+}
+
+impl From<pb::Member> for Member {
+    fn from(m: pb::Member) -> Self {
+        Member {
+            id: m.id,
+            peer_addr: m.peer_addr,
+            client_addr: m.client_addr,
+            voter: m.voter,
+            role: m.role,
+            applied_index: m.applied_index,
+            lag: m.lag,
+            reachable: m.reachable,
+        }
+    }
 }
 
 /// One node's view of the cluster.
@@ -391,16 +415,7 @@ impl From<pb::StatusResponse> for ClusterStatus {
             revision: s.revision,
             applied_index: s.applied_index,
             committed_index: s.committed_index,
-            members: s
-                .members
-                .into_iter()
-                .map(|m| Member {
-                    id: m.id,
-                    peer_addr: m.peer_addr,
-                    client_addr: m.client_addr,
-                    voter: m.voter,
-                })
-                .collect(),
+            members: s.members.into_iter().map(Member::from).collect(),
             server_version: s.server_version,
             state_digest: s.state_digest,
         }

@@ -310,6 +310,7 @@ async fn a_restart_on_the_same_directory_resumes() {
         .expect("put")
         .into_inner();
     let cluster_id = w.header.expect("header").cluster_id;
+    drop(channel);
     server.shutdown().await;
 
     let (server, channel) = start(dir.path()).await;

@@ -20,9 +20,21 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(4);
 /// reconnects): an operator is waiting.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
+/// How long a membership change may take: adding a node waits until it has
+/// caught up with the leader (by snapshot if needed).
+pub const MEMBERSHIP_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A client for `endpoints`, identified as the CLI and writing as [`author`].
 /// Nothing is dialled until the first call.
 pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
+    connect_with_timeout(endpoints, CALL_TIMEOUT).await
+}
+
+/// [`connect`] with another call timeout.
+pub async fn connect_with_timeout(
+    endpoints: &[String],
+    call_timeout: Duration,
+) -> anyhow::Result<Client> {
     let endpoints: Vec<String> = endpoints
         .iter()
         .map(|e| e.trim().to_string())
@@ -30,7 +42,7 @@ pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
         .collect();
     let options = ClientOptions::default()
         .connect_timeout(CONNECT_TIMEOUT)
-        .call_timeout(CALL_TIMEOUT)
+        .call_timeout(call_timeout)
         .backoff(Duration::from_millis(50), BACKOFF_MAX)
         .author(author())
         .client_id(format!("raftconf-cli-{:016x}", rand::random::<u64>()));

@@ -88,6 +88,44 @@ pub enum Command {
     Watch(WatchArgs),
     /// Show the answering node's view of the cluster.
     Status,
+    /// Cluster membership: add, promote and remove nodes; status.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `raftconf cluster …` (membership changes are sent to the leader).
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Add a node: it joins as a learner, catches up, then becomes a voter
+    /// (unless `--learner`). Start it first with `raftconf server --join`.
+    AddNode {
+        /// The new node's id (never reuse the id of a node whose data was lost).
+        #[arg(long)]
+        id: u64,
+        /// Its peer address, `HOST:PEERPORT`.
+        #[arg(long)]
+        addr: String,
+        /// Its client address, `HOST:PORT`.
+        #[arg(long)]
+        client_addr: String,
+        /// Leave it a learner (serves reads and watches, does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node, voter or learner (the leader included).
+    RemoveNode {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Each member: id, addresses, role, voter/learner, applied index, lag, reachable.
+    Status,
 }
 
 /// `raftconf tenant …`

@@ -11,7 +11,9 @@ use raftconf_schema::{parse_document, validate_name, EnvPath, Format, NsPath, Ta
 
 use super::conn;
 use super::output;
-use super::{Command, ConsistencyArg, DocFormat, EnvCommand, OutputFormat, TenantCommand};
+use super::{
+    ClusterCommand, Command, ConsistencyArg, DocFormat, EnvCommand, OutputFormat, TenantCommand,
+};
 
 /// Runs one operator command against `endpoints`.
 pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> anyhow::Result<()> {
@@ -137,10 +139,26 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let c = conn::connect(endpoints).await?;
             super::watch::run(&c, endpoints, &a.targets, a.from_revision, json).await?;
         }
-        Command::Status => {
+        Command::Status | Command::Cluster(ClusterCommand::Status) => {
             let c = conn::connect(endpoints).await?;
             let status = c.status().await.map_err(failed)?;
             println!("{}", output::status(&status, json));
+        }
+        Command::Cluster(change) => {
+            let c = conn::connect_with_timeout(endpoints, conn::MEMBERSHIP_CALL_TIMEOUT).await?;
+            let members = match change {
+                ClusterCommand::AddNode {
+                    id,
+                    addr,
+                    client_addr,
+                    learner,
+                } => c.add_node(id, &addr, &client_addr, learner).await,
+                ClusterCommand::Promote { id } => c.promote_node(id).await,
+                ClusterCommand::RemoveNode { id } => c.remove_node(id).await,
+                ClusterCommand::Status => unreachable!("handled above"),
+            }
+            .map_err(failed)?;
+            println!("{}", output::members(&members, json));
         }
     }
     Ok(())

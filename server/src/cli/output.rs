@@ -9,7 +9,8 @@
 //!   a snapshot prints one "snapshot" line per namespace, at the snapshot's revision.
 
 use raftconf_client::{
-    ChangeKind, ClusterStatus, Document, EnvInfo, HistoryPage, Listing, TenantInfo, WatchEvent,
+    ChangeKind, ClusterStatus, Document, EnvInfo, HistoryPage, Listing, Member, TenantInfo,
+    WatchEvent,
 };
 use raftconf_schema::canonical_json;
 use serde::Serialize;
@@ -363,6 +364,50 @@ struct MemberJson<'a> {
     peer_addr: &'a str,
     client_addr: &'a str,
     voter: bool,
+    role: &'a str,
+    applied_index: u64,
+    lag: u64,
+    reachable: bool,
+}
+
+impl<'a> From<&'a Member> for MemberJson<'a> {
+    fn from(m: &'a Member) -> Self {
+        MemberJson {
+            id: m.id,
+            peer_addr: &m.peer_addr,
+            client_addr: &m.client_addr,
+            voter: m.voter,
+            role: &m.role,
+            applied_index: m.applied_index,
+            lag: m.lag,
+            reachable: m.reachable,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MembersJson<'a> {
+    members: Vec<MemberJson<'a>>,
+}
+
+/// The membership after a change (`cluster add-node|promote|remove-node`).
+pub fn members(members: &[Member], json: bool) -> String {
+    if json {
+        return to_line(&MembersJson {
+            members: members.iter().map(MemberJson::from).collect(),
+        });
+    }
+    let mut out = String::from("members:");
+    for m in members {
+        out.push_str(&format!(
+            "\n  {} {} client={} peer={}",
+            m.id,
+            if m.voter { "voter" } else { "learner" },
+            m.client_addr,
+            m.peer_addr
+        ));
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -393,16 +438,7 @@ pub fn status(r: &ClusterStatus, json: bool) -> String {
             committed_index: r.committed_index,
             server_version: &r.server_version,
             state_digest: &r.state_digest,
-            members: r
-                .members
-                .iter()
-                .map(|m| MemberJson {
-                    id: m.id,
-                    peer_addr: &m.peer_addr,
-                    client_addr: &m.client_addr,
-                    voter: m.voter,
-                })
-                .collect(),
+            members: r.members.iter().map(MemberJson::from).collect(),
         });
     }
     let leader = if r.leader_id == 0 {
@@ -414,15 +450,37 @@ pub fn status(r: &ClusterStatus, json: bool) -> String {
         "cluster    {cluster_id}\nnode       {}\nleader     {leader}\nterm       {}\nrevision   {}\napplied    {}\ncommitted  {}\nversion    {}\ndigest     {}\nmembers:",
         r.node_id, r.term, r.revision, r.applied_index, r.committed_index, r.server_version, r.state_digest
     );
+    let mut rows = Vec::new();
     for m in &r.members {
-        out.push_str(&format!(
-            "\n  {} {} client={} peer={}",
-            m.id,
-            if m.voter { "voter" } else { "learner" },
-            m.client_addr,
-            m.peer_addr
-        ));
+        rows.push(vec![
+            m.id.to_string(),
+            if m.role.is_empty() {
+                "?".into()
+            } else {
+                m.role.clone()
+            },
+            if m.voter { "voter" } else { "learner" }.into(),
+            m.applied_index.to_string(),
+            m.lag.to_string(),
+            if m.reachable { "yes" } else { "no" }.into(),
+            m.client_addr.clone(),
+            m.peer_addr.clone(),
+        ]);
     }
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "ID",
+            "ROLE",
+            "MEMBER",
+            "APPLIED",
+            "LAG",
+            "REACHABLE",
+            "CLIENT",
+            "PEER",
+        ],
+        rows,
+    ));
     out
 }
 
