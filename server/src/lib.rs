@@ -10,7 +10,8 @@
 //!   [`service::cluster`]) and the Raft peer service on the peer port
 //!   ([`service::peer`]). They share a [`service::ServiceContext`].
 //! - [`network`]: openraft's `RaftNetworkFactory` over the peer service, with
-//!   lazy connections and a deadline on every RPC.
+//!   one lazy connection per peer and a deadline on every RPC.
+//! - [`peers`]: raftconf's own peer calls (`Hello`, `ReadIndex`), with deadlines.
 //! - [`status`]: the one place where errors become `tonic::Status`, with the
 //!   response header and the leader hint in metadata ([`metadata`] names the keys).
 //! - [`delivery`]: what watch subscribers report back (acks, refusals), kept
@@ -27,6 +28,7 @@ pub mod delivery;
 mod error;
 pub mod metadata;
 pub mod network;
+pub mod peers;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -1,13 +1,17 @@
 //! openraft's network over the `RaftPeer` gRPC service.
 //!
 //! [`PeerNetwork`] is the `RaftNetworkFactory`: `new_client` cannot fail, so
-//! it only builds a lazily connecting channel ([`PeerClient`]). Every RPC has
-//! a deadline (a blackholed HTTP/2 stream would otherwise hang replication):
-//! a missed deadline is `RPCError::Timeout`, a transport failure or a refusal
-//! of the envelope is `RPCError::Unreachable` (openraft backs off), and the
-//! remote's Raft error comes back as `RPCError::RemoteError`.
+//! it only hands out the peer's lazily connecting channel ([`PeerClient`]).
+//! [`PeerChannels`] keeps one channel per peer address, shared by Raft
+//! traffic and raftconf's own peer calls ([`crate::peers`]), so a peer is
+//! reached over one connection however often openraft rebuilds its clients.
+//! Every RPC has a deadline (a blackholed HTTP/2 stream would otherwise hang
+//! replication): a missed deadline is `RPCError::Timeout`, a transport
+//! failure or a refusal of the envelope is `RPCError::Unreachable` (openraft
+//! backs off), and the remote's Raft error comes back as `RPCError::RemoteError`.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{
@@ -74,21 +78,68 @@ impl ClusterIdSource {
     }
 }
 
+/// One lazily connecting channel per peer address, shared by every caller
+/// on this node. A channel reconnects by itself after a failure.
+#[derive(Clone)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+}
+
+impl PeerChannels {
+    /// An empty pool whose channels give up connecting after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        PeerChannels {
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `addr` (`host:port`), created on first use. `Err` names
+    /// why the address is unusable.
+    pub fn get(&self, addr: &str) -> Result<Channel, String> {
+        // A panic while holding this short, non-async lock leaves valid data.
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
 /// The `RaftNetworkFactory` of a node.
 #[derive(Clone)]
 pub struct PeerNetwork {
     self_id: NodeId,
     cluster: ClusterIdSource,
     settings: NetworkSettings,
+    channels: PeerChannels,
 }
 
 impl PeerNetwork {
-    /// The network of node `self_id`.
-    pub fn new(self_id: NodeId, cluster: ClusterIdSource, settings: NetworkSettings) -> Self {
+    /// The network of node `self_id`, reaching peers through `channels`.
+    pub fn new(
+        self_id: NodeId,
+        cluster: ClusterIdSource,
+        settings: NetworkSettings,
+        channels: PeerChannels,
+    ) -> Self {
         PeerNetwork {
             self_id,
             cluster,
             settings,
+            channels,
         }
     }
 }
@@ -97,24 +148,15 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let client = Endpoint::from_shared(format!("http://{}", node.peer_addr))
-            .map(|e| {
-                let channel = e
-                    .connect_timeout(self.settings.connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .connect_lazy();
+        let client = self
+            .channels
+            .get(&node.peer_addr)
+            .map(|channel| {
                 RaftPeerClient::new(channel)
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
             })
-            .map_err(|e| {
-                format!(
-                    "bad peer address {:?} of node {target}: {e}",
-                    node.peer_addr
-                )
-            });
+            .map_err(|e| format!("node {target}: {e}"));
         if let Err(e) = &client {
             tracing::warn!(target, error = %e, "peer unreachable by configuration");
         }
@@ -300,6 +342,20 @@ mod tests {
         ) -> Result<Response<PeerMessage>, Status> {
             Err(Status::unimplemented("test"))
         }
+
+        async fn hello(
+            &self,
+            _r: Request<raftconf_api::internal::HelloRequest>,
+        ) -> Result<Response<raftconf_api::internal::HelloReply>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+
+        async fn read_index(
+            &self,
+            _r: Request<raftconf_api::internal::ReadIndexRequest>,
+        ) -> Result<Response<raftconf_api::internal::ReadIndexReply>, Status> {
+            Err(Status::unimplemented("test"))
+        }
     }
 
     async fn serve(peer: Peer) -> String {
@@ -318,7 +374,8 @@ mod tests {
             vote_timeout: Duration::from_millis(300),
             ..NetworkSettings::default()
         };
-        let mut net = PeerNetwork::new(1, ClusterIdSource::new(), settings);
+        let channels = PeerChannels::new(settings.connect_timeout);
+        let mut net = PeerNetwork::new(1, ClusterIdSource::new(), settings, channels);
         let node = NodeInfo {
             peer_addr,
             client_addr: String::new(),

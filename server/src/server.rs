@@ -30,11 +30,11 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::delivery::DeliveryRegistry;
-use crate::network::{ClusterIdSource, NetworkSettings, PeerNetwork};
+use crate::network::{ClusterIdSource, NetworkSettings, PeerChannels, PeerNetwork};
 use crate::service::admin::AdminService;
 use crate::service::cluster::ClusterService;
 use crate::service::config::ConfigService;
-use crate::service::peer::{PeerService, MAX_PEER_MESSAGE_BYTES};
+use crate::service::peer::{PeerGate, PeerService, MAX_PEER_MESSAGE_BYTES};
 use crate::service::watch::WatchService;
 use crate::service::{ServiceContext, ServiceSettings};
 use crate::{Error, Result};
@@ -170,8 +170,25 @@ impl RunningServer {
             "starting raftconf server"
         );
 
+        let me = NodeInfo {
+            peer_addr: config
+                .advertise_peer
+                .clone()
+                .unwrap_or_else(|| peer_addr.to_string()),
+            client_addr: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| client_addr.to_string()),
+        };
+
         let cluster = ClusterIdSource::new();
-        let network = PeerNetwork::new(config.node_id, cluster.clone(), config.network.clone());
+        let channels = PeerChannels::new(config.network.connect_timeout);
+        let network = PeerNetwork::new(
+            config.node_id,
+            cluster.clone(),
+            config.network.clone(),
+            channels,
+        );
         let node =
             RaftNode::open(NodeConfig::new(config.node_id, &config.data_dir), network).await?;
         cluster.set(node.state().clone());
@@ -185,7 +202,9 @@ impl RunningServer {
         });
 
         let (stop_peer, peer_stopped) = oneshot::channel::<()>();
-        let peer_service = RaftPeerServer::new(PeerService::new(node.clone()))
+        let gate = PeerGate::new();
+        gate.open();
+        let peer_service = RaftPeerServer::new(PeerService::new(node.clone(), me.clone(), gate))
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         let peer_task = tokio::spawn(
@@ -242,16 +261,6 @@ impl RunningServer {
         // Multi-node start-up (`--peers`, joining) comes later; for now a node
         // with no cluster founds a single-node one.
         if !server.node.is_initialized().await? {
-            let me = NodeInfo {
-                peer_addr: config
-                    .advertise_peer
-                    .clone()
-                    .unwrap_or_else(|| peer_addr.to_string()),
-                client_addr: config
-                    .advertise
-                    .clone()
-                    .unwrap_or_else(|| client_addr.to_string()),
-            };
             info!(node_id = config.node_id, node = %me, "initialising a new single-node cluster");
             server
                 .node
