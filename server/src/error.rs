@@ -48,6 +48,28 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `--peers` is malformed or does not name this node.
+    #[error("invalid --peers: {0}")]
+    Peers(String),
+    /// The data directory is empty but the cluster already has a member with
+    /// this node's id: the node forgot its vote and log.
+    #[error(
+        "refusing to start: node {node_id} has an empty data directory ({data_dir}) but the \
+         cluster already has a member {node_id} (node {seen_by} at {seen_at} says so); this node \
+         has lost its vote and log and must not rejoin under its old id: remove member \
+         {node_id} (raftconf cluster remove-node --id {node_id}), then start this node with a \
+         new --node-id and --join and add it (raftconf cluster add-node)"
+    )]
+    IdentityTaken {
+        /// This node's id.
+        node_id: u64,
+        /// Its (empty) data directory.
+        data_dir: String,
+        /// The peer that knows the id.
+        seen_by: u64,
+        /// That peer's address.
+        seen_at: String,
+    },
     /// The Raft node failed to open, initialise or run.
     #[error("raft: {0}")]
     Raft(#[from] raftconf_raft::Error),

@@ -4,7 +4,10 @@
 //! How the pieces fit:
 //!
 //! - [`server`]: wiring. Binds the client and peer listeners, opens the node,
-//!   initialises a fresh cluster, serves, and shuts everything down in order.
+//!   serves, and shuts everything down in order.
+//! - [`bootstrap`]: how a starting node becomes part of a cluster: found a
+//!   single-node one, form the `--peers` cluster exactly once, wait to be
+//!   added (`--join`), or refuse an empty data directory under a known id.
 //! - [`service`]: one module per gRPC service on the client port
 //!   ([`service::config`], [`service::admin`], [`service::watch`],
 //!   [`service::cluster`]) and the Raft peer service on the peer port
@@ -22,6 +25,7 @@
 //! Must not depend on raft internals beyond the `raftconf-raft` facade
 //! (`RaftNode`, `StateView`, the command set); `anyhow` only in [`cli`] and `main`.
 
+pub mod bootstrap;
 pub mod cli;
 pub mod convert;
 pub mod delivery;

@@ -2,10 +2,13 @@
 //!
 //! [`RunningServer::start`] binds both listeners first (so a busy port fails
 //! fast, before any state is touched), opens the [`RaftNode`], serves the peer
-//! and client ports, and initialises a fresh single-node cluster. [`run`]
-//! adds readiness (health `SERVING` once a leader and the cluster id are
-//! known) and the shutdown order: health `NOT_SERVING` → watch streams end
-//! with `UNAVAILABLE` → the client port stops → Raft stops → the peer port stops.
+//! port (closed to peer traffic until a fresh node has checked its identity
+//! with its peers), serves the client port, and follows the start-up plan of
+//! [`crate::bootstrap`]: found a single-node cluster, form the `--peers`
+//! cluster, or wait to be contacted. [`run`] adds readiness (health
+//! `SERVING` once a leader and the cluster id are known) and the shutdown
+//! order: health `NOT_SERVING` → watch streams end with `UNAVAILABLE` → the
+//! client port stops → Raft stops → the peer port stops.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,8 +32,10 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::bootstrap::{self, Plan};
 use crate::delivery::DeliveryRegistry;
 use crate::network::{ClusterIdSource, NetworkSettings, PeerChannels, PeerNetwork};
+use crate::peers::Peers;
 use crate::service::admin::AdminService;
 use crate::service::cluster::ClusterService;
 use crate::service::config::ConfigService;
@@ -70,6 +75,11 @@ pub struct ServerConfig {
     pub advertise_peer: Option<String>,
     /// Where the node keeps its log, state and snapshots.
     pub data_dir: PathBuf,
+    /// The initial cluster (`--peers`): node id → peer address, this node
+    /// included. Used only on the first start; empty for a single-node cluster.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Never initialise a cluster: wait to be added by an operator (`--join`).
+    pub join: bool,
     /// Allow non-loopback listen addresses (there is no auth yet).
     pub insecure: bool,
     /// Service tunables (watch send timeout, …).
@@ -91,6 +101,8 @@ impl ServerConfig {
             advertise: None,
             advertise_peer: None,
             data_dir: PathBuf::from("raftconf-data"),
+            peers: BTreeMap::new(),
+            join: false,
             insecure: false,
             services: ServiceSettings::default(),
             network: NetworkSettings::default(),
@@ -145,12 +157,16 @@ pub struct RunningServer {
     peer_task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop_client: oneshot::Sender<()>,
     stop_peer: oneshot::Sender<()>,
+    /// The founder's cluster formation, while it waits for the other nodes.
+    bootstrap_task: Option<JoinHandle<()>>,
     grace: Duration,
 }
 
 impl RunningServer {
-    /// Binds, opens the node, serves, and initialises a fresh cluster.
+    /// Binds, opens the node, serves, and joins or forms a cluster (see
+    /// [`crate::bootstrap`]).
     pub async fn start(config: ServerConfig) -> Result<Self> {
+        bootstrap::validate_peers(config.node_id, &config.peers)?;
         let client_want = resolve_listen("clients", &config.listen, config.insecure).await?;
         let peer_want = resolve_listen("peers", &config.peer_listen, config.insecure).await?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
@@ -169,11 +185,13 @@ impl RunningServer {
             data_dir = %config.data_dir.display(),
             "starting raftconf server"
         );
-
+        // How others reach this node: as advertised, else as --peers lists
+        // it, else the bound addresses.
         let me = NodeInfo {
             peer_addr: config
                 .advertise_peer
                 .clone()
+                .or_else(|| config.peers.get(&config.node_id).cloned())
                 .unwrap_or_else(|| peer_addr.to_string()),
             client_addr: config
                 .advertise
@@ -187,26 +205,19 @@ impl RunningServer {
             config.node_id,
             cluster.clone(),
             config.network.clone(),
-            channels,
+            channels.clone(),
         );
         let node =
             RaftNode::open(NodeConfig::new(config.node_id, &config.data_dir), network).await?;
         cluster.set(node.state().clone());
-
-        let (watch_shutdown, shutdown_rx) = watch::channel(false);
-        let ctx = Arc::new(ServiceContext {
-            node: node.clone(),
-            settings: config.services.clone(),
-            delivery: Arc::new(DeliveryRegistry::new(DELIVERY_CAPACITY)),
-            shutdown: shutdown_rx,
-        });
+        let peers = Peers::new(config.node_id, cluster, channels);
 
         let (stop_peer, peer_stopped) = oneshot::channel::<()>();
         let gate = PeerGate::new();
-        gate.open();
-        let peer_service = RaftPeerServer::new(PeerService::new(node.clone(), me.clone(), gate))
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let peer_service =
+            RaftPeerServer::new(PeerService::new(node.clone(), me.clone(), gate.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         let peer_task = tokio::spawn(
             Server::builder()
                 .add_service(peer_service)
@@ -217,6 +228,31 @@ impl RunningServer {
                     },
                 ),
         );
+
+        let initialized = node.is_initialized().await?;
+        if !initialized {
+            let others: BTreeMap<NodeId, String> = config
+                .peers
+                .iter()
+                .filter(|(id, _)| **id != config.node_id)
+                .map(|(id, addr)| (*id, addr.clone()))
+                .collect();
+            let dir = config.data_dir.display().to_string();
+            if let Err(e) = bootstrap::check_identity(&peers, config.node_id, &dir, &others).await {
+                let _ = stop_peer.send(());
+                node.shutdown().await;
+                return Err(e);
+            }
+        }
+        gate.open();
+
+        let (watch_shutdown, shutdown_rx) = watch::channel(false);
+        let ctx = Arc::new(ServiceContext {
+            node: node.clone(),
+            settings: config.services.clone(),
+            delivery: Arc::new(DeliveryRegistry::new(DELIVERY_CAPACITY)),
+            shutdown: shutdown_rx,
+        });
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::NotServing).await;
@@ -246,7 +282,7 @@ impl RunningServer {
                 ),
         );
 
-        let server = RunningServer {
+        let mut server = RunningServer {
             client_addr,
             peer_addr,
             node,
@@ -256,16 +292,35 @@ impl RunningServer {
             peer_task,
             stop_client,
             stop_peer,
+            bootstrap_task: None,
             grace: config.shutdown_grace,
         };
-        // Multi-node start-up (`--peers`, joining) comes later; for now a node
-        // with no cluster founds a single-node one.
-        if !server.node.is_initialized().await? {
-            info!(node_id = config.node_id, node = %me, "initialising a new single-node cluster");
-            server
-                .node
-                .initialize(BTreeMap::from([(config.node_id, me)]))
-                .await?;
+        let id = config.node_id;
+        match bootstrap::plan(id, initialized, &config.peers, config.join) {
+            Plan::Member => {
+                if !config.peers.is_empty() {
+                    info!("this node is already a cluster member; --peers is ignored");
+                }
+            }
+            Plan::FoundSingle => {
+                info!(node_id = id, node = %me, "initialising a new single-node cluster");
+                server.node.initialize(BTreeMap::from([(id, me)])).await?;
+            }
+            Plan::FoundCluster => {
+                let node = server.node.clone();
+                let initial = config.peers.clone();
+                server.bootstrap_task = Some(tokio::spawn(async move {
+                    if let Err(e) = bootstrap::form_cluster(node, peers, me, initial).await {
+                        tracing::error!(error = %e, "forming the cluster failed");
+                    }
+                }));
+            }
+            Plan::AwaitFounder { founder } => {
+                info!(founder, "waiting for node {founder} to form the cluster");
+            }
+            Plan::AwaitAdd => {
+                info!(node_id = id, node = %me, "waiting to be added to a cluster (raftconf cluster add-node)");
+            }
         }
         Ok(server)
     }
@@ -322,6 +377,9 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         info!("shutting down");
         set_health(&self.health, ServingStatus::NotServing).await;
+        if let Some(task) = self.bootstrap_task.take() {
+            task.abort();
+        }
         let _ = self.watch_shutdown.send(true);
         let _ = self.stop_client.send(());
         stop_task("clients", &mut self.client_task, self.grace).await;

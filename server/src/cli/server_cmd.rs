@@ -1,10 +1,12 @@
 //! `raftconf server`: the flags of a node, and running it until Ctrl-C or SIGTERM.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::bootstrap;
 use crate::server::{self, ServerConfig};
 
 /// Log output format.
@@ -59,9 +61,33 @@ pub struct ServerArgs {
     #[arg(long, env = "RAFTCONF_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
 
-    /// Peer address to announce to other nodes (default: the bound --peer-listen address).
+    /// Peer address to announce to other nodes (default: this node's entry
+    /// in --peers, else the bound --peer-listen address).
     #[arg(long, env = "RAFTCONF_ADVERTISE_PEER_ADDR")]
     pub advertise_peer_addr: Option<String>,
+
+    /// The initial cluster, this node included: `1=HOST:PEERPORT,2=…,3=…`.
+    /// Used on the first start only (the cluster forms once, whatever the
+    /// order the nodes start in; the lowest id forms it); later starts use
+    /// the membership kept in the data directory. Without it a fresh node
+    /// founds a single-node cluster.
+    #[arg(long, env = "RAFTCONF_PEERS", value_parser = parse_peers)]
+    pub peers: Option<Peers>,
+
+    /// Join an existing cluster: never form one, wait to be added
+    /// (`raftconf cluster add-node`). With --peers, a node whose data
+    /// directory is empty also checks that the cluster does not already know
+    /// its id.
+    #[arg(long, env = "RAFTCONF_JOIN")]
+    pub join: bool,
+}
+
+/// The parsed `--peers` list: node id → peer address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers(pub BTreeMap<u64, String>);
+
+fn parse_peers(text: &str) -> Result<Peers, String> {
+    bootstrap::parse_peers(text).map(Peers)
 }
 
 impl ServerArgs {
@@ -75,6 +101,8 @@ impl ServerArgs {
         config.insecure = self.insecure;
         config.advertise = self.advertise_addr.clone();
         config.advertise_peer = self.advertise_peer_addr.clone();
+        config.peers = self.peers.clone().map(|p| p.0).unwrap_or_default();
+        config.join = self.join;
         config.services.watch_send_timeout = self.watch_send_timeout;
         config
     }
@@ -141,5 +169,33 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./raftconf-data"));
         assert_eq!(c.services.watch_send_timeout, Duration::from_secs(30));
         assert!(!c.insecure);
+        assert!(
+            c.peers.is_empty() && !c.join,
+            "a single-node cluster by default"
+        );
+    }
+
+    #[test]
+    fn peers_and_join_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            s: ServerArgs,
+        }
+        let t = T::try_parse_from([
+            "t",
+            "--node-id",
+            "2",
+            "--peers",
+            "1=127.0.0.1:7071,2=127.0.0.1:7171,3=127.0.0.1:7271",
+        ])
+        .expect("parses");
+        let c = t.s.to_config();
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.peers[&3], "127.0.0.1:7271");
+        assert!(T::try_parse_from(["t", "--peers", "1=a:1,1=b:2"]).is_err());
+        let t = T::try_parse_from(["t", "--join"]).expect("parses");
+        assert!(t.s.to_config().join);
     }
 }

@@ -9,8 +9,9 @@
 //! message carries the sender's cluster id: two clusters never mix.
 //!
 //! The service answers nothing but `UNAVAILABLE` until its [`PeerGate`]
-//! opens: a starting node may need to check something with its peers before
-//! it takes a vote or a log entry.
+//! opens: a node with an empty data directory first checks with its peers
+//! that the cluster does not already know its id (see [`crate::bootstrap`]),
+//! and must not take a vote or a log entry before that.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
