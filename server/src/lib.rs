@@ -15,6 +15,8 @@
 //! - [`network`]: openraft's `RaftNetworkFactory` over the peer service, with
 //!   one lazy connection per peer and a deadline on every RPC.
 //! - [`peers`]: raftconf's own peer calls (`Hello`, `ReadIndex`), with deadlines.
+//! - [`forward`]: any node answers: writes forwarded to the leader, read
+//!   indexes fetched from it, bounded waits during elections.
 //! - [`status`]: the one place where errors become `tonic::Status`, with the
 //!   response header and the leader hint in metadata ([`metadata`] names the keys).
 //! - [`delivery`]: what watch subscribers report back (acks, refusals), kept
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod convert;
 pub mod delivery;
 mod error;
+pub mod forward;
 pub mod metadata;
 pub mod network;
 pub mod peers;

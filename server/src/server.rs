@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::bootstrap::{self, Plan};
 use crate::delivery::DeliveryRegistry;
+use crate::forward::Forwarder;
 use crate::network::{ClusterIdSource, NetworkSettings, PeerChannels, PeerNetwork};
 use crate::peers::Peers;
 use crate::service::admin::AdminService;
@@ -252,6 +253,8 @@ impl RunningServer {
             settings: config.services.clone(),
             delivery: Arc::new(DeliveryRegistry::new(DELIVERY_CAPACITY)),
             shutdown: shutdown_rx,
+            forwarder: Forwarder::new(config.network.connect_timeout),
+            peers: peers.clone(),
         });
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -1,9 +1,11 @@
 //! The `Admin` service: tenants and environments. Creating one is a write
-//! (it takes a revision); listing is a linearizable read.
+//! (it takes a revision; a node that does not lead forwards it to the
+//! leader); listing is a linearizable read.
 
 use std::sync::Arc;
 
 use raftconf_api::v1 as pb;
+use raftconf_api::v1::admin_client::AdminClient;
 use raftconf_api::v1::admin_server::Admin;
 use raftconf_raft::command::ENTRY_FORMAT_VERSION;
 use raftconf_raft::{Command, Request as RaftRequest};
@@ -11,8 +13,9 @@ use raftconf_schema::validate_name;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::{author, check_message, now_ms, write_id, ServiceContext};
+use super::{check_message, now_ms, write_id, ServiceContext};
 use crate::convert;
+use crate::forward::serve_write;
 use crate::status::ApiError;
 
 /// The `raftconf.v1.Admin` service.
@@ -56,14 +59,14 @@ impl AdminService {
     async fn create_tenant_inner(
         &self,
         author: String,
-        req: pb::CreateTenantRequest,
+        req: &pb::CreateTenantRequest,
     ) -> Result<pb::CreateTenantResponse, ApiError> {
         validate_name("tenant", &req.name)?;
         let command = Command::CreateTenant {
             tenant: req.name.clone(),
         };
         let revision = self
-            .propose(author, req.write_id, req.message, command)
+            .propose(author, req.write_id.clone(), req.message.clone(), command)
             .await?;
         info!(tenant = %req.name, revision, "tenant created");
         Ok(pb::CreateTenantResponse {
@@ -75,7 +78,7 @@ impl AdminService {
     async fn create_environment_inner(
         &self,
         author: String,
-        req: pb::CreateEnvironmentRequest,
+        req: &pb::CreateEnvironmentRequest,
     ) -> Result<pb::CreateEnvironmentResponse, ApiError> {
         validate_name("tenant", &req.tenant)?;
         validate_name("environment", &req.name)?;
@@ -84,7 +87,7 @@ impl AdminService {
             env: req.name.clone(),
         };
         let revision = self
-            .propose(author, req.write_id, req.message, command)
+            .propose(author, req.write_id.clone(), req.message.clone(), command)
             .await?;
         info!(tenant = %req.tenant, env = %req.name, revision, "environment created");
         Ok(pb::CreateEnvironmentResponse {
@@ -123,11 +126,17 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
-        let author = author(request.metadata());
-        self.create_tenant_inner(author, request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.create_tenant_inner(author, &req)),
+            |channel, req| {
+                Box::pin(async move { AdminClient::new(channel).create_tenant(req).await })
+            },
+        )
+        .await
     }
 
     #[instrument(skip_all)]
@@ -146,11 +155,17 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateEnvironmentRequest>,
     ) -> Result<Response<pb::CreateEnvironmentResponse>, Status> {
-        let author = author(request.metadata());
-        self.create_environment_inner(author, request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.create_environment_inner(author, &req)),
+            |channel, req| {
+                Box::pin(async move { AdminClient::new(channel).create_environment(req).await })
+            },
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(tenant = %request.get_ref().tenant))]

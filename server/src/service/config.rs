@@ -2,11 +2,13 @@
 //!
 //! Writes are checked here first (path, document, limits) so that a bad
 //! request is refused with a precise reason before anything is proposed;
-//! apply checks again, deterministically, on every node.
+//! apply checks again, deterministically, on every node. A node that does
+//! not lead forwards writes to the leader ([`crate::forward`]).
 
 use std::sync::Arc;
 
 use raftconf_api::v1 as pb;
+use raftconf_api::v1::config_client::ConfigClient;
 use raftconf_api::v1::config_server::Config;
 use raftconf_raft::command::ENTRY_FORMAT_VERSION;
 use raftconf_raft::{Command, Precondition, Request as RaftRequest};
@@ -14,14 +16,17 @@ use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument};
 
-use super::{author, check_message, now_ms, write_id, ServiceContext};
+use super::{check_message, now_ms, write_id, ServiceContext};
 use crate::convert;
+use crate::forward::serve_write;
 use crate::status::ApiError;
 
 /// Default `HistoryRequest.page_size`.
 pub const HISTORY_PAGE_DEFAULT: usize = 50;
 /// Largest `HistoryRequest.page_size`.
 pub const HISTORY_PAGE_MAX: usize = 1000;
+/// Largest put forwarded to the leader: what this node accepts from clients.
+const MAX_FORWARDED_BYTES: usize = MAX_DOCUMENT_TEXT_BYTES + 64 * 1024;
 
 /// The `raftconf.v1.Config` service.
 pub struct ConfigService {
@@ -81,7 +86,7 @@ impl ConfigService {
     async fn put_inner(
         &self,
         author: String,
-        req: pb::PutRequest,
+        req: &pb::PutRequest,
     ) -> Result<pb::PutResponse, ApiError> {
         let path: NsPath = req.path.parse()?;
         check_message(&req.message)?;
@@ -109,7 +114,13 @@ impl ConfigService {
             precondition,
         };
         let applied = self
-            .propose(&path, author, req.write_id, req.message, command)
+            .propose(
+                &path,
+                author,
+                req.write_id.clone(),
+                req.message.clone(),
+                command,
+            )
             .await?;
         // Per-write lines are debug: history is the audit trail, and an info
         // line per write costs a log write on the hot path.
@@ -143,7 +154,7 @@ impl ConfigService {
     async fn delete_inner(
         &self,
         author: String,
-        req: pb::DeleteRequest,
+        req: &pb::DeleteRequest,
     ) -> Result<pb::DeleteResponse, ApiError> {
         let path: NsPath = req.path.parse()?;
         check_message(&req.message)?;
@@ -155,7 +166,13 @@ impl ConfigService {
             },
         };
         let applied = self
-            .propose(&path, author, req.write_id, req.message, command)
+            .propose(
+                &path,
+                author,
+                req.write_id.clone(),
+                req.message.clone(),
+                command,
+            )
             .await?;
         debug!(path = %path, revision = applied.revision, version = applied.version, "delete applied");
         Ok(pb::DeleteResponse {
@@ -269,11 +286,22 @@ impl Config for ConfigService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let author = author(request.metadata());
-        self.put_inner(author, request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.put_inner(author, &req)),
+            |channel, req| {
+                Box::pin(async move {
+                    ConfigClient::new(channel)
+                        .max_encoding_message_size(MAX_FORWARDED_BYTES)
+                        .put(req)
+                        .await
+                })
+            },
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(path = %request.get_ref().path))]
@@ -281,11 +309,15 @@ impl Config for ConfigService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let author = author(request.metadata());
-        self.delete_inner(author, request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.delete_inner(author, &req)),
+            |channel, req| Box::pin(async move { ConfigClient::new(channel).delete(req).await }),
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(path = %request.get_ref().path))]

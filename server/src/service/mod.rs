@@ -7,9 +7,15 @@
 //! - [`peer`]: Raft traffic between nodes (on the peer port only).
 //!
 //! Every service holds an `Arc<`[`ServiceContext`]`>`: the node, the tunables,
-//! the delivery registry and the shutdown signal. Service methods do their
-//! work in a function returning [`ApiError`], and convert it to a `Status` in
-//! one call ([`ServiceContext::status`]) so every error carries the header.
+//! the delivery registry, the shutdown signal, and the means to reach the
+//! leader ([`crate::forward`]). Service methods do their work in a function
+//! returning [`ApiError`], and convert it to a `Status` in one call
+//! ([`ServiceContext::status`]) so every error carries the header.
+//!
+//! Any node answers: writes on a node that does not lead are forwarded to
+//! the leader ([`crate::forward::serve_write`]); linearizable reads get a
+//! read index from the leader and are served from the local state
+//! ([`ServiceContext::read_revision`]).
 
 pub mod admin;
 pub mod cluster;
@@ -28,7 +34,9 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use crate::delivery::DeliveryRegistry;
+use crate::forward::{self, Forwarder};
 use crate::metadata;
+use crate::peers::Peers;
 use crate::status::{self, ApiError};
 
 /// Tunables of the client-facing services.
@@ -44,6 +52,9 @@ pub struct ServiceSettings {
     /// How long a watch on a node that is not the leader waits for the node
     /// to apply the revision before its start revision.
     pub watch_catch_up_wait: Duration,
+    /// How long a write or a linearizable read waits for a leader to be
+    /// elected (or to become reachable) before it fails with `UNAVAILABLE`.
+    pub election_wait: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -53,6 +64,7 @@ impl Default for ServiceSettings {
             watch_queue: 256,
             min_revision_wait: Duration::from_secs(5),
             watch_catch_up_wait: Duration::from_secs(5),
+            election_wait: Duration::from_secs(3),
         }
     }
 }
@@ -68,6 +80,10 @@ pub struct ServiceContext {
     /// Becomes `true` when the server shuts down: watch streams end with
     /// `UNAVAILABLE` so their clients resume on another node.
     pub shutdown: signal::Receiver<bool>,
+    /// Connections to the leader's client port, for forwarded writes.
+    pub forwarder: Forwarder,
+    /// Calls to other nodes' peer ports (read index).
+    pub peers: Peers,
 }
 
 impl ServiceContext {
@@ -102,8 +118,9 @@ impl ServiceContext {
         status::to_status(err, &self.current_header())
     }
 
-    /// The revision to serve a read at: after a read barrier for linearizable
-    /// reads; for serializable ones after waiting (bounded) for `min_revision`.
+    /// The revision to serve a read at: for linearizable reads after a read
+    /// barrier (on the leader) or the leader's read index (elsewhere); for
+    /// serializable ones after waiting (bounded) for `min_revision`.
     pub async fn read_revision(
         &self,
         consistency: i32,
@@ -126,10 +143,7 @@ impl ServiceContext {
                 Ok(state.revision())
             }
             // Unknown values get the strongest guarantee.
-            _ => {
-                let barrier = self.node.read_barrier().await?;
-                Ok(state.revision().max(barrier))
-            }
+            _ => forward::linearizable_revision(self).await,
         }
     }
 }
