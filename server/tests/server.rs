@@ -24,7 +24,24 @@ async fn start(dir: &std::path::Path) -> (RunningServer, Channel) {
     config.listen = "127.0.0.1:0".into();
     config.peer_listen = "127.0.0.1:0".into();
     config.data_dir = dir.join("data");
-    let server = RunningServer::start(config).await.expect("server starts");
+    // In-process restarts only: tasks of the previous server on this
+    // directory (a watch pump, the cluster-id recorder) drop their handles on
+    // the state a moment after shutdown returns, and until then sled's file
+    // lock is held. Retry on that error alone, within the deadline. (A real
+    // restart is a new process: the lock went with the old one.)
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let server = loop {
+        match RunningServer::start(config.clone()).await {
+            Ok(server) => break server,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("server starts: {e}"),
+        }
+    };
     tokio::time::timeout(DEADLINE, server.wait_ready())
         .await
         .expect("ready in time");

@@ -2,8 +2,11 @@
 //!
 //! [`Server`] runs the real `raftconf` binary on ports the OS picked, with its
 //! own temp data directory and log file; it can be SIGKILLed and restarted on
-//! the same data directory. [`cli`] runs the same binary as the operator CLI
-//! with `-o json`. Nothing here is mocked: these are the processes a user runs.
+//! the same data directory. [`Cluster`] runs several of them as one cluster
+//! (`--peers`), started in a seeded random order. [`cli`] runs the same
+//! binary as the operator CLI with `-o json`. Nothing here is mocked: these
+//! are the processes a user runs. When a test fails, every node's temp dir
+//! (data and logs) is kept and its path printed.
 //!
 //! The binary is found next to the test executable (`target/<profile>/raftconf`,
 //! built by `cargo test --workspace`), or at `$RAFTCONF_BIN`.
@@ -14,6 +17,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 /// Path of the `raftconf` binary under test.
 pub fn binary() -> PathBuf {
@@ -48,6 +53,8 @@ pub fn free_port() -> u16 {
 
 /// One `raftconf server` process.
 pub struct Server {
+    /// Its node id.
+    pub node_id: u64,
     /// Client address, `127.0.0.1:PORT`.
     pub addr: String,
     /// Peer address.
@@ -56,6 +63,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Where the server's stdout/stderr go (kept on failure for the postmortem).
     pub log_path: PathBuf,
+    /// Flags added to `raftconf server` (e.g. `--peers …`).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     restarts: u32,
@@ -64,34 +73,73 @@ pub struct Server {
 impl Server {
     /// Starts a single-node server in a fresh temp dir and waits until it serves.
     pub fn start() -> Result<Server> {
-        let tmp = tempfile::Builder::new().prefix("raftconf-it-").tempdir()?;
-        let data_dir = tmp.path().join("data");
-        let mut s = Server {
-            addr: format!("127.0.0.1:{}", free_port()),
-            peer_addr: format!("127.0.0.1:{}", free_port()),
-            log_path: tmp.path().join("server-0.log"),
-            data_dir,
-            child: None,
-            _tmp: Some(tmp),
-            restarts: 0,
-        };
+        let mut s = Server::prepare(1)?;
         s.spawn()?;
+        s.wait_ready(Duration::from_secs(30))?;
         Ok(s)
     }
 
-    fn spawn(&mut self) -> Result<()> {
+    /// A server not started yet: node `node_id`, ports picked, its own temp dir.
+    pub fn prepare(node_id: u64) -> Result<Server> {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("raftconf-it-n{node_id}-"))
+            .tempdir()?;
+        Ok(Server {
+            node_id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr: format!("127.0.0.1:{}", free_port()),
+            log_path: tmp.path().join("server-0.log"),
+            data_dir: tmp.path().join("data"),
+            extra_args: Vec::new(),
+            child: None,
+            _tmp: Some(tmp),
+            restarts: 0,
+        })
+    }
+
+    /// Starts the process (without waiting for it to serve).
+    pub fn spawn(&mut self) -> Result<()> {
         let log = std::fs::File::create(&self.log_path)?;
         let child = Command::new(binary())
-            .args(["server", "--node-id", "1", "--listen", &self.addr])
+            .args(["server", "--node-id", &self.node_id.to_string()])
+            .args(["--listen", &self.addr])
             .args(["--peer-listen", &self.peer_addr, "--data-dir"])
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary().display()))?;
         self.child = Some(child);
-        self.wait_ready(Duration::from_secs(30))
+        Ok(())
+    }
+
+    /// Whether the process runs (it was started and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits for the process to exit on its own and returns its exit code and log.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<(Option<i32>, String)> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("not started")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok((status.code(), self.log()));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "server still running after {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until `raftconf status` answers with a leader and a cluster id.
@@ -100,7 +148,11 @@ impl Server {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    bail!("server exited with {status}; log:\n{}", self.log());
+                    bail!(
+                        "node {} exited with {status}; log:\n{}",
+                        self.node_id,
+                        self.log()
+                    );
                 }
             }
             if let Ok(v) = cli_json(&self.addr, &["status"]) {
@@ -111,7 +163,11 @@ impl Server {
                 }
             }
             if Instant::now() > deadline {
-                bail!("server not ready within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "node {} not ready within {timeout:?}; log:\n{}",
+                    self.node_id,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -126,8 +182,16 @@ impl Server {
         Ok(())
     }
 
-    /// Starts the server again on the same data directory and ports.
+    /// Starts the server again on the same data directory and ports, and
+    /// waits until it serves.
     pub fn restart(&mut self) -> Result<()> {
+        self.restart_no_wait()?;
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Starts the server again on the same data directory and ports (a new
+    /// log file), without waiting.
+    pub fn restart_no_wait(&mut self) -> Result<()> {
         self.kill()?;
         self.restarts += 1;
         self.log_path = self
@@ -151,10 +215,134 @@ impl Drop for Server {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Some(p) = self.keep() {
-                eprintln!("test failed: server data and logs kept in {}", p.display());
+                eprintln!(
+                    "test failed: node {} data and logs kept in {}",
+                    self.node_id,
+                    p.display()
+                );
             }
         }
         let _ = self.kill();
+    }
+}
+
+/// Several `raftconf server` processes forming one cluster with `--peers`.
+pub struct Cluster {
+    /// The nodes; `nodes[i]` has node id `i + 1`.
+    pub nodes: Vec<Server>,
+    /// The seed of the start order (printed, so a failing order can be replayed
+    /// with `RAFTCONF_TEST_SEED`).
+    pub seed: u64,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with the same `--peers` in a seeded random order, with
+    /// seeded random gaps between them (an input of the test, not a wait for
+    /// anything), then waits until every node serves and all of them report
+    /// the same cluster id and leader.
+    pub fn start(n: usize) -> Result<Cluster> {
+        let seed = std::env::var("RAFTCONF_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut nodes = (1..=n as u64)
+            .map(Server::prepare)
+            .collect::<Result<Vec<_>>>()?;
+        let peers = nodes
+            .iter()
+            .map(|s| format!("{}={}", s.node_id, s.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut nodes {
+            node.extra_args = vec!["--peers".into(), peers.clone()];
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let ids: Vec<u64> = order.iter().map(|i| *i as u64 + 1).collect();
+        eprintln!("cluster: starting nodes in order {ids:?} (RAFTCONF_TEST_SEED={seed})");
+        let mut cluster = Cluster { nodes, seed };
+        for i in order {
+            cluster.nodes[i].spawn()?;
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..400)));
+        }
+        cluster.wait_ready(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// Waits until every running node serves and all report one cluster id
+    /// and one leader; returns the leader's index in [`Cluster::nodes`].
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<usize> {
+        for node in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
+            node.wait_ready(timeout)?;
+        }
+        self.wait_agreed_leader(timeout)
+    }
+
+    /// Waits until all running nodes name the same leader and cluster id;
+    /// returns the leader's index in [`Cluster::nodes`].
+    pub fn wait_agreed_leader(&mut self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for node in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
+                let v = cli_json(&node.addr, &["status"]).unwrap_or_default();
+                seen.push((
+                    v["cluster_id"].as_str().unwrap_or("").to_string(),
+                    v["leader_id"].as_u64().unwrap_or(0),
+                ));
+            }
+            let agreed = seen.windows(2).all(|w| w[0] == w[1]);
+            if let Some((cluster_id, leader)) = seen.first() {
+                if agreed && !cluster_id.is_empty() && *leader != 0 {
+                    let index = self
+                        .nodes
+                        .iter()
+                        .position(|n| n.node_id == *leader)
+                        .context("the leader is one of the nodes")?;
+                    return Ok(index);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("nodes do not agree on a cluster and a leader within {timeout:?}: {seen:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every node's client address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Waits until every running node reports the same revision and state
+    /// digest, at least `min_revision`; returns them.
+    pub fn wait_converged(
+        &mut self,
+        min_revision: u64,
+        timeout: Duration,
+    ) -> Result<(u64, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for node in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
+                let v = cli_json(&node.addr, &["status"]).unwrap_or_default();
+                seen.push((
+                    v["revision"].as_u64().unwrap_or(0),
+                    v["state_digest"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+            let agreed = seen.windows(2).all(|w| w[0] == w[1]);
+            if let Some((revision, digest)) = seen.first() {
+                if agreed && *revision >= min_revision && !digest.is_empty() {
+                    return Ok((*revision, digest.clone()));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("nodes did not converge within {timeout:?}: (revision, digest) = {seen:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
