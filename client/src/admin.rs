@@ -101,13 +101,21 @@ impl Client {
     }
 
     /// The status of whichever node answers first, with every member's role,
-    /// applied index, lag and reachability as that node finds them.
+    /// applied index, lag and reachability as that node finds them (it asks
+    /// each member, with a short deadline).
     pub async fn status(&self) -> Result<ClusterStatus> {
+        self.status_with(false).await
+    }
+
+    /// The status of whichever node answers first; with `local_only`, only
+    /// what that node knows itself (no probe of the other members: fast even
+    /// when some are down).
+    pub async fn status_with(&self, local_only: bool) -> Result<ClusterStatus> {
         let response = self
             .call(
                 CallKind::Read,
                 || "status".to_string(),
-                pb::StatusRequest { local_only: false },
+                pb::StatusRequest { local_only },
                 |ch, r| async move { ClusterClient::new(ch).status(r).await },
             )
             .await?;

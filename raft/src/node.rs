@@ -188,7 +188,7 @@ impl RaftNode {
             election_timeout_min: ms(config.election_timeout.0),
             election_timeout_max: ms(config.election_timeout.1),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
             ..Default::default()
         }
         .validate()
@@ -266,6 +266,9 @@ impl RaftNode {
     /// Writes that arrive while an entry is being made durable are proposed
     /// together in the next one (see [`proposer`]).
     pub async fn write(&self, request: Request) -> std::result::Result<Applied, WriteError> {
+        if let Some(why) = self.removed() {
+            return Err(WriteError::Unavailable(why));
+        }
         let timeout = self.inner.config.write_timeout;
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -298,6 +301,9 @@ impl RaftNode {
     /// applied it when this returns. A follower asks the leader for it and
     /// then calls [`RaftNode::wait_applied`].
     pub async fn read_index(&self) -> std::result::Result<u64, ReadError> {
+        if let Some(why) = self.removed() {
+            return Err(ReadError::Unavailable(why));
+        }
         let (tx, rx) = oneshot::channel();
         let closed = || ReadError::Unavailable("node is shutting down".into());
         self.inner.reads.send(tx).await.map_err(|_| closed())?;
@@ -381,6 +387,20 @@ impl RaftNode {
             .collect()
     }
 
+    /// `Some(reason)` when this node knows a membership that no longer
+    /// includes it: it was removed. It may still believe it leads (openraft
+    /// 0.9 keeps a removed leader's role), so it must not take writes or
+    /// confirm reads: clients go to the members instead.
+    pub fn removed(&self) -> Option<String> {
+        let members = self.members();
+        let me = self.node_id();
+        (!members.is_empty() && !members.iter().any(|m| m.id == me)).then(|| {
+            format!(
+                "node {me} is no longer a member of the cluster (it was removed); use another node"
+            )
+        })
+    }
+
     /// openraft's metrics: roles, replication progress of each follower (on
     /// the leader), last log and applied indexes.
     pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeInfo> {
@@ -391,6 +411,16 @@ impl RaftNode {
     pub fn leader(&self) -> LeaderInfo {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow();
+        let me = self.node_id();
+        let membership = m.membership_config.membership();
+        if membership.nodes().next().is_some() && membership.get_node(&me).is_none() {
+            // Removed: whatever it believes, it leads nothing clients should use.
+            return LeaderInfo {
+                leader_id: None,
+                leader: None,
+                term: m.current_term,
+            };
+        }
         LeaderInfo {
             leader_id: m.current_leader,
             leader: m

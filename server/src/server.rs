@@ -81,6 +81,12 @@ pub struct ServerConfig {
     pub peers: BTreeMap<NodeId, String>,
     /// Never initialise a cluster: wait to be added by an operator (`--join`).
     pub join: bool,
+    /// Build a snapshot (and compact the log behind it) after this many log
+    /// entries; `None` = the raft crate's default.
+    pub snapshot_every: Option<u64>,
+    /// Revisions kept for resuming watches; `None` = the raft crate's default.
+    /// Keep it equal on every node (it shapes what each node keeps).
+    pub replay_window: Option<u64>,
     /// Allow non-loopback listen addresses (there is no auth yet).
     pub insecure: bool,
     /// Service tunables (watch send timeout, …).
@@ -104,6 +110,8 @@ impl ServerConfig {
             data_dir: PathBuf::from("raftconf-data"),
             peers: BTreeMap::new(),
             join: false,
+            snapshot_every: None,
+            replay_window: None,
             insecure: false,
             services: ServiceSettings::default(),
             network: NetworkSettings::default(),
@@ -116,6 +124,18 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The raft node's configuration for this server.
+fn node_config(config: &ServerConfig) -> NodeConfig {
+    let mut node = NodeConfig::new(config.node_id, &config.data_dir);
+    if let Some(n) = config.snapshot_every {
+        node.snapshot_every = n.max(1);
+    }
+    if let Some(n) = config.replay_window {
+        node.replay_window = n.max(1);
+    }
+    node
 }
 
 /// Resolves `addr` and refuses a non-loopback one unless `insecure`.
@@ -208,8 +228,7 @@ impl RunningServer {
             config.network.clone(),
             channels.clone(),
         );
-        let node =
-            RaftNode::open(NodeConfig::new(config.node_id, &config.data_dir), network).await?;
+        let node = RaftNode::open(node_config(&config), network).await?;
         cluster.set(node.state().clone());
         let peers = Peers::new(config.node_id, cluster, channels);
 

@@ -241,6 +241,11 @@ impl Cluster {
     /// anything), then waits until every node serves and all of them report
     /// the same cluster id and leader.
     pub fn start(n: usize) -> Result<Cluster> {
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with more `raftconf server` flags for every node.
+    pub fn start_with(n: usize, extra_args: &[&str]) -> Result<Cluster> {
         let seed = std::env::var("RAFTCONF_TEST_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -256,6 +261,8 @@ impl Cluster {
             .join(",");
         for node in &mut nodes {
             node.extra_args = vec!["--peers".into(), peers.clone()];
+            node.extra_args
+                .extend(extra_args.iter().map(|a| a.to_string()));
         }
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);

@@ -86,7 +86,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Follow changes of namespaces or prefixes until Ctrl-C.
     Watch(WatchArgs),
-    /// Show the answering node's view of the cluster.
+    /// Show the answering node's own view of the cluster (`cluster status`
+    /// also asks every member).
     Status,
     /// Cluster membership: add, promote and remove nodes; status.
     #[command(subcommand)]
@@ -105,8 +106,8 @@ pub enum ClusterCommand {
         /// Its peer address, `HOST:PEERPORT`.
         #[arg(long)]
         addr: String,
-        /// Its client address, `HOST:PORT`.
-        #[arg(long)]
+        /// Its client address, `HOST:PORT` (default: the one the node advertises).
+        #[arg(long, default_value = "")]
         client_addr: String,
         /// Leave it a learner (serves reads and watches, does not vote).
         #[arg(long)]

@@ -139,7 +139,12 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let c = conn::connect(endpoints).await?;
             super::watch::run(&c, endpoints, &a.targets, a.from_revision, json).await?;
         }
-        Command::Status | Command::Cluster(ClusterCommand::Status) => {
+        Command::Status => {
+            let c = conn::connect(endpoints).await?;
+            let status = c.status_with(true).await.map_err(failed)?;
+            println!("{}", output::status(&status, json));
+        }
+        Command::Cluster(ClusterCommand::Status) => {
             let c = conn::connect(endpoints).await?;
             let status = c.status().await.map_err(failed)?;
             println!("{}", output::status(&status, json));

@@ -80,6 +80,18 @@ pub struct ServerArgs {
     /// its id.
     #[arg(long, env = "RAFTCONF_JOIN")]
     pub join: bool,
+
+    /// Build a snapshot and compact the log behind it every this many log
+    /// entries (default 10000). Nodes that fall further behind catch up by
+    /// snapshot.
+    #[arg(long, env = "RAFTCONF_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+
+    /// Revisions kept for resuming watches (default 10000). A watcher resuming
+    /// from an older revision gets a snapshot of its range, then live events.
+    /// Give every node the same value.
+    #[arg(long, env = "RAFTCONF_REPLAY_WINDOW")]
+    pub replay_window: Option<u64>,
 }
 
 /// The parsed `--peers` list: node id → peer address.
@@ -103,6 +115,8 @@ impl ServerArgs {
         config.advertise_peer = self.advertise_peer_addr.clone();
         config.peers = self.peers.clone().map(|p| p.0).unwrap_or_default();
         config.join = self.join;
+        config.snapshot_every = self.snapshot_every;
+        config.replay_window = self.replay_window;
         config.services.watch_send_timeout = self.watch_send_timeout;
         config
     }

@@ -22,6 +22,9 @@ use tracing::{info, instrument};
 use super::ServiceContext;
 use crate::status::ApiError;
 
+/// How long `AddNode` waits for the new node to say who it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long `Status` waits for another member's own view.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -121,11 +124,16 @@ impl ClusterService {
     ) -> Result<pb::MembershipResponse, ApiError> {
         check_id(req.id)?;
         check_addr("peer address", &req.peer_addr)?;
-        check_addr("client address", &req.client_addr)?;
+        let client_addr = if req.client_addr.is_empty() {
+            self.ask_client_addr(req.id, &req.peer_addr).await?
+        } else {
+            req.client_addr.clone()
+        };
+        check_addr("client address", &client_addr)?;
         let node = &self.ctx.node;
         let wanted = NodeInfo {
             peer_addr: req.peer_addr.clone(),
-            client_addr: req.client_addr.clone(),
+            client_addr,
         };
         match node.members().into_iter().find(|m| m.id == req.id) {
             Some(m) if m.info != wanted => {
@@ -146,6 +154,34 @@ impl ClusterService {
             node.promote(req.id).await?;
         }
         Ok(self.membership_response())
+    }
+
+    /// The client address node `id` advertises, asked over its peer address.
+    async fn ask_client_addr(&self, id: NodeId, peer_addr: &str) -> Result<String, ApiError> {
+        let reply = self
+            .ctx
+            .peers
+            .hello(peer_addr, HELLO_TIMEOUT)
+            .await
+            .map_err(|s| {
+                ApiError::Unavailable(format!(
+                    "node {id} at {peer_addr} did not answer ({}); is it running with --join?",
+                    s.message()
+                ))
+            })?;
+        if reply.node_id != id {
+            return Err(ApiError::InvalidArgument(format!(
+                "the node at {peer_addr} is node {}, not node {id}",
+                reply.node_id
+            )));
+        }
+        if reply.initialized {
+            return Err(ApiError::InvalidArgument(format!(
+                "node {id} at {peer_addr} already belongs to a cluster ({}); start it on an empty data directory with --join",
+                if reply.cluster_id.is_empty() { "id not yet known" } else { reply.cluster_id.as_str() }
+            )));
+        }
+        Ok(reply.client_addr)
     }
 
     async fn promote_inner(
