@@ -401,6 +401,34 @@ impl RaftNode {
         })
     }
 
+    /// Resolves once this node has had no usable leader (none known, or it was
+    /// removed) for `after` without a break. Never resolves while a leader is
+    /// known, nor after Raft stopped (shutdown ends streams another way).
+    pub async fn leader_lost_for(&self, after: Duration) {
+        let me = self.node_id();
+        let leaderless = move |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
+            let membership = m.membership_config.membership();
+            let removed = membership.nodes().next().is_some() && membership.get_node(&me).is_none();
+            m.current_leader.is_none() || removed
+        };
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let stopped = metrics.wait_for(|m| leaderless(m)).await.is_err();
+            if stopped {
+                break;
+            }
+            let regained = tokio::time::timeout(after, metrics.wait_for(|m| !leaderless(m)))
+                .await
+                .map(|r| r.is_ok());
+            match regained {
+                Err(_) => return,
+                Ok(true) => continue,
+                Ok(false) => break,
+            }
+        }
+        std::future::pending().await
+    }
+
     /// openraft's metrics: roles, replication progress of each follower (on
     /// the leader), last log and applied indexes.
     pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeInfo> {

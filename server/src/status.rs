@@ -111,6 +111,9 @@ impl ApiError {
 pub enum WatchEnd {
     /// The subscriber did not drain its stream within the send timeout.
     TooSlow,
+    /// The node has had no leader for longer than an election: its state may
+    /// be falling behind; the subscriber should resume on another node.
+    LeaderLost,
     /// The node is shutting down.
     ShuttingDown,
     /// The subscription failed (the message says why).
@@ -223,6 +226,12 @@ pub fn watch_end(reason: WatchEnd, resume_from: u64, header: &ResponseHeader) ->
         WatchEnd::TooSlow => (
             Code::ResourceExhausted,
             format!("subscriber too slow; resume from revision {resume_from}"),
+        ),
+        WatchEnd::LeaderLost => (
+            Code::Unavailable,
+            format!(
+                "this node has lost its leader; resume from revision {resume_from} on another node"
+            ),
         ),
         WatchEnd::ShuttingDown => (
             Code::Unavailable,

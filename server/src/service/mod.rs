@@ -55,6 +55,10 @@ pub struct ServiceSettings {
     /// How long a write or a linearizable read waits for a leader to be
     /// elected (or to become reachable) before it fails with `UNAVAILABLE`.
     pub election_wait: Duration,
+    /// How long a node may be without a leader before it ends its watch
+    /// streams (so their subscribers resume on a node that has one): longer
+    /// than an election (1-1.5 s) plus the old leader's lease (1.5 s).
+    pub watch_leader_loss: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -64,6 +68,7 @@ impl Default for ServiceSettings {
             watch_queue: 256,
             min_revision_wait: Duration::from_secs(5),
             watch_catch_up_wait: Duration::from_secs(5),
+            watch_leader_loss: Duration::from_secs(4),
             election_wait: Duration::from_secs(3),
         }
     }

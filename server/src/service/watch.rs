@@ -78,10 +78,17 @@ impl WatchService {
             }
         };
         let targets = parse_targets(&sub.paths)?;
-        // The leader knows the newest revision: beyond it + 1 is out of range
-        // at once. Any other node may just be behind: it waits to catch up.
+        // The leader knows the newest revision (once it has applied what is
+        // committed): beyond it + 1 is out of range at once. Any other node
+        // may just be behind: it waits to catch up.
         let node = &self.ctx.node;
+        let behind = sub.start_revision.saturating_sub(1) > node.state().revision();
         let catch_up = if node.leader().leader_id == Some(node.node_id()) {
+            if behind {
+                // A new leader may not have applied all that is committed yet;
+                // its read index makes it, then the comparison is exact.
+                let _ = node.read_index().await;
+            }
             std::time::Duration::ZERO
         } else {
             self.ctx.settings.watch_catch_up_wait
@@ -254,12 +261,15 @@ async fn pump(
 ) {
     let mut shutdown = ctx.shutdown.clone();
     let send_timeout = ctx.settings.watch_send_timeout;
+    let leader_lost = ctx.node.leader_lost_for(ctx.settings.watch_leader_loss);
+    tokio::pin!(leader_lost);
     let reason = 'outer: loop {
         if *shutdown.borrow() {
             break Some(WatchEnd::ShuttingDown);
         }
         let item = tokio::select! {
             _ = shutdown.changed() => continue,
+            _ = &mut leader_lost => break Some(WatchEnd::LeaderLost),
             _ = tx.closed() => break None,
             item = sub.next() => item,
         };
@@ -274,6 +284,7 @@ async fn pump(
         for out in outgoing(&ctx, item) {
             let sent = tokio::select! {
                 _ = shutdown.changed() => break 'outer Some(WatchEnd::ShuttingDown),
+                _ = &mut leader_lost => break 'outer Some(WatchEnd::LeaderLost),
                 sent = tokio::time::timeout(send_timeout, tx.send(out)) => sent,
             };
             match sent {
