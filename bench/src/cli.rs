@@ -51,6 +51,11 @@ pub struct GlobalArgs {
     /// Size of each written document, in bytes of canonical JSON.
     #[arg(long, global = true, default_value_t = 200)]
     pub doc_bytes: usize,
+
+    /// Do not send writes to the leader the servers name: send them to the
+    /// first endpoint (a follower forwards them). Measures the forwarding path.
+    #[arg(long, global = true)]
+    pub via_endpoint: bool,
 }
 
 /// What to measure.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use raftconf_client::{Client, Error};
+use raftconf_client::{Client, ClientOptions, Error};
 
 use crate::cli::{load_sizes, watch_count, Cli, Command, GlobalArgs, LoadArgs, WatchArgs};
 use crate::load::{self, document, Op};
@@ -58,7 +58,8 @@ pub async fn run(cli: Cli) -> Result<Report> {
 
 async fn measure(cli: &Cli, endpoints: &[String]) -> Result<Report> {
     let g = &cli.global;
-    let client = Client::connect(endpoints.to_vec()).await?;
+    let options = ClientOptions::default().prefer_leader(!g.via_endpoint);
+    let client = Client::connect_with(endpoints.to_vec(), options).await?;
     prepare(&client).await?;
     let status = client.status().await.context("status")?;
 

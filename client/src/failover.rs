@@ -111,7 +111,9 @@ impl Client {
         let mut ambiguous = 0u32;
         let mut round = 0u32;
         'rounds: loop {
-            let mut queue: VecDeque<String> = endpoints.order(kind == CallKind::Write).into();
+            let mut queue: VecDeque<String> = endpoints
+                .order(kind == CallKind::Write && options.prefer_leader)
+                .into();
             let mut tried: Vec<String> = Vec::new();
             while let Some(addr) = queue.pop_front() {
                 if tried.contains(&addr) {
@@ -174,7 +176,7 @@ impl Client {
                     }
                     tokio::time::sleep(pause).await;
                     // Re-send to the leader first, if one is known, else anywhere.
-                    queue = endpoints.order(true).into();
+                    queue = endpoints.order(options.prefer_leader).into();
                     tried.clear();
                 }
             }

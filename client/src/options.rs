@@ -55,6 +55,10 @@ pub struct ClientOptions {
     pub labels: BTreeMap<String, String>,
     /// Bound on [`crate::WatchedBuilder::start`] waiting for the first good value.
     pub start_timeout: Duration,
+    /// Send writes to the leader the servers name (default). When false,
+    /// writes go to the endpoints in their usual order and followers forward
+    /// them (useful to measure or spread that path).
+    pub prefer_leader: bool,
 }
 
 impl Default for ClientOptions {
@@ -73,6 +77,7 @@ impl Default for ClientOptions {
             client_id: None,
             labels: BTreeMap::new(),
             start_timeout: Duration::from_secs(10),
+            prefer_leader: true,
         }
     }
 }
@@ -119,6 +124,12 @@ impl ClientOptions {
     /// Sets [`ClientOptions::max_response_bytes`].
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ClientOptions::prefer_leader`].
+    pub fn prefer_leader(mut self, prefer: bool) -> Self {
+        self.prefer_leader = prefer;
         self
     }
 
