@@ -22,19 +22,19 @@
 //! with a quorum and returns its read index over the peer port (`ReadIndex`);
 //! this node waits until it has applied that far and serves from its own state.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use raftconf_raft::{NodeId, ReadError, WriteError};
 use tonic::metadata::{KeyAndValueRef, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::debug;
 
 use crate::metadata;
+use crate::network::PeerChannels;
 use crate::service::{author, ServiceContext};
 use crate::status::ApiError;
 
@@ -65,37 +65,21 @@ pub type RemoteWrite<Resp> =
 /// forwarded write.
 #[derive(Clone)]
 pub struct Forwarder {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    connect_timeout: Duration,
+    channels: PeerChannels,
 }
 
 impl Forwarder {
     /// A forwarder whose connections give up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
         Forwarder {
-            channels: Arc::new(Mutex::new(HashMap::new())),
-            connect_timeout,
+            channels: PeerChannels::new(connect_timeout),
         }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        // A panic while holding this short, non-async lock leaves valid data.
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("the leader's client address {addr:?} is unusable: {e}"))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        self.channels
+            .get(addr)
+            .map_err(|e| format!("the leader's client address: {e}"))
     }
 }
 

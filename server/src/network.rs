@@ -78,8 +78,9 @@ impl ClusterIdSource {
     }
 }
 
-/// One lazily connecting channel per peer address, shared by every caller
-/// on this node. A channel reconnects by itself after a failure.
+/// One lazily connecting channel per address, shared by every caller on this
+/// node (peer traffic, and forwarded writes to the leader's client port). A
+/// channel reconnects by itself after a failure.
 #[derive(Clone)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -107,7 +108,7 @@ impl PeerChannels {
             return Ok(channel.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .map_err(|e| format!("address {addr:?} is unusable: {e}"))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
