@@ -144,10 +144,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
-        self.list_tenants_inner()
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx.respond(self.list_tenants_inner().await)
     }
 
     #[instrument(skip_all, fields(tenant = %request.get_ref().tenant, env = %request.get_ref().name))]
@@ -173,9 +170,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListEnvironmentsRequest>,
     ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
-        self.list_environments_inner(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx
+            .respond(self.list_environments_inner(request.into_inner()).await)
     }
 }

@@ -307,10 +307,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.status_inner(request.get_ref().local_only)
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx
+            .respond(self.status_inner(request.get_ref().local_only).await)
     }
 
     #[instrument(skip_all, fields(id = request.get_ref().id))]
@@ -318,10 +316,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.add_node_inner(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx
+            .respond(self.add_node_inner(request.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(id = request.get_ref().id))]
@@ -329,10 +325,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::PromoteNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.promote_inner(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx
+            .respond(self.promote_inner(request.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(id = request.get_ref().id))]
@@ -340,10 +334,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.remove_inner(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx
+            .respond(self.remove_inner(request.into_inner()).await)
     }
 }
 

@@ -264,10 +264,7 @@ impl Config for ConfigService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        self.get_inner(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx.respond(self.get_inner(request.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(prefix = %request.get_ref().prefix))]
@@ -275,10 +272,8 @@ impl Config for ConfigService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        self.list_inner(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx
+            .respond(self.list_inner(request.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %request.get_ref().path, dry_run = request.get_ref().dry_run))]
@@ -325,10 +320,8 @@ impl Config for ConfigService {
         &self,
         request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
-        self.history_inner(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx
+            .respond(self.history_inner(request.into_inner()).await)
     }
 }
 

@@ -123,6 +123,13 @@ impl ServiceContext {
         status::to_status(err, &self.current_header())
     }
 
+    /// A service method's answer: the response, or the error as a `Status`
+    /// carrying the header (the one place every service turns errors into
+    /// statuses).
+    pub fn respond<T>(&self, result: Result<T, ApiError>) -> Result<tonic::Response<T>, Status> {
+        result.map(tonic::Response::new).map_err(|e| self.status(e))
+    }
+
     /// The revision to serve a read at: for linearizable reads after a read
     /// barrier (on the leader) or the leader's read index (elsewhere); for
     /// serializable ones after waiting (bounded) for `min_revision`.

@@ -140,10 +140,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.subscribe(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| self.ctx.status(e))
+        self.ctx.respond(self.subscribe(request.into_inner()).await)
     }
 }
 
