@@ -79,6 +79,11 @@ impl RevisionGuard {
         self.last_seen.map_or(from_revision, |r| r + 1)
     }
 
+    /// Whether anything was yielded yet (later subscriptions are resumes).
+    pub(crate) fn has_seen(&self) -> bool {
+        self.last_seen.is_some()
+    }
+
     /// Whether `event` may be yielded; records its revision if so.
     pub(crate) fn admit(&mut self, event: &WatchEvent) -> bool {
         let revision = event.revision();
@@ -169,17 +174,22 @@ struct WatchTask {
     last_error: Arc<Mutex<Option<String>>>,
 }
 
-/// Statuses that retrying cannot fix.
-fn is_fatal(code: Code) -> bool {
-    matches!(
-        code,
-        Code::InvalidArgument
-            | Code::NotFound
-            | Code::OutOfRange
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::Unimplemented
-    )
+/// Statuses that retrying cannot fix. `OUT_OF_RANGE` is one only for the
+/// caller's own start revision: a resume from `last_seen + 1` is a revision
+/// some node already delivered, so a node answering it is out of range is
+/// merely behind (a fresh leader, a restarted node) and another try will do.
+fn is_fatal(code: Code, resuming: bool) -> bool {
+    match code {
+        Code::OutOfRange => !resuming,
+        _ => matches!(
+            code,
+            Code::InvalidArgument
+                | Code::NotFound
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::Unimplemented
+        ),
+    }
 }
 
 impl WatchTask {
@@ -264,7 +274,9 @@ impl WatchTask {
                 self.client
                     .endpoint_set()
                     .note_leader_metadata(status.metadata());
-                return if is_fatal(status.code()) && std::error::Error::source(&status).is_none() {
+                return if is_fatal(status.code(), self.guard.has_seen())
+                    && std::error::Error::source(&status).is_none()
+                {
                     SessionEnd::Fatal(status.into())
                 } else {
                     broken(one_line_status(&status))
@@ -284,7 +296,7 @@ impl WatchTask {
                             reason: "the server ended the stream".into(),
                         },
                         Err(status) => {
-                            return if is_fatal(status.code())
+                            return if is_fatal(status.code(), self.guard.has_seen())
                                 && std::error::Error::source(&status).is_none()
                             {
                                 SessionEnd::Fatal(status.into())
@@ -438,6 +450,20 @@ fn lenient_value(path: &str, revision: u64, text: &str) -> Option<serde_json::Va
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn out_of_range_ends_only_a_first_subscription() {
+        assert!(
+            super::is_fatal(Code::OutOfRange, false),
+            "the caller's own start revision"
+        );
+        assert!(
+            !super::is_fatal(Code::OutOfRange, true),
+            "a resume: that node is behind"
+        );
+        assert!(super::is_fatal(Code::InvalidArgument, true));
+        assert!(!super::is_fatal(Code::Unavailable, false));
+    }
+
     use super::*;
 
     fn progress(revision: u64) -> WatchEvent {

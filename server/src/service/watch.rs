@@ -83,15 +83,19 @@ impl WatchService {
         // may just be behind: it waits to catch up.
         let node = &self.ctx.node;
         let behind = sub.start_revision.saturating_sub(1) > node.state().revision();
-        let catch_up = if node.leader().leader_id == Some(node.node_id()) {
-            if behind {
-                // A new leader may not have applied all that is committed yet;
-                // its read index makes it, then the comparison is exact.
-                let _ = node.read_index().await;
-            }
+        let wait = self.ctx.settings.watch_catch_up_wait;
+        let catch_up = if node.leader().leader_id != Some(node.node_id()) {
+            wait
+        } else if !behind {
             std::time::Duration::ZERO
         } else {
-            self.ctx.settings.watch_catch_up_wait
+            // A new leader may not have applied all that is committed yet;
+            // once its read index is confirmed the comparison is exact.
+            // Unconfirmed, it is just behind like anyone else: wait.
+            match node.read_index().await {
+                Ok(_) => std::time::Duration::ZERO,
+                Err(_) => wait,
+            }
         };
         let subscription = node
             .state()
