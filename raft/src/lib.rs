@@ -30,7 +30,7 @@ pub use command::{
     Applied, Command, Precondition, Proposal, ProposalResponse, Rejection, Request, Response,
 };
 pub use error::{Error, Result};
-pub use node::{NodeConfig, RaftNode, ReadError, WriteError};
+pub use node::{record_node_id, recorded_node_id, NodeConfig, RaftNode, ReadError, WriteError};
 pub use state_view::StateView;
 pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
 pub use watch_hub::Subscription;

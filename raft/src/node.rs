@@ -2,7 +2,7 @@
 //! directory, with the write, read-barrier and membership calls the server needs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub dedup_ttl: Duration,
     /// How many revisions the watch replay window keeps.
     pub replay_window: u64,
+    /// With a value, replay events older than this (leader-stamped time) are
+    /// dropped too, even within `replay_window`.
+    pub replay_max_age: Option<Duration>,
     /// Versions of each namespace kept in history.
     pub history_depth: u64,
     /// Capacity of the watch hub's fan-out queue (events) before a subscriber
@@ -56,6 +59,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             dedup_ttl: Duration::from_secs(600),
             replay_window: 10_000,
+            replay_max_age: None,
             history_depth: 100,
             watch_queue: 4096,
             progress_interval: Duration::from_secs(5),
@@ -162,6 +166,33 @@ struct Inner {
     reads: mpsc::Sender<oneshot::Sender<std::result::Result<u64, ReadError>>>,
     /// Writes queue here; see [`proposer`].
     writes: mpsc::Sender<PendingWrite>,
+}
+
+/// Name of the file in the data directory that records whose it is.
+const NODE_ID_FILE: &str = "node-id";
+
+/// The node id recorded in `data_dir` by [`record_node_id`], if any.
+pub fn recorded_node_id(data_dir: &Path) -> Result<Option<NodeId>> {
+    let Some(bytes) = crate::log_store::atomic_file::read(data_dir, NODE_ID_FILE)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+        Error::Storage(format!(
+            "{}: not a node id record",
+            data_dir.join(NODE_ID_FILE).display()
+        ))
+    })?;
+    Ok(Some(NodeId::from_le_bytes(bytes)))
+}
+
+/// Records, durably, that `data_dir` belongs to node `id`: a node whose data
+/// directory holds this record but no Raft state was started before and never
+/// received anything (a vote or a log entry is fsynced before it is answered),
+/// whereas a directory without it is new or was wiped.
+pub fn record_node_id(data_dir: &Path, id: NodeId) -> Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    crate::log_store::atomic_file::write(data_dir, NODE_ID_FILE, &id.to_le_bytes())?;
+    Ok(())
 }
 
 /// Opens the log store and the state machine of `config.data_dir` (creating it).

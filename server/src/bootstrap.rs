@@ -20,6 +20,14 @@
 //! term) and refuses to start ([`check_identity`]). Because the founder waits
 //! for every node to answer, and a node answers only after that check, the
 //! check never sees the membership of the cluster being formed for it.
+//!
+//! Once past that check the node records its id in the data directory
+//! ([`raftconf_raft::record_node_id`]). A directory with that record but no
+//! Raft state belongs to a node that was started before and never received a
+//! vote request or an entry (both are fsynced before they are answered), so
+//! it skips the check (it would otherwise be refused if it crashed between
+//! the cluster forming and its first entry); a directory recorded as another
+//! node's is refused.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

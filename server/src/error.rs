@@ -51,6 +51,18 @@ pub enum Error {
     /// `--peers` is malformed or does not name this node.
     #[error("invalid --peers: {0}")]
     Peers(String),
+    /// The data directory was recorded as another node's.
+    #[error(
+        "refusing to start: the data directory {data_dir} belongs to node {recorded}, not to node {node_id} (--node-id); start node {recorded} on it, or give node {node_id} its own"
+    )]
+    NotMyDataDir {
+        /// This node's id.
+        node_id: u64,
+        /// The id recorded in the directory.
+        recorded: u64,
+        /// The data directory.
+        data_dir: String,
+    },
     /// The data directory is empty but the cluster already has a member with
     /// this node's id: the node forgot its vote and log.
     #[error(

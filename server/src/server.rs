@@ -87,6 +87,8 @@ pub struct ServerConfig {
     /// Revisions kept for resuming watches; `None` = the raft crate's default.
     /// Keep it equal on every node (it shapes what each node keeps).
     pub replay_window: Option<u64>,
+    /// Replay events older than this are dropped too (`None`: by count only).
+    pub replay_max_age: Option<Duration>,
     /// Allow non-loopback listen addresses (there is no auth yet).
     pub insecure: bool,
     /// Service tunables (watch send timeout, …).
@@ -112,6 +114,7 @@ impl ServerConfig {
             join: false,
             snapshot_every: None,
             replay_window: None,
+            replay_max_age: None,
             insecure: false,
             services: ServiceSettings::default(),
             network: NetworkSettings::default(),
@@ -132,6 +135,7 @@ fn node_config(config: &ServerConfig) -> NodeConfig {
     if let Some(n) = config.snapshot_every {
         node.snapshot_every = n.max(1);
     }
+    node.replay_max_age = config.replay_max_age;
     if let Some(n) = config.replay_window {
         node.replay_window = n.max(1);
     }
@@ -250,19 +254,35 @@ impl RunningServer {
         );
 
         let initialized = node.is_initialized().await?;
-        if !initialized {
+        let dir = config.data_dir.display().to_string();
+        let recorded = raftconf_raft::recorded_node_id(&config.data_dir)?;
+        if let Some(owner) = recorded.filter(|owner| *owner != config.node_id) {
+            let _ = stop_peer.send(());
+            node.shutdown().await;
+            return Err(Error::NotMyDataDir {
+                node_id: config.node_id,
+                recorded: owner,
+                data_dir: dir,
+            });
+        }
+        // A directory recorded as this node's but without Raft state was
+        // started before and never held anything: the identity check passed
+        // then, and asking again would refuse a node that lost nothing.
+        if !initialized && recorded.is_none() {
             let others: BTreeMap<NodeId, String> = config
                 .peers
                 .iter()
                 .filter(|(id, _)| **id != config.node_id)
                 .map(|(id, addr)| (*id, addr.clone()))
                 .collect();
-            let dir = config.data_dir.display().to_string();
             if let Err(e) = bootstrap::check_identity(&peers, config.node_id, &dir, &others).await {
                 let _ = stop_peer.send(());
                 node.shutdown().await;
                 return Err(e);
             }
+        }
+        if recorded.is_none() {
+            raftconf_raft::record_node_id(&config.data_dir, config.node_id)?;
         }
         gate.open();
 

@@ -343,3 +343,46 @@ async fn a_restart_on_the_same_directory_resumes() {
     assert_eq!(g.header.expect("header").cluster_id, cluster_id);
     server.shutdown().await;
 }
+
+/// A data directory records whose it is: starting another node id on it is
+/// refused with a message naming both ids, and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_node_id_is_refused_on_a_recorded_data_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    drop(channel);
+    server.shutdown().await;
+
+    let mut config = ServerConfig::new();
+    config.listen = "127.0.0.1:0".into();
+    config.peer_listen = "127.0.0.1:0".into();
+    config.data_dir = dir.path().join("data");
+    config.node_id = 2;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let refusal = loop {
+        match RunningServer::start(config.clone()).await {
+            Ok(_) => panic!("node 2 must not start on node 1's data directory"),
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        refusal.contains("belongs to node 1, not to node 2"),
+        "{refusal}"
+    );
+    // Node 1 still starts on it, with its data.
+    let (server, channel) = start(dir.path()).await;
+    let tenants = AdminClient::new(channel)
+        .list_tenants(pb::ListTenantsRequest::default())
+        .await
+        .expect("list tenants")
+        .into_inner();
+    assert!(!tenants.tenants.is_empty());
+    server.shutdown().await;
+}

@@ -23,7 +23,7 @@ const HEADER_LEN: usize = 12;
 pub(super) const TMP_SUFFIX: &str = ".tmp";
 
 /// Replaces `dir/name` with `payload`, durably.
-pub(super) fn write(dir: &Path, name: &str, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write(dir: &Path, name: &str, payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "state file too large"))?;
     let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -42,7 +42,7 @@ pub(super) fn write(dir: &Path, name: &str, payload: &[u8]) -> io::Result<()> {
 }
 
 /// Reads `dir/name`; `None` when it does not exist.
-pub(super) fn read(dir: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn read(dir: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let path = dir.join(name);
     let buf = match fs::read(&path) {
         Ok(buf) => buf,

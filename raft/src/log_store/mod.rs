@@ -38,7 +38,7 @@
 //!
 //! Must not depend on sled, tonic or anything of the server.
 
-mod atomic_file;
+pub(crate) mod atomic_file;
 mod cache;
 mod fsync;
 mod index;

@@ -47,12 +47,24 @@ struct DedupRecord {
     outcome: Result<Applied, Rejection>,
 }
 
+/// The leading fields of a stored [`ChangeEvent`] (bincode decodes a prefix).
+#[derive(Deserialize)]
+struct EventHead {
+    #[allow(dead_code)]
+    revision: u64,
+    #[allow(dead_code)]
+    author: String,
+    time_ms: i64,
+}
+
 /// Replicated-behaviour settings apply depends on. Every node must use the same
 /// values (they become per-tenant replicated settings in a later issue).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ApplySettings {
     pub history_depth: u64,
     pub replay_window: u64,
+    /// Replay events older than this (by entry time) are dropped too; 0 = no age limit.
+    pub replay_max_age_ms: i64,
     pub dedup_ttl_ms: i64,
 }
 
@@ -187,6 +199,7 @@ impl<'a> ApplyCtx<'a> {
             });
         }
         self.expire_dedup(req.time_ms)?;
+        self.expire_replay(req.time_ms)?;
 
         let dedup = if req.request_id != 0 && !matches!(req.command, Command::InitCluster { .. }) {
             let key = keys::dedup(&req.client_id, req.request_id);
@@ -518,6 +531,31 @@ impl<'a> ApplyCtx<'a> {
             self.remove(keys::replay(self.revision - self.settings.replay_window));
         }
         self.events.push(Arc::new(event));
+    }
+
+    /// Drops the replay events stamped before `now_ms - replay_max_age` (the
+    /// entry's time, so every node drops the same ones), oldest first. Runs
+    /// before the request records its own event.
+    fn expire_replay(&mut self, now_ms: i64) -> Result<()> {
+        if self.settings.replay_max_age_ms <= 0 {
+            return Ok(());
+        }
+        let cutoff = now_ms.saturating_sub(self.settings.replay_max_age_ms);
+        let mut expired = Vec::new();
+        self.scan_prefix(keys::REPLAY_PREFIX, |k, v| {
+            // Only the head of the event is decoded: its changes may be large.
+            let head: EventHead = decode(v)?;
+            if head.time_ms < cutoff {
+                expired.push(k.to_vec());
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        for k in expired {
+            self.remove(k);
+        }
+        Ok(())
     }
 
     /// Forgets de-duplication records older than the TTL, as of `now_ms` (the entry's time).

@@ -115,6 +115,9 @@ impl StateMachine {
             settings: ApplySettings {
                 history_depth: config.history_depth.max(1),
                 replay_window: config.replay_window.max(1),
+                replay_max_age_ms: config
+                    .replay_max_age
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
                 dedup_ttl_ms: i64::try_from(config.dedup_ttl.as_millis()).unwrap_or(i64::MAX),
             },
         })

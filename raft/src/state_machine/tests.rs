@@ -373,3 +373,66 @@ async fn writes_in_one_proposal_see_each_other() {
     assert_eq!(applied(&out[3]), (4, 2));
     assert_eq!(sm.view().revision(), 4);
 }
+
+/// The replay window also drops events older than `replay_max_age` (by the
+/// entry's leader-stamped time), and a resume from a
+/// dropped revision gets a snapshot rather than an error.
+#[tokio::test]
+async fn replay_window_drops_events_older_than_the_max_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = NodeConfig::new(1, dir.path());
+    cfg.replay_window = 1_000;
+    cfg.replay_max_age = Some(Duration::from_millis(100));
+    let mut sm = StateMachine::open(&cfg).expect("open state machine");
+    let at = |index: u64, time_ms: i64, command: Command| {
+        let mut r = request(index, command, 0);
+        r.time_ms = time_ms;
+        entry_of(index, vec![r])
+    };
+    let [tenant, env] = <[Command; 2]>::try_from(setup()).expect("two commands");
+    sm.apply(vec![
+        at(1, 1_000, tenant),
+        at(2, 1_050, env),
+        at(3, 1_120, put("pay/prod/a", r#"{"v":1}"#, None)),
+    ])
+    .await
+    .expect("apply");
+    let view = sm.view();
+    let targets = vec!["pay/prod/".parse().expect("prefix")];
+    // At 1120 the cutoff is 1020: revision 1 (1000) is gone, 2 and 3 stay
+    // (2 creates the environment, not a namespace: the first change is 3).
+    let mut w = view
+        .watch(targets.clone(), 2, Duration::ZERO)
+        .await
+        .expect("watch");
+    assert_eq!(next_change(&mut w).await, 3);
+    let mut w = view
+        .watch(targets.clone(), 1, Duration::ZERO)
+        .await
+        .expect("watch");
+    assert!(matches!(
+        w.next().await.expect("item"),
+        WatchItem::Snapshot {
+            reason: "compacted",
+            ..
+        }
+    ));
+
+    // Long after: everything older is dropped; the new write's event stays.
+    sm.apply(vec![at(4, 9_000, put("pay/prod/a", r#"{"v":2}"#, None))])
+        .await
+        .expect("apply");
+    let mut w = view
+        .watch(targets.clone(), 4, Duration::ZERO)
+        .await
+        .expect("watch");
+    assert_eq!(next_change(&mut w).await, 4);
+    let mut w = view.watch(targets, 3, Duration::ZERO).await.expect("watch");
+    assert!(matches!(
+        w.next().await.expect("item"),
+        WatchItem::Snapshot {
+            reason: "compacted",
+            ..
+        }
+    ));
+}

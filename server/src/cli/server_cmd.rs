@@ -92,6 +92,12 @@ pub struct ServerArgs {
     /// Give every node the same value.
     #[arg(long, env = "RAFTCONF_REPLAY_WINDOW")]
     pub replay_window: Option<u64>,
+
+    /// Also drop replay events older than this (e.g. 1h, 30m; default: no
+    /// age limit). Same rule as --replay-window for resumes that fall out.
+    /// Give every node the same value.
+    #[arg(long, env = "RAFTCONF_REPLAY_MAX_AGE", value_parser = parse_duration)]
+    pub replay_max_age: Option<Duration>,
 }
 
 /// The parsed `--peers` list: node id → peer address.
@@ -117,6 +123,7 @@ impl ServerArgs {
         config.join = self.join;
         config.snapshot_every = self.snapshot_every;
         config.replay_window = self.replay_window;
+        config.replay_max_age = self.replay_max_age;
         config.services.watch_send_timeout = self.watch_send_timeout;
         config
     }
