@@ -1,0 +1,1 @@
+//! The checkers. Each reads the whole history and gives its own verdict.

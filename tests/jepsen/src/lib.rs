@@ -1,0 +1,6 @@
+//! raftconf's Jepsen-style fault suite: several real `raftconf` processes,
+//! concurrent clients and watchers, faults injected on a seeded schedule,
+//! every operation recorded, and the history checked.
+
+pub mod check;
+pub mod history;
