@@ -69,11 +69,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder whose connections give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
-        Forwarder {
-            channels: PeerChannels::new(connect_timeout),
-        }
+    /// A forwarder using the node's pool of channels to other nodes.
+    pub fn new(channels: PeerChannels) -> Self {
+        Forwarder { channels }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {

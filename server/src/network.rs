@@ -11,6 +11,7 @@
 //! backs off), and the remote's Raft error comes back as `RPCError::RemoteError`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ pub struct NetworkSettings {
     pub snapshot_timeout: Duration,
     /// How long establishing a TCP connection may take.
     pub connect_timeout: Duration,
+    /// The local address of this node's outgoing connections to other nodes
+    /// (`None`: the OS picks). Lets a firewall tell nodes on one host apart.
+    pub source: Option<IpAddr>,
 }
 
 impl Default for NetworkSettings {
@@ -52,6 +56,7 @@ impl Default for NetworkSettings {
             vote_timeout: Duration::from_secs(2),
             snapshot_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
+            source: None,
         }
     }
 }
@@ -85,6 +90,7 @@ impl ClusterIdSource {
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    source: Option<IpAddr>,
 }
 
 impl PeerChannels {
@@ -93,7 +99,14 @@ impl PeerChannels {
         PeerChannels {
             channels: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
+            source: None,
         }
+    }
+
+    /// The same pool, connecting from local address `source` (`None`: any).
+    pub fn with_source(mut self, source: Option<IpAddr>) -> Self {
+        self.source = source;
+        self
     }
 
     /// The channel to `addr` (`host:port`), created on first use. `Err` names
@@ -110,6 +123,7 @@ impl PeerChannels {
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("address {addr:?} is unusable: {e}"))?
             .connect_timeout(self.connect_timeout)
+            .local_address(self.source)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))

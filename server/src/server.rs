@@ -225,7 +225,8 @@ impl RunningServer {
         };
 
         let cluster = ClusterIdSource::new();
-        let channels = PeerChannels::new(config.network.connect_timeout);
+        let channels =
+            PeerChannels::new(config.network.connect_timeout).with_source(config.network.source);
         let network = PeerNetwork::new(
             config.node_id,
             cluster.clone(),
@@ -234,7 +235,7 @@ impl RunningServer {
         );
         let node = RaftNode::open(node_config(&config), network).await?;
         cluster.set(node.state().clone());
-        let peers = Peers::new(config.node_id, cluster, channels);
+        let peers = Peers::new(config.node_id, cluster, channels.clone());
 
         let (stop_peer, peer_stopped) = oneshot::channel::<()>();
         let gate = PeerGate::new();
@@ -292,7 +293,7 @@ impl RunningServer {
             settings: config.services.clone(),
             delivery: Arc::new(DeliveryRegistry::new(DELIVERY_CAPACITY)),
             shutdown: shutdown_rx,
-            forwarder: Forwarder::new(config.network.connect_timeout),
+            forwarder: Forwarder::new(channels.clone()),
             peers: peers.clone(),
         });
 

@@ -98,6 +98,13 @@ pub struct ServerArgs {
     /// Give every node the same value.
     #[arg(long, env = "RAFTCONF_REPLAY_MAX_AGE", value_parser = parse_duration)]
     pub replay_max_age: Option<Duration>,
+
+    /// Local IP address of this node's outgoing connections to other nodes
+    /// (Raft traffic and forwarded writes); default: the OS picks. With
+    /// several nodes on one host (127.0.0.11, 127.0.0.12, …) it lets a
+    /// firewall tell them apart.
+    #[arg(long, env = "RAFTCONF_SOURCE_ADDR")]
+    pub source_addr: Option<std::net::IpAddr>,
 }
 
 /// The parsed `--peers` list: node id → peer address.
@@ -124,6 +131,7 @@ impl ServerArgs {
         config.snapshot_every = self.snapshot_every;
         config.replay_window = self.replay_window;
         config.replay_max_age = self.replay_max_age;
+        config.network.source = self.source_addr;
         config.services.watch_send_timeout = self.watch_send_timeout;
         config
     }
