@@ -26,7 +26,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Leader heartbeat interval.
     pub heartbeat: Duration,
-    /// Election timeout range (randomised within).
+    /// Election timeout range (randomised within). A follower that hears
+    /// from no leader calls an election after the leader lease (openraft: the
+    /// maximum of this range) plus a random timeout within it: with 500–750
+    /// ms, 1.25–1.5 s after the leader's last heartbeat (etcd: 1–2 s).
     pub election_timeout: (Duration, Duration),
     /// Build a snapshot (and allow purging the log behind it) after this many entries.
     pub snapshot_every: u64,
@@ -54,8 +57,8 @@ impl NodeConfig {
         NodeConfig {
             node_id,
             data_dir: data_dir.into(),
-            heartbeat: Duration::from_millis(150),
-            election_timeout: (Duration::from_millis(1000), Duration::from_millis(1500)),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(750)),
             snapshot_every: 10_000,
             dedup_ttl: Duration::from_secs(600),
             replay_window: 10_000,
