@@ -17,6 +17,7 @@
 //! is an anomaly.
 
 mod convergence;
+mod lost;
 mod reload;
 
 #[cfg(test)]
@@ -79,6 +80,7 @@ impl Default for CheckOptions {
 pub fn check_all(history: &[Event], options: &CheckOptions) -> Vec<Verdict> {
     let ctx = Context::new(history, options);
     vec![
+        lost::check(&ctx),
         convergence::check(&ctx),
         reload::check(&ctx),
     ]
