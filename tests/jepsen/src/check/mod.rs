@@ -17,8 +17,10 @@
 //! is an anomaly.
 
 mod convergence;
+mod linear;
 mod lost;
 mod reload;
+mod wgl;
 
 #[cfg(test)]
 mod testkit;
@@ -80,6 +82,7 @@ impl Default for CheckOptions {
 pub fn check_all(history: &[Event], options: &CheckOptions) -> Vec<Verdict> {
     let ctx = Context::new(history, options);
     vec![
+        linear::check(&ctx),
         lost::check(&ctx),
         convergence::check(&ctx),
         reload::check(&ctx),
