@@ -20,6 +20,7 @@ mod convergence;
 mod linear;
 mod lost;
 mod reload;
+mod watch;
 mod wgl;
 
 #[cfg(test)]
@@ -85,6 +86,7 @@ pub fn check_all(history: &[Event], options: &CheckOptions) -> Vec<Verdict> {
         linear::check(&ctx),
         lost::check(&ctx),
         convergence::check(&ctx),
+        watch::check(&ctx),
         reload::check(&ctx),
     ]
 }
