@@ -24,6 +24,8 @@ mod watch;
 mod wgl;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod testkit;
 
 use std::collections::HashMap;
@@ -578,5 +580,73 @@ impl<'h> ClientOps<'h> {
             op.outcome = outcome;
         }
         ClientOps { ops, malformed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::testkit::valid_history;
+    use super::{check_all, sim, CheckOptions, Verdict};
+
+    fn assert_all_pass(verdicts: &[Verdict], what: &str) {
+        let failed: Vec<String> = verdicts
+            .iter()
+            .filter(|v| !v.ok)
+            .map(|v| v.to_string())
+            .collect();
+        assert!(failed.is_empty(), "{what}:\n{}", failed.join("\n"));
+    }
+
+    #[test]
+    fn valid_history_passes_every_checker() {
+        let h = valid_history();
+        let verdicts = check_all(&h.events, &CheckOptions::default());
+        let names: Vec<&str> = verdicts.iter().map(|v| v.name).collect();
+        assert_eq!(
+            names,
+            [
+                "linearizable",
+                "no_lost_writes",
+                "convergence",
+                "watch",
+                "hot_reload"
+            ]
+        );
+        assert_all_pass(&verdicts, "the valid history");
+    }
+
+    #[test]
+    fn simulated_correct_runs_pass_every_checker() {
+        for seed in 0..20 {
+            let h = sim::simulate(seed, 400, 2 + seed % 6);
+            assert_all_pass(
+                &check_all(&h.events, &CheckOptions::default()),
+                &format!("seed {seed}"),
+            );
+        }
+    }
+
+    /// `cargo test --release -p raftconf-jepsen -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn simulated_run_of_100k_events_checks_quickly() {
+        let n = std::env::var("SIM_OPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30_000);
+        let h = sim::simulate(7, n, 10);
+        let started = Instant::now();
+        let verdicts = check_all(&h.events, &CheckOptions::default());
+        println!(
+            "{} events checked in {:?}",
+            h.events.len(),
+            started.elapsed()
+        );
+        for v in &verdicts {
+            println!("{v}");
+        }
+        assert_all_pass(&verdicts, "seed 7");
     }
 }
