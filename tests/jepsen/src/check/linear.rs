@@ -47,7 +47,7 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
         Some(log) => {
             check_log_rules(log, &mut anomalies);
             let points = check_answers(log, &ctx.ops.ops, &mut anomalies);
-            check_real_time(&points, &ctx.ops.ops, &mut anomalies);
+            check_real_time(log, &points, &ctx.ops.ops, &mut anomalies);
             format!(
                 "{} ops placed by revision against node {}'s log",
                 points.len(),
@@ -284,7 +284,12 @@ fn check_write(
 /// If A completed before B was invoked, `pos(A) ≤ pos(B)`, and `<` when B
 /// is a write. One sweep: ops by invocation time, against the highest
 /// position among the ops completed strictly before.
-fn check_real_time(points: &[Point], ops: &[ClientOp<'_>], anomalies: &mut Anomalies) {
+fn check_real_time(
+    log: &CommittedLog<'_>,
+    points: &[Point],
+    ops: &[ClientOp<'_>],
+    anomalies: &mut Anomalies,
+) {
     let mut by_completion: Vec<(u64, &Point)> = points
         .iter()
         .filter_map(|p| Some((ops.get(p.op)?.complete_t()?, p)))
@@ -312,10 +317,15 @@ fn check_real_time(points: &[Point], ops: &[ClientOp<'_>], anomalies: &mut Anoma
         };
         if violated {
             let (op_a, op_b) = (&ops[a.op], &ops[b.op]);
-            let what = if b.write {
-                "write ordered before an op that completed before it began"
-            } else {
-                "stale read"
+            let ns = op_b.op.ns();
+            let what = match (b.write, op_b.op.is_write()) {
+                (true, _) => "write ordered before an op that completed before it began",
+                (false, false) if log.state_at(ns, b.pos) != log.state_at(ns, a.pos) => {
+                    "stale read"
+                }
+                // What it returned is still right, but it was served too early.
+                (false, false) => "read served at an old revision",
+                (false, true) => "failure decided at an old revision",
             };
             anomalies.push(format!(
                 "{what}: {op_b} took effect at revision {}, but {op_a}, at revision {}, completed before it was invoked",
@@ -400,6 +410,49 @@ mod tests {
         assert_search_flags(
             &failures,
             "t/e/a: not linearizable (3 ops): the longest linearization found has 1 ops, after which op 2 (p1 put t/e/a {\"w\":\"a2\"}, t=30..40 ok rev 0 v2) cannot take effect: the register holds {\"w\":\"a1\"} v1, and it would leave v1 behind, which op 3",
+        );
+    }
+
+    #[test]
+    fn stale_read_without_a_revision_is_caught_by_the_search_alone() {
+        // The get did not say where it was served: only the search sees it.
+        let mut h = stale_read_history();
+        for event in &mut h.events {
+            if let Event::Ok {
+                op_id: 3, result, ..
+            } = event
+            {
+                result.revision = 0;
+            }
+        }
+        let verdict = h.check(check);
+        assert_flags(&verdict, "search: t/e/a: not linearizable");
+        assert_eq!(verdict.anomalies.len(), 1, "{verdict}");
+    }
+
+    #[test]
+    fn read_served_before_a_completed_write_to_another_namespace_is_flagged() {
+        // b did not change, so the value is right, but revision 3 is before
+        // the put of a that was acknowledged at 4 before the get began.
+        let mut h = History::default();
+        h.invoke(1, 1, put(B, "b1")).ok_write(1, 1, 3, 1);
+        h.invoke(1, 2, put(A, "a1")).ok_write(1, 2, 4, 1);
+        h.invoke(2, 3, get(B)).ok_get(2, 3, 3, Some("b1"), 1, 3);
+        h.final_node(
+            1,
+            4,
+            "d",
+            vec![
+                entry(3, vec![change(B, 1, Some("b1"))]),
+                entry(4, vec![change(A, 1, Some("a1"))]),
+            ],
+        );
+        let verdict = h.check(check);
+        assert_flags(&verdict, "read served at an old revision: op 3");
+        assert_eq!(
+            verdict.anomalies.len(),
+            1,
+            "the search has nothing to say: {verdict}"
         );
     }
 
