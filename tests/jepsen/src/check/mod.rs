@@ -218,6 +218,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn simulated_stale_reads_are_caught_by_both_linearizability_checks() {
+        let h = sim::simulate_with_stale_reads(1, 400, 4, 0.1);
+        let verdicts = check_all(&h.events, &CheckOptions::default());
+        let linear = &verdicts[0];
+        assert!(!linear.ok, "{linear}");
+        let found = |prefix: &str| linear.anomalies.iter().any(|a| a.starts_with(prefix));
+        assert!(found("stale read:") || found("read disagrees"), "{linear}");
+        assert!(found("search: t/e/"), "{linear}");
+        assert_all_pass(&verdicts[1..], "stale reads leave the rest correct");
+    }
+
     /// `cargo test --release -p raftconf-jepsen -- --ignored --nocapture`
     #[test]
     #[ignore = "timing; run in release"]

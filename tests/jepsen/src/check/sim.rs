@@ -95,6 +95,36 @@ impl Store {
         }
     }
 
+    /// A buggy get: `ns` as it was just before its last change, served at
+    /// that revision.
+    fn stale_get(&self, ns: &str) -> Option<OpOk> {
+        let last = self
+            .log
+            .iter()
+            .rposition(|e| e.changes.iter().any(|c| c.ns == ns))?;
+        let revision = self.log[last].revision - 1;
+        let before = self.log[..last].iter().rev().find_map(|e| {
+            e.changes
+                .iter()
+                .find(|c| c.ns == ns)
+                .map(|c| (e.revision, c))
+        });
+        Some(match before {
+            Some((mod_revision, c)) if c.value.is_some() => OpOk {
+                revision,
+                value: c.value.clone(),
+                version: c.version,
+                mod_revision,
+            },
+            _ => OpOk {
+                revision: 0,
+                value: None,
+                version: 0,
+                mod_revision: 0,
+            },
+        })
+    }
+
     /// Every live namespace under the prefix at `revision`, from the log.
     fn snapshot(&self, revision: u64) -> Vec<NsChange> {
         let mut at: BTreeMap<&str, &NsChange> = BTreeMap::new();
@@ -125,6 +155,17 @@ struct InFlight {
 
 /// A correct run of `n_ops` operations by `processes` concurrent processes.
 pub(crate) fn simulate(seed: u64, n_ops: u64, processes: u64) -> History {
+    simulate_with_stale_reads(seed, n_ops, processes, 0.0)
+}
+
+/// A run in which each get, with probability `stale`, returns the state
+/// from before its namespace's last change.
+pub(crate) fn simulate_with_stale_reads(
+    seed: u64,
+    n_ops: u64,
+    processes: u64,
+    stale: f64,
+) -> History {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut h = History::default();
     let mut store = Store {
@@ -178,7 +219,12 @@ pub(crate) fn simulate(seed: u64, n_ops: u64, processes: u64) -> History {
                     store.revision += 1; // a tenant or environment change
                 }
                 // Rarely, an op that never takes effect and ends indeterminate.
-                let result = (!rng.gen_bool(0.04)).then(|| (store.apply(&op), store.revision));
+                let result = match (&op, rng.gen_bool(stale)) {
+                    (Op::Get { ns }, true) => store.stale_get(ns).map(Ok),
+                    _ => None,
+                }
+                .or_else(|| (!rng.gen_bool(0.04)).then(|| store.apply(&op)))
+                .map(|result| (result, store.revision));
                 *in_flight = Some(InFlight {
                     op_id,
                     op,
