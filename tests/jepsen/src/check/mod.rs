@@ -230,15 +230,20 @@ mod tests {
         assert_all_pass(&verdicts[1..], "stale reads leave the rest correct");
     }
 
-    /// `cargo test --release -p raftconf-jepsen -- --ignored --nocapture`
+    /// `cargo test --release -p raftconf-jepsen -- --ignored --nocapture`;
+    /// `SIM_OPS` and `SIM_PROCS` change the size and the concurrency
+    /// (40 000 ops by 60 processes, ~104k events: about 0.3 s).
     #[test]
     #[ignore = "timing; run in release"]
     fn simulated_run_of_100k_events_checks_quickly() {
-        let n = std::env::var("SIM_OPS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30_000);
-        let h = sim::simulate(7, n, 10);
+        let env = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default)
+        };
+        let (n, procs) = (env("SIM_OPS", 40_000), env("SIM_PROCS", 10));
+        let h = sim::simulate(7, n, procs);
         let started = Instant::now();
         let verdicts = check_all(&h.events, &CheckOptions::default());
         println!(

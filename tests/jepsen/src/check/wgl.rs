@@ -313,6 +313,9 @@ impl<'a, 'h> Register<'a, 'h> {
                     None,
                 ),
             };
+            // A completion stamped before its invocation is malformed
+            // (reported by linear.rs); take it as instantaneous.
+            let return_t = return_t.map(|t| t.max(client.invoke_t));
             if return_t.is_none() {
                 let class = *class_of.entry(effect).or_insert_with(|| {
                     classes.push(Vec::new());
