@@ -15,7 +15,7 @@
 //!   revision (gets of missing namespaces).
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{wgl, Anomalies, ClientOp, CommittedLog, Context, NsState, Outcome, Verdict};
 use crate::history::{FailReason, Op};
@@ -29,14 +29,14 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
         anomalies.push(format!("malformed history: {malformed}"));
     }
     for op in &ctx.ops.ops {
-        if let (
+        let mismatch = matches!(
+            op.outcome,
             Outcome::Fail {
                 reason: FailReason::VersionMismatch { .. },
                 ..
-            },
-            false,
-        ) = (op.outcome, matches!(op.op, Op::Cas { .. }))
-        {
+            }
+        );
+        if mismatch && !matches!(op.op, Op::Cas { .. }) {
             anomalies.push(format!(
                 "malformed history: a version mismatch for an op that is not a CAS: {op}"
             ));
@@ -63,7 +63,12 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
     };
 
     let limit = ctx.options.wgl_time_limit;
-    let search = wgl::search_all(&ctx.ops.ops, Instant::now() + limit, &format!("{limit:?}"));
+    let now = Instant::now();
+    // A limit too large to add is no limit (a year will do).
+    let deadline = now
+        .checked_add(limit)
+        .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+    let search = wgl::search_all(&ctx.ops.ops, deadline, &format!("{limit:?}"));
     for failure in search.failures {
         anomalies.push(format!("search: {failure}"));
     }
