@@ -1,0 +1,310 @@
+//! A simulated run of a correct store, for the checkers' tests: concurrent
+//! processes whose operations take effect atomically somewhere between
+//! invocation and completion, some ending indeterminate (applied or not),
+//! revisions that change no namespace, two watchers (one resuming, one from
+//! a snapshot), a reloader and three agreeing nodes. Every checker must
+//! pass it; seeded, so a failure names its seed.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use super::testkit::{History, PREFIX};
+use crate::history::{FailReason, LogEntry, NsChange, Op, OpOk, WatchItem};
+
+const NAMESPACES: [&str; 3] = ["t/e/a", "t/e/b", "t/e/c"];
+
+/// The correct store: one revision counter, namespaces as registers.
+#[derive(Default)]
+struct Store {
+    revision: u64,
+    /// ns → (value, version, mod revision).
+    state: BTreeMap<String, (Option<Value>, u64, u64)>,
+    log: Vec<LogEntry>,
+}
+
+impl Store {
+    fn version(&self, ns: &str) -> u64 {
+        self.state.get(ns).map_or(0, |s| s.1)
+    }
+
+    fn live(&self, ns: &str) -> bool {
+        self.state.get(ns).is_some_and(|s| s.0.is_some())
+    }
+
+    fn write(&mut self, ns: &str, value: Option<Value>) -> OpOk {
+        self.revision += 1;
+        let version = self.version(ns) + 1;
+        self.state
+            .insert(ns.to_string(), (value.clone(), version, self.revision));
+        self.log.push(LogEntry {
+            revision: self.revision,
+            changes: vec![NsChange {
+                ns: ns.to_string(),
+                version,
+                value,
+            }],
+        });
+        OpOk {
+            revision: self.revision,
+            value: None,
+            version,
+            mod_revision: 0,
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<OpOk, FailReason> {
+        match op {
+            Op::Get { ns } => Ok(match self.state.get(ns.as_str()) {
+                Some((Some(value), version, mod_revision)) => OpOk {
+                    revision: self.revision,
+                    value: Some(value.clone()),
+                    version: *version,
+                    mod_revision: *mod_revision,
+                },
+                _ => OpOk {
+                    revision: 0,
+                    value: None,
+                    version: 0,
+                    mod_revision: 0,
+                },
+            }),
+            Op::Put { ns, value } => Ok(self.write(ns, Some(value.clone()))),
+            Op::Cas {
+                ns,
+                expect_version,
+                value,
+            } => {
+                let holds = match expect_version {
+                    0 => !self.live(ns),
+                    v => self.live(ns) && self.version(ns) == *v,
+                };
+                match holds {
+                    true => Ok(self.write(ns, Some(value.clone()))),
+                    false => Err(FailReason::VersionMismatch {
+                        current: Some(self.version(ns)),
+                    }),
+                }
+            }
+            Op::Delete { ns } => match self.live(ns) {
+                true => Ok(self.write(ns, None)),
+                false => Err(FailReason::NotFound),
+            },
+        }
+    }
+
+    /// A buggy get: `ns` as it was just before its last change, served at
+    /// that revision.
+    fn stale_get(&self, ns: &str) -> Option<OpOk> {
+        let last = self
+            .log
+            .iter()
+            .rposition(|e| e.changes.iter().any(|c| c.ns == ns))?;
+        let revision = self.log[last].revision - 1;
+        let before = self.log[..last].iter().rev().find_map(|e| {
+            e.changes
+                .iter()
+                .find(|c| c.ns == ns)
+                .map(|c| (e.revision, c))
+        });
+        Some(match before {
+            Some((mod_revision, c)) if c.value.is_some() => OpOk {
+                revision,
+                value: c.value.clone(),
+                version: c.version,
+                mod_revision,
+            },
+            _ => OpOk {
+                revision: 0,
+                value: None,
+                version: 0,
+                mod_revision: 0,
+            },
+        })
+    }
+
+    /// Every live namespace under the prefix at `revision`, from the log.
+    fn snapshot(&self, revision: u64) -> Vec<NsChange> {
+        let mut at: BTreeMap<&str, &NsChange> = BTreeMap::new();
+        for entry in self.log.iter().take_while(|e| e.revision <= revision) {
+            for change in &entry.changes {
+                at.insert(change.ns.as_str(), change);
+            }
+        }
+        at.into_values()
+            .filter(|c| c.value.is_some())
+            .cloned()
+            .collect()
+    }
+}
+
+enum Phase {
+    Invoked,
+    /// Took effect at the revision (or, for `None`, never will: it ends
+    /// indeterminate).
+    Applied(Option<(Result<OpOk, FailReason>, u64)>),
+}
+
+struct InFlight {
+    op_id: u64,
+    op: Op,
+    phase: Phase,
+}
+
+/// A correct run of `n_ops` operations by `processes` concurrent processes.
+pub(crate) fn simulate(seed: u64, n_ops: u64, processes: u64) -> History {
+    simulate_with_stale_reads(seed, n_ops, processes, 0.0)
+}
+
+/// A run in which each get, with probability `stale`, returns the state
+/// from before its namespace's last change.
+pub(crate) fn simulate_with_stale_reads(
+    seed: u64,
+    n_ops: u64,
+    processes: u64,
+    stale: f64,
+) -> History {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut h = History::default();
+    let mut store = Store {
+        revision: 2,
+        ..Store::default()
+    };
+    // slot → (its process id, its op in flight)
+    let mut slots: Vec<(u64, Option<InFlight>)> = (0..processes).map(|p| (p, None)).collect();
+    let mut next_process = processes;
+    let mut started = 0;
+    while started < n_ops || slots.iter().any(|(_, f)| f.is_some()) {
+        let slot = rng.gen_range(0..slots.len());
+        let (process, in_flight) = &mut slots[slot];
+        let process = *process;
+        match in_flight.take() {
+            None if started < n_ops => {
+                started += 1;
+                let op_id = started;
+                let ns = NAMESPACES[rng.gen_range(0..NAMESPACES.len())];
+                let value = serde_json::json!({ "w": format!("p{process}-{op_id}") });
+                let op = match rng.gen_range(0..100) {
+                    0..40 => Op::Get { ns: ns.to_string() },
+                    40..65 => Op::Put {
+                        ns: ns.to_string(),
+                        value,
+                    },
+                    65..85 => Op::Cas {
+                        ns: ns.to_string(),
+                        expect_version: match rng.gen_bool(0.6) {
+                            true if store.live(ns) => store.version(ns),
+                            _ => rng.gen_range(0..=store.version(ns) + 1),
+                        },
+                        value,
+                    },
+                    _ => Op::Delete { ns: ns.to_string() },
+                };
+                h.invoke(process, op_id, op.clone());
+                *in_flight = Some(InFlight {
+                    op_id,
+                    op,
+                    phase: Phase::Invoked,
+                });
+            }
+            None => {}
+            Some(InFlight {
+                op_id,
+                op,
+                phase: Phase::Invoked,
+            }) => {
+                if rng.gen_bool(0.03) {
+                    store.revision += 1; // a tenant or environment change
+                }
+                // Rarely, an op that never takes effect and ends indeterminate.
+                let result = match (&op, rng.gen_bool(stale)) {
+                    (Op::Get { ns }, true) => store.stale_get(ns).map(Ok),
+                    _ => None,
+                }
+                .or_else(|| (!rng.gen_bool(0.04)).then(|| store.apply(&op)))
+                .map(|result| (result, store.revision));
+                *in_flight = Some(InFlight {
+                    op_id,
+                    op,
+                    phase: Phase::Applied(result),
+                });
+            }
+            Some(InFlight {
+                op_id,
+                phase: Phase::Applied(result),
+                ..
+            }) => match result {
+                Some((Ok(ok), _)) if rng.gen_bool(0.95) => {
+                    h.ok(process, op_id, ok);
+                }
+                Some((Err(reason), revision)) if rng.gen_bool(0.95) => {
+                    h.fail(process, op_id, reason, Some(revision));
+                }
+                _ => {
+                    h.info(process, op_id);
+                    slots[slot].0 = next_process;
+                    next_process += 1;
+                }
+            },
+        }
+    }
+    watch_and_reload(&mut h, &store);
+    for node in 1..=3 {
+        h.final_node(node, store.revision, "digest", store.log.clone());
+    }
+    h
+}
+
+/// Watcher 1 from revision 1, cut in two sessions at the middle of the log
+/// with a progress event; watcher 2 from a snapshot in the middle;
+/// reloader 1 following `t/e/a`.
+fn watch_and_reload(h: &mut History, store: &Store) {
+    let log = &store.log;
+    let middle = log.len() / 2;
+    let (first, second) = log.split_at(middle);
+    h.start(1, 0, 1);
+    for entry in first {
+        h.change(1, 0, entry.clone());
+    }
+    // Nothing under the prefix before the next entry: progress up to it.
+    let progress = second.first().map_or(store.revision, |e| e.revision - 1);
+    h.progress(1, 0, progress).end(1, 0);
+    h.watch(
+        1,
+        WatchItem::Start {
+            session: 1,
+            node: 2,
+            prefix: PREFIX.to_string(),
+            from_revision: progress + 1,
+        },
+    );
+    for entry in second {
+        h.change(1, 1, entry.clone());
+    }
+    h.progress(1, 1, store.revision);
+
+    let snapshot_at = first.last().map_or(2, |e| e.revision);
+    h.start(2, 0, 0).watch(
+        2,
+        WatchItem::Snapshot {
+            session: 0,
+            revision: snapshot_at,
+            entries: store.snapshot(snapshot_at),
+        },
+    );
+    for entry in second {
+        h.change(2, 0, entry.clone());
+    }
+
+    for entry in log {
+        for change in entry.changes.iter().filter(|c| c.ns == NAMESPACES[0]) {
+            if let Some(Value::Object(map)) = &change.value {
+                if let Some(Value::String(w)) = map.get("w") {
+                    h.reload(1, &change.ns, entry.revision, w);
+                }
+            }
+        }
+    }
+}

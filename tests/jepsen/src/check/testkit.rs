@@ -1,0 +1,352 @@
+//! Hand-made histories for the checkers' tests: a builder that stamps each
+//! event 10 ns after the previous one, and one valid history every checker
+//! passes, which the tests then break in one place each.
+
+use serde_json::{json, Value};
+
+use super::{CheckOptions, Context, Verdict};
+use crate::history::{Event, FailReason, LogEntry, NsChange, Op, OpOk, WatchItem};
+
+pub(crate) const A: &str = "t/e/a";
+pub(crate) const B: &str = "t/e/b";
+pub(crate) const PREFIX: &str = "t/e/";
+
+/// A value as the workload writes them.
+pub(crate) fn val(w: &str) -> Value {
+    json!({ "w": w })
+}
+
+pub(crate) fn get(ns: &str) -> Op {
+    Op::Get { ns: ns.to_string() }
+}
+
+pub(crate) fn put(ns: &str, w: &str) -> Op {
+    Op::Put {
+        ns: ns.to_string(),
+        value: val(w),
+    }
+}
+
+pub(crate) fn cas(ns: &str, expect_version: u64, w: &str) -> Op {
+    Op::Cas {
+        ns: ns.to_string(),
+        expect_version,
+        value: val(w),
+    }
+}
+
+pub(crate) fn del(ns: &str) -> Op {
+    Op::Delete { ns: ns.to_string() }
+}
+
+/// A change setting `ns` to `w` (`None`: a delete) at `version`.
+pub(crate) fn change(ns: &str, version: u64, w: Option<&str>) -> NsChange {
+    NsChange {
+        ns: ns.to_string(),
+        version,
+        value: w.map(val),
+    }
+}
+
+pub(crate) fn entry(revision: u64, changes: Vec<NsChange>) -> LogEntry {
+    LogEntry { revision, changes }
+}
+
+/// Builds a history; every event is 10 ns after the previous one.
+#[derive(Default)]
+pub(crate) struct History {
+    pub(crate) events: Vec<Event>,
+    t: u64,
+}
+
+impl History {
+    fn tick(&mut self) -> u64 {
+        self.t += 10;
+        self.t
+    }
+
+    pub(crate) fn invoke(&mut self, process: u64, op_id: u64, op: Op) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Invoke {
+            t,
+            process,
+            op_id,
+            op,
+        });
+        self
+    }
+
+    pub(crate) fn ok(&mut self, process: u64, op_id: u64, result: OpOk) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Ok {
+            t,
+            process,
+            op_id,
+            result,
+        });
+        self
+    }
+
+    /// A write acknowledged at `revision` with its new `version`.
+    pub(crate) fn ok_write(
+        &mut self,
+        process: u64,
+        op_id: u64,
+        revision: u64,
+        version: u64,
+    ) -> &mut Self {
+        self.ok(
+            process,
+            op_id,
+            OpOk {
+                revision,
+                value: None,
+                version,
+                mod_revision: 0,
+            },
+        )
+    }
+
+    /// A get served at `revision` that read `w` (`None`: missing).
+    pub(crate) fn ok_get(
+        &mut self,
+        process: u64,
+        op_id: u64,
+        revision: u64,
+        w: Option<&str>,
+        version: u64,
+        mod_revision: u64,
+    ) -> &mut Self {
+        self.ok(
+            process,
+            op_id,
+            OpOk {
+                revision,
+                value: w.map(val),
+                version,
+                mod_revision,
+            },
+        )
+    }
+
+    pub(crate) fn fail(
+        &mut self,
+        process: u64,
+        op_id: u64,
+        reason: FailReason,
+        revision: Option<u64>,
+    ) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Fail {
+            t,
+            process,
+            op_id,
+            reason,
+            revision,
+        });
+        self
+    }
+
+    pub(crate) fn info(&mut self, process: u64, op_id: u64) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Info {
+            t,
+            process,
+            op_id,
+            error: "timeout".to_string(),
+        });
+        self
+    }
+
+    pub(crate) fn watch(&mut self, watcher: u64, item: WatchItem) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Watch { t, watcher, item });
+        self
+    }
+
+    pub(crate) fn start(&mut self, watcher: u64, session: u64, from_revision: u64) -> &mut Self {
+        self.watch(
+            watcher,
+            WatchItem::Start {
+                session,
+                node: 1,
+                prefix: PREFIX.to_string(),
+                from_revision,
+            },
+        )
+    }
+
+    pub(crate) fn change(&mut self, watcher: u64, session: u64, entry: LogEntry) -> &mut Self {
+        self.watch(watcher, WatchItem::Change { session, entry })
+    }
+
+    pub(crate) fn progress(&mut self, watcher: u64, session: u64, revision: u64) -> &mut Self {
+        self.watch(watcher, WatchItem::Progress { session, revision })
+    }
+
+    pub(crate) fn end(&mut self, watcher: u64, session: u64) -> &mut Self {
+        self.watch(
+            watcher,
+            WatchItem::End {
+                session,
+                reason: "connection lost".to_string(),
+            },
+        )
+    }
+
+    pub(crate) fn reload(&mut self, reloader: u64, ns: &str, revision: u64, w: &str) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Reload {
+            t,
+            reloader,
+            ns: ns.to_string(),
+            revision,
+            value: val(w),
+        });
+        self
+    }
+
+    pub(crate) fn final_node(
+        &mut self,
+        node: u64,
+        revision: u64,
+        digest: &str,
+        log: Vec<LogEntry>,
+    ) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Final {
+            t,
+            node,
+            revision,
+            digest: digest.to_string(),
+            log,
+        });
+        self
+    }
+
+    /// Runs one checker over the history with default options.
+    pub(crate) fn check(&self, checker: fn(&Context<'_>) -> Verdict) -> Verdict {
+        self.check_with(checker, &CheckOptions::default())
+    }
+
+    pub(crate) fn check_with(
+        &self,
+        checker: fn(&Context<'_>) -> Verdict,
+        options: &CheckOptions,
+    ) -> Verdict {
+        checker(&Context::new(&self.events, options))
+    }
+}
+
+/// The committed log of [`valid_history`]. Revisions 1 and 2 created the
+/// tenant and the environment, so the log starts at 3.
+pub(crate) fn valid_log() -> Vec<LogEntry> {
+    vec![
+        entry(3, vec![change(A, 1, Some("a1"))]),
+        entry(4, vec![change(A, 2, Some("a2"))]),
+        entry(5, vec![change(B, 1, Some("b1"))]),
+        entry(6, vec![change(A, 3, None)]),
+        entry(7, vec![change(B, 2, Some("b2"))]),
+        entry(8, vec![change(A, 4, Some("a4"))]),
+    ]
+}
+
+/// The client part of the valid history: puts, a CAS that wins and one that
+/// loses, a delete, a get of the deleted namespace, a delete that finds
+/// nothing, an indeterminate put that did land (revision 7), an
+/// indeterminate CAS that did not, a re-creation by CAS, and concurrent ops.
+pub(crate) fn valid_ops(h: &mut History) {
+    h.invoke(1, 1, put(A, "a1")).ok_write(1, 1, 3, 1);
+    h.invoke(2, 2, get(A)).ok_get(2, 2, 3, Some("a1"), 1, 3);
+    // Concurrent: p1's CAS wins, p2's loses.
+    h.invoke(1, 3, cas(A, 1, "a2"))
+        .invoke(2, 4, cas(A, 1, "a3"))
+        .ok_write(1, 3, 4, 2)
+        .fail(
+            2,
+            4,
+            FailReason::VersionMismatch { current: Some(2) },
+            Some(4),
+        );
+    h.invoke(1, 5, put(B, "b1")).ok_write(1, 5, 5, 1);
+    h.invoke(2, 6, del(A)).ok_write(2, 6, 6, 3);
+    h.invoke(2, 7, get(A)).ok_get(2, 7, 0, None, 0, 0);
+    h.invoke(1, 8, del(A))
+        .fail(1, 8, FailReason::NotFound, Some(6));
+    h.invoke(3, 9, put(B, "b2")).info(3, 9);
+    h.invoke(4, 10, cas(B, 7, "b-never")).info(4, 10);
+    // Concurrent get and re-creation: the get linearizes first.
+    h.invoke(5, 11, cas(A, 0, "a4"))
+        .invoke(2, 12, get(A))
+        .ok_get(2, 12, 7, None, 0, 0)
+        .ok_write(5, 11, 8, 4);
+    h.invoke(2, 13, get(A)).ok_get(2, 13, 8, Some("a4"), 4, 8);
+    h.invoke(2, 14, get(B)).ok_get(2, 14, 8, Some("b2"), 2, 7);
+}
+
+/// Two watchers over `t/e/`: watcher 1 from revision 1 across a resume on
+/// another node, watcher 2 from a snapshot.
+pub(crate) fn valid_watches(h: &mut History) {
+    let log = valid_log();
+    h.start(1, 0, 1)
+        .change(1, 0, log[0].clone())
+        .change(1, 0, log[1].clone())
+        .progress(1, 0, 4)
+        .end(1, 0)
+        .start(1, 1, 5)
+        .change(1, 1, log[2].clone())
+        .change(1, 1, log[3].clone())
+        .change(1, 1, log[4].clone())
+        .change(1, 1, log[5].clone())
+        .progress(1, 1, 8)
+        .end(1, 1);
+    h.start(2, 0, 0)
+        .watch(
+            2,
+            WatchItem::Snapshot {
+                session: 0,
+                revision: 5,
+                entries: vec![change(A, 2, Some("a2")), change(B, 1, Some("b1"))],
+            },
+        )
+        .change(2, 0, log[3].clone())
+        .change(2, 0, log[4].clone())
+        .change(2, 0, log[5].clone());
+}
+
+/// Reloader 1 follows `t/e/a`.
+pub(crate) fn valid_reloads(h: &mut History) {
+    h.reload(1, A, 3, "a1")
+        .reload(1, A, 4, "a2")
+        .reload(1, A, 8, "a4");
+}
+
+pub(crate) fn valid_finals(h: &mut History) {
+    for node in 1..=3 {
+        h.final_node(node, 8, "d8", valid_log());
+    }
+}
+
+/// A history every checker passes.
+pub(crate) fn valid_history() -> History {
+    let mut h = History::default();
+    valid_ops(&mut h);
+    valid_watches(&mut h);
+    valid_reloads(&mut h);
+    valid_finals(&mut h);
+    h
+}
+
+/// Asserts the verdict failed with an anomaly containing `needle`.
+pub(crate) fn assert_flags(verdict: &Verdict, needle: &str) {
+    assert!(!verdict.ok, "expected {} to fail:\n{verdict}", verdict.name);
+    assert!(
+        verdict.anomalies.iter().any(|a| a.contains(needle)),
+        "expected an anomaly containing {needle:?}:\n{verdict}"
+    );
+}
+
+/// Asserts the verdict passed.
+pub(crate) fn assert_passes(verdict: &Verdict) {
+    assert!(verdict.ok, "expected {} to pass:\n{verdict}", verdict.name);
+}
