@@ -172,6 +172,31 @@ impl StateView {
         }
     }
 
+    /// [`StateView::get`], with the store revision it is the state of: no
+    /// apply lands in between (a bare `get` may see a later revision than one
+    /// read just before it).
+    pub fn get_with_revision(&self, path: &NsPath) -> Result<(Option<DocEntry>, u64)> {
+        let _guard = self
+            .shared
+            .commit_lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let revision = ApplyCtx::stored_revision(self.tree())?;
+        Ok((self.get(path)?, revision))
+    }
+
+    /// [`StateView::list`], with the store revision it is the state of (one
+    /// consistent revision across every namespace listed).
+    pub fn list_with_revision(&self, tenant: &str, env: &str) -> Result<(Vec<DocEntry>, u64)> {
+        let _guard = self
+            .shared
+            .commit_lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let revision = ApplyCtx::stored_revision(self.tree())?;
+        Ok((self.list(tenant, env)?, revision))
+    }
+
     /// Live namespaces of `tenant/env`, sorted by name. Unknown tenant/env: `Error::NotFound`.
     pub fn list(&self, tenant: &str, env: &str) -> Result<Vec<DocEntry>> {
         self.check_env(tenant, env)?;

@@ -46,25 +46,30 @@ impl ConfigService {
             .read_revision(req.consistency, req.min_revision)
             .await?;
         let state = self.ctx.node.state();
-        let doc = if req.revision > 0 {
+        let (doc, read_at) = if req.revision > 0 {
             if req.revision > served_at {
                 return Err(ApiError::OutOfRange(format!(
                     "revision {} is in the future: the store is at revision {served_at}",
                     req.revision
                 )));
             }
-            state.get_at(&path, req.revision)?.ok_or_else(|| {
+            let doc = state.get_at(&path, req.revision)?.ok_or_else(|| {
                 ApiError::NotFound(format!(
                     "namespace {path} did not exist at revision {}",
                     req.revision
                 ))
-            })?
+            })?;
+            (doc, served_at)
         } else {
-            state
-                .get(&path)?
-                .ok_or_else(|| ApiError::NotFound(format!("namespace {path} does not exist")))?
+            // The document and the revision it is the state of, read together:
+            // applies after the read index can make it later than `served_at`,
+            // and the header must say which state was read.
+            let (doc, read_at) = state.get_with_revision(&path)?;
+            let doc =
+                doc.ok_or_else(|| ApiError::NotFound(format!("namespace {path} does not exist")))?;
+            (doc, read_at.max(served_at))
         };
-        Ok(convert::get_response(doc, self.ctx.header(served_at)))
+        Ok(convert::get_response(doc, self.ctx.header(read_at)))
     }
 
     async fn list_inner(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ApiError> {
@@ -73,9 +78,13 @@ impl ConfigService {
             .ctx
             .read_revision(req.consistency, req.min_revision)
             .await?;
-        let docs = self.ctx.node.state().list(&env.tenant, &env.env)?;
+        let (docs, read_at) = self
+            .ctx
+            .node
+            .state()
+            .list_with_revision(&env.tenant, &env.env)?;
         Ok(pb::ListResponse {
-            header: Some(self.ctx.header(served_at)),
+            header: Some(self.ctx.header(read_at.max(served_at))),
             entries: docs
                 .iter()
                 .map(|d| convert::namespace_entry(d, req.include_values))
