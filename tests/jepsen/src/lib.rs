@@ -3,4 +3,11 @@
 //! every operation recorded, and the history checked.
 
 pub mod check;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod recorder;
+pub mod run;
+pub mod watchers;
+pub mod workload;

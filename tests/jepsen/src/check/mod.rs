@@ -40,7 +40,7 @@ pub(crate) use log::{value_key, CommittedLog, NsState};
 pub(crate) use ops::{ClientOp, ClientOps, Outcome};
 
 /// One checker's conclusion.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Verdict {
     /// The checker (`linearizable`, `no_lost_writes`, `convergence`,
     /// `watch`, `hot_reload`).

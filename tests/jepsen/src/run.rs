@@ -1,0 +1,353 @@
+//! One run: start the cluster, drive clients, watchers and the hot-reload
+//! handle while the nemesis injects faults, heal, wait for convergence,
+//! record every node's final state, and check the history.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use tokio::sync::{watch, Mutex};
+
+use crate::check::{check_all, CheckOptions, Verdict};
+use crate::cluster::{client_addr, Cluster, ClusterOptions};
+use crate::history::{Event, Op, OpOk};
+use crate::nemesis::{self, Kind, NemesisOptions, NemesisReport};
+use crate::net::Net;
+use crate::recorder::Recorder;
+use crate::watchers::{read_log, run_watcher, WatcherOptions};
+use crate::workload::{self, namespace, run_process, WorkloadOptions, PREFIX};
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The seed of the workload and the schedule.
+    pub seed: u64,
+    /// How long the workload and the faults run.
+    pub time: Duration,
+    /// Fault kinds.
+    pub nemesis: Vec<Kind>,
+    /// Nodes (3 or 5).
+    pub nodes: usize,
+    /// Client processes.
+    pub clients: usize,
+    /// Namespaces.
+    pub keys: usize,
+    /// Watchers.
+    pub watchers: usize,
+    /// The `raftconf` binary.
+    pub bin: PathBuf,
+    /// This run's directory.
+    pub dir: PathBuf,
+    /// Bound on one client operation.
+    pub op_timeout: Duration,
+    /// `--snapshot-every` of the nodes.
+    pub snapshot_every: u64,
+    /// The command that replays this run (printed and saved).
+    pub replay: String,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Every checker's verdict.
+    pub verdicts: Vec<Verdict>,
+    /// The one-line summary.
+    pub summary: String,
+}
+
+impl RunResult {
+    /// Whether every checker passed.
+    pub fn ok(&self) -> bool {
+        self.verdicts.iter().all(|v| v.ok)
+    }
+}
+
+/// Runs the whole thing. `Err` means the harness could not do its job (the
+/// cluster never formed, …), not that a checker failed.
+pub async fn run(opts: RunOptions) -> Result<RunResult> {
+    std::fs::create_dir_all(&opts.dir)?;
+    std::fs::write(opts.dir.join("command.txt"), format!("{}\n", opts.replay))?;
+    let (rec, writer) = Recorder::create(&opts.dir.join("history.jsonl"))?;
+    let net = Net;
+    net.heal()?;
+
+    println!(
+        "starting {} nodes (logs in {})",
+        opts.nodes,
+        opts.dir.display()
+    );
+    let cluster = Cluster::start(ClusterOptions {
+        bin: opts.bin.clone(),
+        dir: opts.dir.clone(),
+        nodes: opts.nodes,
+        snapshot_every: opts.snapshot_every,
+    })
+    .await?;
+    let endpoints = cluster.endpoints();
+    setup(&cluster, &rec).await?;
+
+    // The hot-reload handle starts before any workload write.
+    let reloader = workload::start_reloader(1, endpoints.clone(), namespace(0), rec.clone())
+        .await
+        .context("starting the hot-reload handle")?;
+
+    let cluster = Arc::new(Mutex::new(cluster));
+    let until = Instant::now() + opts.time;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (target_tx, target_rx) = watch::channel(None::<u64>);
+    let nemesis_log = std::fs::File::create(opts.dir.join("nemesis.log"))?;
+    let nemesis = tokio::spawn(nemesis::run(
+        cluster.clone(),
+        net.clone(),
+        NemesisOptions {
+            kinds: opts.nemesis.clone(),
+            seed: opts.seed,
+            quiet: (Duration::from_millis(1_000), Duration::from_millis(3_000)),
+            hold: (Duration::from_millis(1_500), Duration::from_millis(5_000)),
+        },
+        rec.clone(),
+        nemesis_log,
+        until,
+    ));
+    let workload_opts = WorkloadOptions {
+        clients: opts.clients,
+        keys: opts.keys,
+        op_timeout: opts.op_timeout,
+        think: Duration::from_millis(5),
+        seed: opts.seed,
+    };
+    let processes: Vec<_> = (1..=opts.clients)
+        .map(|slot| {
+            tokio::spawn(run_process(
+                slot,
+                endpoints.clone(),
+                workload_opts.clone(),
+                rec.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    let (watchers_stop_tx, watchers_stop_rx) = watch::channel(false);
+    let watchers: Vec<_> = (1..=opts.watchers as u64)
+        .map(|w| {
+            tokio::spawn(run_watcher(
+                w,
+                WatcherOptions {
+                    prefix: PREFIX.to_string(),
+                    nodes: opts.nodes,
+                    // The first watcher starts from a snapshot, the others from revision 1.
+                    first_from: u64::from(w != 1),
+                    max_session: Duration::from_secs(6),
+                    seed: opts.seed,
+                },
+                rec.clone(),
+                target_rx.clone(),
+                watchers_stop_rx.clone(),
+            ))
+        })
+        .collect();
+
+    println!(
+        "workload and faults for {:?} (seed {})",
+        opts.time, opts.seed
+    );
+    tokio::time::sleep_until(until.into()).await;
+    let _ = stop_tx.send(true);
+    let mut attempted = 0;
+    for p in processes {
+        attempted += p.await.unwrap_or(0);
+    }
+    let report = nemesis.await.unwrap_or_default();
+
+    println!("healing and waiting for convergence");
+    net.heal()?;
+    let mut cluster = Arc::try_unwrap(cluster)
+        .map_err(|_| anyhow::anyhow!("the nemesis still holds the cluster"))?
+        .into_inner();
+    cluster.revive_all()?;
+    cluster.wait_leader(Duration::from_secs(60)).await?;
+    cluster.ensure_members(Duration::from_secs(60)).await?;
+    let final_revision = converge(&cluster, Duration::from_secs(90)).await?;
+
+    let _ = target_tx.send(Some(final_revision));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for w in watchers {
+        if tokio::time::timeout_at(deadline, w).await.is_err() {
+            let _ = watchers_stop_tx.send(true);
+        }
+    }
+    let _ = watchers_stop_tx.send(true);
+    reloader
+        .wait_for_revision(final_revision, Duration::from_secs(30))
+        .await;
+    drop(reloader);
+
+    for slot in 1..=cluster.nodes.len() {
+        let status = cluster.admin().status_of(&client_addr(slot)).await?;
+        let log = read_log(slot, PREFIX, status.revision, Duration::from_secs(60)).await?;
+        rec.record(Event::Final {
+            t: rec.now(),
+            node: cluster.nodes[slot - 1].id,
+            revision: status.revision,
+            digest: status.state_digest,
+            log,
+        });
+    }
+    cluster.stop_all();
+    drop(rec);
+    let events = writer.await.context("history writer")??;
+
+    println!("checking {} events", events.len());
+    let verdicts = check_all(&events, &CheckOptions::default());
+    let summary = summarize(&events, attempted, &report, &verdicts);
+    write_results(&opts, &verdicts, &report, &summary)?;
+    Ok(RunResult { verdicts, summary })
+}
+
+/// Creates the tenant and environment, and gives namespace 0 a first value
+/// (recorded like any write, by process 0) for the hot-reload handle.
+async fn setup(cluster: &Cluster, rec: &Recorder) -> Result<()> {
+    let admin = cluster.admin();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tenant = admin.create_tenant("jepsen").await;
+        let env = admin.create_env("jepsen", "t").await;
+        let done = |r: &raftconf_client::Result<u64>| {
+            matches!(r, Ok(_) | Err(raftconf_client::Error::AlreadyExists(_)))
+        };
+        if done(&tenant) && done(&env) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("could not create the tenant and environment: {tenant:?} {env:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ns = namespace(0);
+    let value = json!({ "w": "setup" });
+    let op_id = rec.op_id();
+    rec.record(Event::Invoke {
+        t: rec.now(),
+        process: 0,
+        op_id,
+        op: Op::Put {
+            ns: ns.clone(),
+            value: value.clone(),
+        },
+    });
+    let w = admin.put(&ns, &value).await.context("the setup write")?;
+    rec.record(Event::Ok {
+        t: rec.now(),
+        process: 0,
+        op_id,
+        result: OpOk {
+            revision: w.revision,
+            value: None,
+            version: w.version,
+            mod_revision: 0,
+        },
+    });
+    Ok(())
+}
+
+/// Waits until every node reports the same applied revision and state
+/// digest twice in a row, a second apart; returns that revision.
+async fn converge(cluster: &Cluster, timeout: Duration) -> Result<u64> {
+    let deadline = Instant::now() + timeout;
+    let mut last: Option<(u64, String)> = None;
+    loop {
+        let mut seen = BTreeMap::new();
+        for slot in 1..=cluster.nodes.len() {
+            match cluster.admin().status_of(&client_addr(slot)).await {
+                Ok(s) => {
+                    seen.insert(slot, (s.revision, s.state_digest));
+                }
+                Err(e) => {
+                    seen.insert(slot, (0, format!("no answer: {e}")));
+                }
+            }
+        }
+        let first = seen.values().next().cloned();
+        let agree = seen.values().all(|v| Some(v) == first.as_ref());
+        if agree && first.is_some() && first == last {
+            return Ok(first.map(|f| f.0).unwrap_or(0));
+        }
+        last = if agree { first } else { None };
+        if Instant::now() > deadline {
+            bail!("the nodes did not converge within {timeout:?}: {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn summarize(
+    events: &[Event],
+    attempted: u64,
+    report: &NemesisReport,
+    verdicts: &[Verdict],
+) -> String {
+    let (mut ok, mut failed, mut info) = (0, 0, 0);
+    for e in events {
+        match e {
+            Event::Ok { process, .. } if *process != 0 => ok += 1,
+            Event::Fail { .. } => failed += 1,
+            Event::Info { .. } => info += 1,
+            _ => {}
+        }
+    }
+    let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &report.faults {
+        *faults
+            .entry(f.split(' ').next().unwrap_or("?"))
+            .or_default() += 1;
+    }
+    let faults_text = if faults.is_empty() {
+        "none".to_string()
+    } else {
+        faults
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let checks = verdicts
+        .iter()
+        .map(|v| format!("{} {}", v.name, if v.ok { "ok" } else { "FAILED" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "ops attempted {attempted} / ok {ok} / failed {failed} / indeterminate {info}; \
+         faults {} ({faults_text}{}); checkers: {checks}",
+        report.faults.len(),
+        if report.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; {} nemesis errors", report.errors.len())
+        }
+    )
+}
+
+fn write_results(
+    opts: &RunOptions,
+    verdicts: &[Verdict],
+    report: &NemesisReport,
+    summary: &str,
+) -> Result<()> {
+    let results = json!({
+        "seed": opts.seed,
+        "replay": opts.replay,
+        "summary": summary,
+        "ok": verdicts.iter().all(|v| v.ok),
+        "checkers": verdicts,
+        "faults": report.faults,
+        "nemesis_errors": report.errors,
+    });
+    std::fs::write(
+        opts.dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    Ok(())
+}
