@@ -213,7 +213,8 @@ impl RaftNode {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
-        let (log, sm) = open_storage(&config).await?;
+        let (mut log, sm) = open_storage(&config).await?;
+        let restored = restored_leadership(&mut log, config.node_id).await?;
         let state = sm.view();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let raft_config = openraft::Config {
@@ -231,7 +232,12 @@ impl RaftNode {
             .await
             .map_err(|e| Error::Storage(format!("raft failed to start: {e}")))?;
         let (reads, reads_rx) = mpsc::channel(4096);
-        tokio::spawn(read_batcher(raft.clone(), reads_rx, config.write_timeout));
+        tokio::spawn(read_batcher(
+            raft.clone(),
+            reads_rx,
+            config.write_timeout,
+            restored,
+        ));
         let (writes, writes_rx) = mpsc::channel(MAX_PROPOSAL_WRITES * 4);
         tokio::spawn(proposer(raft.clone(), writes_rx, config.write_timeout));
         tokio::spawn(record_cluster_id(
@@ -592,10 +598,52 @@ fn approx_size(request: &Request) -> usize {
 /// was running shares the next one, which starts after they all arrived (a
 /// round that started earlier could miss a write acknowledged before the read
 /// began). One `ensure_linearizable` = one heartbeat round to the voters.
+/// Leadership a node takes back at start-up without an election: openraft
+/// 0.9 does so when the persisted vote is the node's own committed one.
+#[derive(Debug, Clone, Copy)]
+struct RestoredLeadership {
+    /// The term it leads again.
+    term: u64,
+    /// The last log index it held at start-up.
+    last_index: u64,
+}
+
+/// Whether this node will restore its leadership (see [`RestoredLeadership`]).
+///
+/// Why it matters: the committed index is not persisted, and openraft's read
+/// index for such a leader is the first entry of its term, not what was
+/// committed before the restart. The state machine (sled buffers its writes)
+/// may restart behind the log, so that leader could serve a "linearizable"
+/// read that misses a write acknowledged before the crash (the fault suite
+/// found exactly this after killing every node). Reads on it therefore wait
+/// until it has applied everything it held at start-up: every acknowledged
+/// write is in its log, since a leader acknowledges only what it appended.
+async fn restored_leadership(log: &mut LogStore, me: NodeId) -> Result<Option<RestoredLeadership>> {
+    use openraft::storage::RaftLogStorage;
+    let vote = log
+        .read_vote()
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let state = log
+        .get_log_state()
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    Ok(match (vote, state.last_log_id) {
+        (Some(v), Some(last)) if v.committed && v.leader_id.node_id == me => {
+            Some(RestoredLeadership {
+                term: v.leader_id.term,
+                last_index: last.index,
+            })
+        }
+        _ => None,
+    })
+}
+
 async fn read_batcher(
     raft: Raft,
     mut rx: mpsc::Receiver<oneshot::Sender<std::result::Result<u64, ReadError>>>,
     timeout: Duration,
+    restored: Option<RestoredLeadership>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
@@ -606,7 +654,10 @@ async fn read_batcher(
             Err(_) => Err(ReadError::Unavailable(format!(
                 "leadership not confirmed by a quorum within {timeout:?}"
             ))),
-            Ok(Ok(read_log_id)) => Ok(read_log_id.map_or(0, |l| l.index)),
+            Ok(Ok(read_log_id)) => {
+                let index = read_log_id.map_or(0, |l| l.index);
+                read_floor(&raft, restored, index, timeout).await
+            }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(ReadError::NotLeader {
                     leader_id: f.leader_id,
@@ -624,6 +675,33 @@ async fn read_batcher(
             let _ = tx.send(result.clone());
         }
     }
+}
+
+/// The read index `index`, raised to everything a restored leader held at
+/// start-up while it still leads that term (waiting until it has applied it).
+async fn read_floor(
+    raft: &Raft,
+    restored: Option<RestoredLeadership>,
+    index: u64,
+    timeout: Duration,
+) -> std::result::Result<u64, ReadError> {
+    let Some(r) = restored else {
+        return Ok(index);
+    };
+    let term = raft.metrics().borrow().vote.leader_id.term;
+    if term != r.term || index >= r.last_index {
+        return Ok(index);
+    }
+    raft.wait(Some(timeout))
+        .applied_index_at_least(Some(r.last_index), "read after a restored leadership")
+        .await
+        .map_err(|e| {
+            ReadError::Unavailable(format!(
+                "this leader has not yet applied what it held at start-up (log index {}): {e}",
+                r.last_index
+            ))
+        })?;
+    Ok(r.last_index)
 }
 
 /// While this node leads a cluster without a recorded cluster id, proposes one.
