@@ -83,6 +83,58 @@ impl Client {
         Ok(response.revision)
     }
 
+    /// Deletes an environment; returns the revision of the deletion. One that
+    /// still holds namespaces is refused with
+    /// [`crate::Error::FailedPrecondition`] naming them, unless `force`,
+    /// which deletes them too, in the same revision.
+    pub async fn delete_env(
+        &self,
+        tenant: &str,
+        env: &str,
+        force: bool,
+        message: &str,
+    ) -> Result<u64> {
+        EnvPath::new(tenant, env)?;
+        let request = pb::DeleteEnvironmentRequest {
+            tenant: tenant.to_string(),
+            name: env.to_string(),
+            force,
+            message: message.to_string(),
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("delete environment {tenant}/{env}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).delete_environment(r).await },
+            )
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Deletes a tenant; returns the revision of the deletion. One that still
+    /// has environments is refused unless `force`, which deletes them and
+    /// their namespaces too, in the same revision.
+    pub async fn delete_tenant(&self, name: &str, force: bool, message: &str) -> Result<u64> {
+        raftconf_schema::validate_name("tenant", name)?;
+        let request = pb::DeleteTenantRequest {
+            name: name.to_string(),
+            force,
+            message: message.to_string(),
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("delete tenant {name}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).delete_tenant(r).await },
+            )
+            .await?;
+        Ok(response.revision)
+    }
+
     /// The environments of a tenant.
     pub async fn list_envs(&self, tenant: &str) -> Result<Vec<EnvInfo>> {
         raftconf_schema::validate_name("tenant", tenant)?;

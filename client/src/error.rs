@@ -13,6 +13,10 @@ pub const LEADER_METADATA: &str = "x-raftconf-leader";
 /// (compare-and-set miss). Absent when the namespace does not exist.
 pub const CURRENT_VERSION_METADATA: &str = "x-raftconf-current-version";
 
+/// Metadata key carrying the revision of a namespace's last change on a
+/// `FAILED_PRECONDITION` (compare-and-set miss).
+pub const CURRENT_REVISION_METADATA: &str = "x-raftconf-current-revision";
+
 /// Metadata key carrying [`crate::ClientOptions::author`] on writes, so history
 /// shows who made a change until tokens carry an identity.
 pub const AUTHOR_METADATA: &str = "x-raftconf-author";
@@ -37,6 +41,11 @@ pub enum Error {
         /// `x-raftconf-current-version`; `Some(0)`: it never existed).
         current_version: Option<u64>,
     },
+    /// The state does not allow this operation, other than a compare-and-set
+    /// miss: e.g. deleting an environment that still holds namespaces without
+    /// `force` (the message names what it holds).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
     /// The tenant or environment to create already exists.
     #[error("already exists: {0}")]
     AlreadyExists(String),
@@ -132,10 +141,17 @@ impl From<Status> for Error {
         match status.code() {
             Code::InvalidArgument => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
-            Code::FailedPrecondition => Error::CasMismatch {
-                current_version: metadata_u64(&status, CURRENT_VERSION_METADATA),
-                message,
-            },
+            // A CAS miss carries the namespace's current version or revision.
+            Code::FailedPrecondition
+                if status.metadata().get(CURRENT_VERSION_METADATA).is_some()
+                    || status.metadata().get(CURRENT_REVISION_METADATA).is_some() =>
+            {
+                Error::CasMismatch {
+                    current_version: metadata_u64(&status, CURRENT_VERSION_METADATA),
+                    message,
+                }
+            }
+            Code::FailedPrecondition => Error::FailedPrecondition(message),
             Code::AlreadyExists => Error::AlreadyExists(message),
             Code::ResourceExhausted => Error::ResourceExhausted(message),
             Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(message),
@@ -217,7 +233,12 @@ mod tests {
             }
             other => panic!("expected CasMismatch, got {other:?}"),
         }
-        let err = Error::from(Status::failed_precondition("does not exist"));
+        // A miss on `if_revision` carries only the current revision.
+        let mut status = Status::failed_precondition("does not exist");
+        status
+            .metadata_mut()
+            .insert(CURRENT_REVISION_METADATA, "0".parse().expect("ascii"));
+        let err = Error::from(status);
         assert!(matches!(
             err,
             Error::CasMismatch {
@@ -230,6 +251,11 @@ mod tests {
             "compare-and-set failed: does not exist",
             "no version, no suffix"
         );
+        // Without either, it is not a compare-and-set miss.
+        let err = Error::from(Status::failed_precondition(
+            "environment pay/prod still holds 2 namespaces (a, b)",
+        ));
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
     }
 
     #[test]

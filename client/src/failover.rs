@@ -46,6 +46,8 @@ has_header!(
     pb::CreateTenantResponse,
     pb::ListTenantsResponse,
     pb::CreateEnvironmentResponse,
+    pb::DeleteEnvironmentResponse,
+    pb::DeleteTenantResponse,
     pb::ListEnvironmentsResponse,
     pb::StatusResponse,
     pb::MembershipResponse

@@ -96,6 +96,25 @@ pub enum Command {
         /// Compare-and-set conditions.
         precondition: Precondition,
     },
+    /// Delete an environment. One that still holds namespaces is refused
+    /// unless `force`; then every namespace in it is deleted too (tombstones,
+    /// kept in history), all in one revision.
+    DeleteEnvironment {
+        /// Tenant name.
+        tenant: String,
+        /// Environment name.
+        env: String,
+        /// Delete what it holds too.
+        force: bool,
+    },
+    /// Delete a tenant. One that still has environments is refused unless
+    /// `force`; then they and their namespaces go too, in one revision.
+    DeleteTenant {
+        /// Tenant name.
+        tenant: String,
+        /// Delete what it holds too.
+        force: bool,
+    },
 }
 
 /// What apply answered for one request.
@@ -202,6 +221,14 @@ pub enum Rejection {
         max: u64,
         /// What the write would need.
         actual: u64,
+    },
+    /// A tenant or environment that still holds something, deleted without `force`.
+    #[error("{what} still holds {holds}; delete those first, or force it (everything in it is deleted in one revision)")]
+    NotEmpty {
+        /// `tenant t` or `environment t/e`.
+        what: String,
+        /// What it holds, e.g. `3 namespaces (a, b, c)`.
+        holds: String,
     },
     /// The entry is malformed (bad name, invalid JSON, unknown entry format).
     #[error("invalid write: {reason}")]

@@ -17,6 +17,10 @@ pub enum ChangeKind {
     TenantCreate,
     /// An environment was created.
     EnvCreate,
+    /// A tenant was deleted (with everything in it).
+    TenantDelete,
+    /// An environment was deleted (with its namespaces).
+    EnvDelete,
 }
 
 /// The current state of a namespace (live or tombstone), as stored.

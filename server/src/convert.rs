@@ -12,6 +12,8 @@ pub fn change_kind(kind: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Delete => pb::ChangeKind::Delete,
         ChangeKind::TenantCreate => pb::ChangeKind::TenantCreate,
         ChangeKind::EnvCreate => pb::ChangeKind::EnvCreate,
+        ChangeKind::TenantDelete => pb::ChangeKind::TenantDelete,
+        ChangeKind::EnvDelete => pb::ChangeKind::EnvDelete,
     }
 }
 

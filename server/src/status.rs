@@ -131,6 +131,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
             Code::FailedPrecondition
         }
         Rejection::LimitExceeded { .. } => Code::ResourceExhausted,
+        Rejection::NotEmpty { .. } => Code::FailedPrecondition,
         Rejection::RequestIdReused { .. } | Rejection::Invalid { .. } => Code::InvalidArgument,
     }
 }

@@ -415,3 +415,70 @@ fn concurrent_writes_get_distinct_contiguous_revisions() -> Result<()> {
     assert_eq!(got["value"], json!({"i": 63, "j": 9}));
     Ok(())
 }
+
+/// `env delete` and `tenant delete` refuse while something is inside, naming
+/// it, and change nothing; with `--force` each is one revision that deletes
+/// everything inside (a watcher sees the namespace deletes), and a deleted
+/// environment refuses writes like one that never existed.
+#[test]
+fn env_and_tenant_delete_refuse_unless_forced() -> Result<()> {
+    let s = Server::start()?;
+    create_env(&s.addr, "pay", "prod")?;
+    put(&s.addr, "pay/prod/a", r#"{"x":1}"#)?;
+    put(&s.addr, "pay/prod/b", r#"{"x":1}"#)?;
+    let before = store_revision(&s.addr)?;
+
+    let out = cli(&s.addr, &["env", "delete", "pay/prod"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still holds 2 namespaces (a, b)"), "{err}");
+    let out = cli(&s.addr, &["tenant", "delete", "pay"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still holds 1 environments (prod)"), "{err}");
+    assert_eq!(store_revision(&s.addr)?, before, "refusals change nothing");
+
+    let watcher = Watcher::start(&s.addr, &["pay/prod/"], before + 1)?;
+    let deleted = cli_json(
+        &s.addr,
+        &["env", "delete", "pay/prod", "--force", "-m", "retire prod"],
+    )?;
+    assert_eq!(
+        deleted["revision"],
+        json!(before + 1),
+        "one revision for everything"
+    );
+    // The CLI prints one line per namespace of the event.
+    let mut changes = watcher.changes_until(before + 1, Duration::from_secs(20))?;
+    while changes.len() < 2 {
+        match watcher.lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(v) => changes.push(v),
+            Err(_) => bail!("only {changes:?}"),
+        }
+    }
+    let deletes: Vec<(&str, u64)> = changes
+        .iter()
+        .filter(|c| c["type"] == "delete")
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap_or(""),
+                c["revision"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        [("pay/prod/a", before + 1), ("pay/prod/b", before + 1)],
+        "{changes:?}"
+    );
+    let out = cli_with_stdin(&s.addr, &["put", "pay/prod/a"], Some(br#"{"x":2}"#))?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("environment \"prod\" does not exist"), "{err}");
+
+    let deleted = cli_json(&s.addr, &["tenant", "delete", "pay"])?;
+    assert_eq!(deleted["revision"], json!(before + 2));
+    let tenants = cli_json(&s.addr, &["tenant", "list"])?;
+    assert_eq!(tenants, json!([]), "{tenants}");
+    Ok(())
+}

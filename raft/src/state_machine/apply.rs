@@ -263,7 +263,145 @@ impl<'a> ApplyCtx<'a> {
                 precondition,
             } => self.put_doc(req, path, value, precondition),
             Command::Delete { path, precondition } => self.delete_doc(req, path, precondition),
+            Command::DeleteEnvironment { tenant, env, force } => {
+                self.delete_env(req, tenant, env, *force)
+            }
+            Command::DeleteTenant { tenant, force } => self.delete_tenant(req, tenant, *force),
         }
+    }
+
+    fn delete_env(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        env: &str,
+        force: bool,
+    ) -> Result<Result<Applied, Rejection>> {
+        let path = NsPath {
+            tenant: tenant.to_string(),
+            env: env.to_string(),
+            namespace: String::new(),
+        };
+        let record = match self.check_env(&path)? {
+            Ok(r) => r,
+            Err(r) => return Ok(Err(r)),
+        };
+        if record.namespaces > 0 && !force {
+            let live = self.live_namespaces(tenant, env)?;
+            return Ok(Err(Rejection::NotEmpty {
+                what: format!("environment {tenant}/{env}"),
+                holds: format!("{} namespaces ({})", live.len(), list_names(&live)),
+            }));
+        }
+        let revision = self.next_revision();
+        let mut changes = self.tombstone_env(req, tenant, env, revision)?;
+        changes.push(change(
+            ChangeKind::EnvDelete,
+            format!("{tenant}/{env}/"),
+            0,
+            None,
+        ));
+        self.record_event(req, changes);
+        Ok(Ok(Applied {
+            revision,
+            version: 0,
+            deduplicated: false,
+        }))
+    }
+
+    fn delete_tenant(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        force: bool,
+    ) -> Result<Result<Applied, Rejection>> {
+        if let Err(r) = self.check_tenant(tenant)? {
+            return Ok(Err(r));
+        }
+        let envs = self.names_under(&keys::env_prefix(tenant))?;
+        if !envs.is_empty() && !force {
+            return Ok(Err(Rejection::NotEmpty {
+                what: format!("tenant {tenant}"),
+                holds: format!("{} environments ({})", envs.len(), list_names(&envs)),
+            }));
+        }
+        let revision = self.next_revision();
+        let mut changes = Vec::new();
+        for env in &envs {
+            changes.extend(self.tombstone_env(req, tenant, env, revision)?);
+            changes.push(change(
+                ChangeKind::EnvDelete,
+                format!("{tenant}/{env}/"),
+                0,
+                None,
+            ));
+        }
+        self.remove(keys::tenant(tenant));
+        changes.push(change(
+            ChangeKind::TenantDelete,
+            format!("{tenant}/"),
+            0,
+            None,
+        ));
+        self.record_event(req, changes);
+        Ok(Ok(Applied {
+            revision,
+            version: 0,
+            deduplicated: false,
+        }))
+    }
+
+    /// The live namespaces of `tenant/env`, sorted.
+    fn live_namespaces(&self, tenant: &str, env: &str) -> Result<Vec<String>> {
+        let mut live = Vec::new();
+        self.scan_prefix(&keys::doc_prefix(tenant, env), |k, v| {
+            let rec: DocRecord = decode(v)?;
+            if let (Some(path), true) = (keys::doc_path(k), rec.value.is_some()) {
+                live.push(path.namespace);
+            }
+            Ok(true)
+        })?;
+        Ok(live)
+    }
+
+    /// Deletes every live namespace of `tenant/env` at `revision` (tombstones
+    /// and history, as a delete would) and the environment itself; returns
+    /// the namespaces' delete changes.
+    fn tombstone_env(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        env: &str,
+        revision: u64,
+    ) -> Result<Vec<Change>> {
+        let mut live = Vec::new();
+        self.scan_prefix(&keys::doc_prefix(tenant, env), |k, v| {
+            let rec: DocRecord = decode(v)?;
+            if let (Some(path), true) = (keys::doc_path(k), rec.value.is_some()) {
+                live.push((path, rec));
+            }
+            Ok(true)
+        })?;
+        let mut changes = Vec::with_capacity(live.len());
+        for (path, old) in live {
+            let version = old.version + 1;
+            self.put(
+                keys::doc(&path),
+                &DocRecord {
+                    value: None,
+                    version,
+                    create_revision: 0,
+                    mod_revision: revision,
+                    author: req.author.clone(),
+                    time_ms: req.time_ms,
+                    message: req.message.clone(),
+                },
+            );
+            self.record_version(req, &path, revision, version, ChangeKind::Delete, None);
+            changes.push(change(ChangeKind::Delete, path.to_string(), version, None));
+        }
+        self.remove(keys::env(tenant, env));
+        Ok(changes)
     }
 
     fn create_tenant(&mut self, req: &Request, tenant: &str) -> Result<Result<Applied, Rejection>> {
@@ -661,4 +799,13 @@ fn fingerprint(req: &Request) -> u64 {
     h.feed(&encode(&req.command));
     h.feed(req.message.as_bytes());
     h.finish()
+}
+
+/// Names for a message: the first ten, then how many more.
+fn list_names(names: &[String]) -> String {
+    if names.len() <= 10 {
+        names.join(", ")
+    } else {
+        format!("{}, … {} more", names[..10].join(", "), names.len() - 10)
+    }
 }

@@ -436,3 +436,112 @@ async fn replay_window_drops_events_older_than_the_max_age() {
         }
     ));
 }
+
+/// Deleting an environment or tenant that still holds something is refused
+/// (naming what it holds) and changes nothing; forced, it deletes everything
+/// in it in one revision, as one watch event of namespace deletes, and a
+/// re-created namespace's version continues from its tombstone.
+#[tokio::test]
+async fn env_and_tenant_delete_refuse_unless_forced_then_take_one_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let mut cmds = setup();
+    cmds.push(put("pay/prod/a", r#"{"v":1}"#, None)); // rev 3
+    cmds.push(put("pay/prod/b", r#"{"v":1}"#, None)); // rev 4
+    cmds.push(Command::DeleteEnvironment {
+        tenant: "pay".into(),
+        env: "prod".into(),
+        force: false,
+    });
+    cmds.push(Command::DeleteTenant {
+        tenant: "pay".into(),
+        force: false,
+    });
+    let out = apply_all(&mut sm, &cmds, 10).await;
+    match &out[4].outcome {
+        Err(r @ Rejection::NotEmpty { holds, .. }) => {
+            assert_eq!(holds, "2 namespaces (a, b)");
+            assert!(
+                r.to_string().contains("environment pay/prod still holds"),
+                "{r}"
+            );
+        }
+        other => panic!("expected NotEmpty, got {other:?}"),
+    }
+    assert!(
+        matches!(&out[5].outcome, Err(Rejection::NotEmpty { holds, .. }) if holds == "1 environments (prod)")
+    );
+    let view = sm.view();
+    assert_eq!(view.revision(), 4, "refusals take no revision");
+
+    let targets = vec!["pay/prod/".parse().expect("prefix")];
+    let mut w = view.watch(targets, 5, Duration::ZERO).await.expect("watch");
+    let forced = vec![entry(
+        7,
+        Command::DeleteEnvironment {
+            tenant: "pay".into(),
+            env: "prod".into(),
+            force: true,
+        },
+        0,
+    )];
+    let r = only(sm.apply(forced).await.expect("apply"));
+    assert_eq!(r.outcome.expect("applied").revision, 5);
+    loop {
+        match w.next().await.expect("item") {
+            WatchItem::Change(e) => {
+                assert_eq!(e.revision, 5);
+                let deletes: Vec<_> = e
+                    .changes
+                    .iter()
+                    .filter(|c| c.kind == ChangeKind::Delete)
+                    .map(|c| (c.path.as_str(), c.version))
+                    .collect();
+                assert_eq!(deletes, [("pay/prod/a", 2), ("pay/prod/b", 2)]);
+                break;
+            }
+            WatchItem::Progress(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(view.list("pay", "prod").is_err(), "the environment is gone");
+    assert!(matches!(
+        view.get(&"pay/prod/a".parse().expect("path")),
+        Ok(None) | Err(_)
+    ));
+
+    // Re-created, the namespace continues from its tombstone version.
+    let again = vec![
+        entry(
+            8,
+            Command::CreateEnvironment {
+                tenant: "pay".into(),
+                env: "prod".into(),
+            },
+            0,
+        ),
+        entry(9, put("pay/prod/a", r#"{"v":2}"#, None), 0),
+    ];
+    let out = sm.apply(again).await.expect("apply");
+    let put_answer = out[1].responses[0].outcome.clone().expect("put applied");
+    assert_eq!(put_answer.version, 3);
+
+    // The tenant, forced: one revision for the environment and its namespace.
+    let r = only(
+        sm.apply(vec![entry(
+            10,
+            Command::DeleteTenant {
+                tenant: "pay".into(),
+                force: true,
+            },
+            0,
+        )])
+        .await
+        .expect("apply"),
+    );
+    assert_eq!(r.outcome.expect("applied").revision, 8);
+    assert!(
+        view.list("pay", "prod").is_err(),
+        "the tenant's environment is gone"
+    );
+}

@@ -142,6 +142,18 @@ pub enum TenantCommand {
     },
     /// List tenants and their environments.
     List,
+    /// Delete a tenant. One that still has environments needs --force, which
+    /// deletes them and their namespaces too, as one revision.
+    Delete {
+        /// Tenant name.
+        name: String,
+        /// Delete its environments and namespaces too.
+        #[arg(long)]
+        force: bool,
+        /// Why (kept in history).
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
 }
 
 /// `raftconf env …`
@@ -159,6 +171,18 @@ pub enum EnvCommand {
     List {
         /// Tenant name.
         tenant: String,
+    },
+    /// Delete an environment: `TENANT/ENV`. One that still holds namespaces
+    /// needs --force, which deletes them too, as one revision.
+    Delete {
+        /// `TENANT/ENV`.
+        path: String,
+        /// Delete its namespaces too.
+        #[arg(long)]
+        force: bool,
+        /// Why (kept in history).
+        #[arg(short, long, default_value = "")]
+        message: String,
     },
 }
 

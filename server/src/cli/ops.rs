@@ -46,6 +46,36 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let what = format!("environment {}/{}", env.tenant, env.env);
             println!("{}", output::created(&what, revision, json));
         }
+        Command::Tenant(TenantCommand::Delete {
+            name,
+            force,
+            message,
+        }) => {
+            validate_name("tenant", &name)?;
+            let c = conn::connect(endpoints).await?;
+            let revision = c
+                .delete_tenant(&name, force, &message)
+                .await
+                .map_err(failed)?;
+            println!(
+                "{}",
+                output::deleted(&format!("tenant {name}"), revision, json)
+            );
+        }
+        Command::Env(EnvCommand::Delete {
+            path,
+            force,
+            message,
+        }) => {
+            let env = EnvPath::parse(&path)?;
+            let c = conn::connect(endpoints).await?;
+            let revision = c
+                .delete_env(&env.tenant, &env.env, force, &message)
+                .await
+                .map_err(failed)?;
+            let what = format!("environment {}/{}", env.tenant, env.env);
+            println!("{}", output::deleted(&what, revision, json));
+        }
         Command::Env(EnvCommand::List { tenant }) => {
             validate_name("tenant", &tenant)?;
             let c = conn::connect(endpoints).await?;

@@ -358,6 +358,15 @@ pub fn created(what: &str, revision: u64, json: bool) -> String {
     }
 }
 
+/// The answer to a tenant or environment deletion.
+pub fn deleted(what: &str, revision: u64, json: bool) -> String {
+    if json {
+        format!("{{\"revision\":{revision}}}")
+    } else {
+        format!("deleted {what} at revision {revision}")
+    }
+}
+
 #[derive(Serialize)]
 struct MemberJson<'a> {
     id: u64,

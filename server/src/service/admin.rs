@@ -96,6 +96,48 @@ impl AdminService {
         })
     }
 
+    async fn delete_environment_inner(
+        &self,
+        author: String,
+        req: &pb::DeleteEnvironmentRequest,
+    ) -> Result<pb::DeleteEnvironmentResponse, ApiError> {
+        validate_name("tenant", &req.tenant)?;
+        validate_name("environment", &req.name)?;
+        let command = Command::DeleteEnvironment {
+            tenant: req.tenant.clone(),
+            env: req.name.clone(),
+            force: req.force,
+        };
+        let revision = self
+            .propose(author, req.write_id.clone(), req.message.clone(), command)
+            .await?;
+        info!(tenant = %req.tenant, env = %req.name, force = req.force, revision, "environment deleted");
+        Ok(pb::DeleteEnvironmentResponse {
+            header: Some(self.ctx.header(revision)),
+            revision,
+        })
+    }
+
+    async fn delete_tenant_inner(
+        &self,
+        author: String,
+        req: &pb::DeleteTenantRequest,
+    ) -> Result<pb::DeleteTenantResponse, ApiError> {
+        validate_name("tenant", &req.name)?;
+        let command = Command::DeleteTenant {
+            tenant: req.name.clone(),
+            force: req.force,
+        };
+        let revision = self
+            .propose(author, req.write_id.clone(), req.message.clone(), command)
+            .await?;
+        info!(tenant = %req.name, force = req.force, revision, "tenant deleted");
+        Ok(pb::DeleteTenantResponse {
+            header: Some(self.ctx.header(revision)),
+            revision,
+        })
+    }
+
     async fn list_tenants_inner(&self) -> Result<pb::ListTenantsResponse, ApiError> {
         let served_at = self.ctx.read_revision(0, 0).await?;
         let tenants = self.ctx.node.state().tenants()?;
@@ -172,5 +214,41 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
         self.ctx
             .respond(self.list_environments_inner(request.into_inner()).await)
+    }
+
+    #[instrument(skip_all, fields(tenant = %request.get_ref().tenant, env = %request.get_ref().name))]
+    async fn delete_environment(
+        &self,
+        request: Request<pb::DeleteEnvironmentRequest>,
+    ) -> Result<Response<pb::DeleteEnvironmentResponse>, Status> {
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.delete_environment_inner(author, &req)),
+            |channel, req| {
+                Box::pin(async move { AdminClient::new(channel).delete_environment(req).await })
+            },
+        )
+        .await
+    }
+
+    #[instrument(skip_all, fields(tenant = %request.get_ref().name))]
+    async fn delete_tenant(
+        &self,
+        request: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.delete_tenant_inner(author, &req)),
+            |channel, req| {
+                Box::pin(async move { AdminClient::new(channel).delete_tenant(req).await })
+            },
+        )
+        .await
     }
 }
