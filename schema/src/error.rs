@@ -55,4 +55,12 @@ pub enum Error {
         /// The value found.
         actual: u64,
     },
+    /// A JSON pointer is malformed (RFC 6901).
+    #[error("invalid JSON pointer {pointer:?}: {reason}")]
+    InvalidPointer {
+        /// The offending pointer.
+        pointer: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -9,6 +9,7 @@ mod document;
 mod error;
 mod limits;
 mod path;
+mod pointer;
 
 pub use document::{
     canonical_json, describe as describe_json_value, parse_document, parse_format, Format,
@@ -16,3 +17,6 @@ pub use document::{
 pub use error::{Error, Result};
 pub use limits::*;
 pub use path::{validate_name, EnvPath, NsPath, Target};
+pub use pointer::{
+    describe_pointer, escape_token, join_pointer, push_token, split_pointer, unescape_token,
+};
