@@ -63,4 +63,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An edit of a document (`raftconf set`) cannot be applied.
+    #[error(transparent)]
+    Edit(#[from] crate::EditError),
 }

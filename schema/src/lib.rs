@@ -6,6 +6,7 @@
 //! every node must agree).
 
 mod document;
+mod edit;
 mod error;
 mod limits;
 mod path;
@@ -14,6 +15,7 @@ mod pointer;
 pub use document::{
     canonical_json, describe as describe_json_value, parse_document, parse_format, Format,
 };
+pub use edit::{apply_edits, parse_edit, Edit, EditError};
 pub use error::{Error, Result};
 pub use limits::*;
 pub use path::{validate_name, EnvPath, NsPath, Target};

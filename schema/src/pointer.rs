@@ -96,6 +96,16 @@ pub fn describe_pointer(pointer: &str) -> Cow<'_, str> {
     }
 }
 
+/// Parses an array index token: decimal digits without a leading zero
+/// (RFC 6901). `None` for anything else, including `-`.
+pub(crate) fn parse_index(token: &str) -> Option<usize> {
+    let digits_only = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +149,16 @@ mod tests {
         assert_eq!(pointer, "/c~0d/a~1b//x y");
         assert_eq!(split_pointer(&pointer).expect("round trip"), tokens);
         assert_eq!(join_pointer(Vec::<String>::new()), "");
+    }
+
+    #[test]
+    fn indexes_follow_rfc_6901() {
+        assert_eq!(parse_index("0"), Some(0));
+        assert_eq!(parse_index("12"), Some(12));
+        assert_eq!(parse_index("01"), None);
+        assert_eq!(parse_index("-"), None);
+        assert_eq!(parse_index("+1"), None);
+        assert_eq!(parse_index(""), None);
+        assert_eq!(parse_index("99999999999999999999999"), None);
     }
 }
