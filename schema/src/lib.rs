@@ -5,6 +5,7 @@
 //! these rules meaning the same thing everywhere (the proposer and apply on
 //! every node must agree).
 
+mod diff;
 mod document;
 mod edit;
 mod error;
@@ -12,6 +13,7 @@ mod limits;
 mod path;
 mod pointer;
 
+pub use diff::{diff, DiffEntry, DiffKind};
 pub use document::{
     canonical_json, describe as describe_json_value, parse_document, parse_format, Format,
 };
