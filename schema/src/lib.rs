@@ -12,6 +12,8 @@ mod error;
 mod limits;
 mod path;
 mod pointer;
+mod schema_doc;
+mod validation;
 
 pub use diff::{diff, DiffEntry, DiffKind};
 pub use document::{
@@ -24,3 +26,5 @@ pub use path::{validate_name, EnvPath, NsPath, Target};
 pub use pointer::{
     describe_pointer, escape_token, join_pointer, push_token, split_pointer, unescape_token,
 };
+pub use schema_doc::{SchemaDocument, DRAFT_2020_12};
+pub use validation::{check_compatible, CompiledSchema, Violation};
