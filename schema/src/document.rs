@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
+use crate::pointer::escape_token;
 use crate::{Error, Result, MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_TEXT_BYTES};
 
 /// The formats an operator may submit.
@@ -68,18 +69,7 @@ pub fn parse_format(name: &str) -> Result<Format> {
 /// nesting deeper than [`MAX_DOCUMENT_DEPTH`] and a canonical form over
 /// [`MAX_DOCUMENT_BYTES`]. TOML dates and times become strings (RFC 3339).
 pub fn parse_document(text: &str, format: Format) -> Result<String> {
-    if text.len() > MAX_DOCUMENT_TEXT_BYTES {
-        return Err(Error::LimitExceeded {
-            limit: "document text size",
-            max: MAX_DOCUMENT_TEXT_BYTES as u64,
-            actual: text.len() as u64,
-        });
-    }
-    let value = match format {
-        Format::Json => parse_json(text)?,
-        Format::Yaml => parse_yaml(text)?,
-        Format::Toml => parse_toml(text)?,
-    };
+    let value = parse_value(text, format)?;
     if !value.is_object() {
         return Err(Error::NotAnObject(format!(
             "the top level must be an object (a mapping of keys to values), got {}",
@@ -103,6 +93,24 @@ pub fn parse_document(text: &str, format: Format) -> Result<String> {
         });
     }
     Ok(canonical)
+}
+
+/// Parses `text` in `format` into a JSON value of any kind, refusing text over
+/// [`MAX_DOCUMENT_TEXT_BYTES`] and what does not parse or has no JSON form
+/// (the checks of [`parse_document`] that do not depend on what the value is for).
+pub(crate) fn parse_value(text: &str, format: Format) -> Result<Value> {
+    if text.len() > MAX_DOCUMENT_TEXT_BYTES {
+        return Err(Error::LimitExceeded {
+            limit: "document text size",
+            max: MAX_DOCUMENT_TEXT_BYTES as u64,
+            actual: text.len() as u64,
+        });
+    }
+    match format {
+        Format::Json => parse_json(text),
+        Format::Yaml => parse_yaml(text),
+        Format::Toml => parse_toml(text),
+    }
 }
 
 /// Canonical JSON of a value: sorted keys, no insignificant whitespace.
@@ -160,7 +168,7 @@ pub fn describe(value: &Value) -> &'static str {
 }
 
 /// Nesting depth: a scalar is 0, `{}` is 1, `{"a":[1]}` is 2.
-fn depth_of(value: &Value) -> usize {
+pub(crate) fn depth_of(value: &Value) -> usize {
     match value {
         Value::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
         Value::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
@@ -245,7 +253,7 @@ fn yaml_to_json(yaml: serde_yaml::Value, at: &str) -> Result<Value> {
                         )))
                     }
                 };
-                let child = format!("{at}/{}", escape_pointer(&key));
+                let child = format!("{at}/{}", escape_token(&key));
                 let item = yaml_to_json(item, &child)?;
                 map.insert(key, item);
             }
@@ -305,7 +313,7 @@ fn parse_toml(text: &str) -> Result<Value> {
 fn toml_table_to_json(table: toml::Table, at: &str) -> Result<Value> {
     let mut map = Map::new();
     for (key, item) in table {
-        let child = format!("{at}/{}", escape_pointer(&key));
+        let child = format!("{at}/{}", escape_token(&key));
         let item = toml_to_json(item, &child)?;
         map.insert(key, item);
     }
@@ -337,11 +345,6 @@ fn finite(f: f64, at: &str) -> Result<Number> {
             "the number {f} at {at} is not finite (JSON has no NaN or infinity)"
         ))
     })
-}
-
-/// JSON pointer escaping of one reference token (RFC 6901).
-fn escape_pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// 1-based line and column (in characters) of byte offset `at` in `text`.

@@ -55,4 +55,34 @@ pub enum Error {
         /// The value found.
         actual: u64,
     },
+    /// A JSON pointer is malformed (RFC 6901).
+    #[error("invalid JSON pointer {pointer:?}: {reason}")]
+    InvalidPointer {
+        /// The offending pointer.
+        pointer: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A JSON Schema is refused: it does not parse as a schema, names a draft
+    /// other than 2020-12, breaks the 2020-12 meta-schema, or has a `$ref`
+    /// that cannot be resolved inside the schema itself.
+    #[error("invalid schema at {}: {message}", schema_place(.schema_pointer))]
+    InvalidSchema {
+        /// JSON pointer into the schema to the offending keyword ("" for the root).
+        schema_pointer: String,
+        /// What is wrong and, where it helps, how to fix it.
+        message: String,
+    },
+    /// An edit of a document (`raftconf set`) cannot be applied.
+    #[error(transparent)]
+    Edit(#[from] crate::EditError),
+}
+
+/// How a pointer into a schema reads in a message.
+fn schema_place(pointer: &str) -> &str {
+    if pointer.is_empty() {
+        "the schema root"
+    } else {
+        pointer
+    }
 }
