@@ -41,6 +41,7 @@
 
 mod admin;
 mod client;
+mod edits;
 mod endpoints;
 mod error;
 mod failover;
@@ -53,7 +54,7 @@ mod watched;
 pub use client::Client;
 pub use error::{Error, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA};
 pub use options::ClientOptions;
-pub use raftconf_schema::Format;
+pub use raftconf_schema::{diff, parse_edit, DiffEntry, DiffKind, Edit, EditError, Format};
 pub use types::{
     ChangeKind, ClusterStatus, Consistency, DeleteOptions, Document, EnvInfo, GetOptions,
     HistoryPage, HistoryRecord, Listing, Member, NamespaceEntry, PutOptions, TenantInfo,
