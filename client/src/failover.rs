@@ -41,6 +41,7 @@ has_header!(
     pb::GetResponse,
     pb::ListResponse,
     pb::PutResponse,
+    pb::ApplyResponse,
     pb::DeleteResponse,
     pb::HistoryResponse,
     pb::CreateTenantResponse,

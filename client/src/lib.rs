@@ -46,6 +46,7 @@ mod endpoints;
 mod error;
 mod failover;
 mod options;
+mod transaction;
 mod types;
 mod watch;
 mod watch_task;
@@ -55,6 +56,7 @@ pub use client::Client;
 pub use error::{Error, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA};
 pub use options::ClientOptions;
 pub use raftconf_schema::{diff, parse_edit, DiffEntry, DiffKind, Edit, EditError, Format};
+pub use transaction::NamespaceWrite;
 pub use types::{
     ChangeKind, ClusterStatus, Consistency, DeleteOptions, Document, EnvInfo, GetOptions,
     HistoryPage, HistoryRecord, Listing, Member, NamespaceEntry, PutOptions, TenantInfo,

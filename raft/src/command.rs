@@ -101,6 +101,16 @@ pub enum Command {
         /// Compare-and-set conditions (usually the version that was read).
         precondition: Precondition,
     },
+    /// Several namespaces of one environment as one revision, all or nothing
+    /// (`raftconf apply`): one watch event carries every change.
+    Transaction {
+        /// Tenant name.
+        tenant: String,
+        /// Environment name.
+        env: String,
+        /// The writes, each to a different namespace.
+        writes: Vec<TxWrite>,
+    },
     /// Write again the value of version `to_version` of a namespace (from its
     /// history): a new version, validated against today's schema.
     Rollback {
@@ -158,6 +168,17 @@ pub enum Command {
         /// Delete what it holds too.
         force: bool,
     },
+}
+
+/// One namespace's write within a [`Command::Transaction`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxWrite {
+    /// Namespace name (in the transaction's environment).
+    pub namespace: String,
+    /// Canonical JSON of the new document; `None` deletes the namespace.
+    pub value: Option<String>,
+    /// Compare-and-set conditions of this namespace.
+    pub precondition: Precondition,
 }
 
 /// What apply answered for one request.
@@ -313,6 +334,17 @@ pub enum Rejection {
         /// The namespace name.
         namespace: String,
     },
+    /// A transaction of which at least one write was refused: nothing applied.
+    #[error(
+        "transaction on {env} refused, nothing applied: {}",
+        failures_text(failures)
+    )]
+    TransactionRefused {
+        /// `tenant/env`.
+        env: String,
+        /// Each refused write's namespace and why.
+        failures: Vec<(String, Rejection)>,
+    },
     /// A tenant or environment that still holds something, deleted without `force`.
     #[error("{what} still holds {holds}; delete those first, or force it (everything in it is deleted in one revision)")]
     NotEmpty {
@@ -377,6 +409,14 @@ fn broken_text(broken: &[(String, Vec<Violation>)]) -> String {
     broken
         .iter()
         .map(|(env, v)| format!("{env}: {}", violations_text(v)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn failures_text(failures: &[(String, Rejection)]) -> String {
+    failures
+        .iter()
+        .map(|(ns, r)| format!("{ns}: {r}"))
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -28,6 +28,7 @@ pub mod watch_hub;
 
 pub use command::{
     Applied, Command, Precondition, Proposal, ProposalResponse, Rejection, Request, Response,
+    TxWrite,
 };
 pub use error::{Error, Result};
 pub use node::{record_node_id, recorded_node_id, NodeConfig, RaftNode, ReadError, WriteError};

@@ -139,6 +139,10 @@ pub fn rejection_code(r: &Rejection) -> Code {
         }
         Rejection::SchemaIncompatible { .. } => Code::FailedPrecondition,
         Rejection::SchemaNotFound { .. } => Code::NotFound,
+        // The code of the first refused write; the message lists them all.
+        Rejection::TransactionRefused { failures, .. } => failures
+            .first()
+            .map_or(Code::InvalidArgument, |(_, r)| rejection_code(r)),
     }
 }
 
@@ -146,10 +150,21 @@ pub fn rejection_code(r: &Rejection) -> Code {
 const MAX_DETAIL_VIOLATIONS: usize = 200;
 
 /// Every violation of a schema rejection as `google.rpc.BadRequest` field
-/// violations: the document's JSON pointer, or `ENV:POINTER` for the
-/// documents a schema would break. `None` for other rejections.
+/// violations: the document's JSON pointer, `ENV:POINTER` for the documents
+/// a schema would break, `NAMESPACE:POINTER` in a refused transaction.
+/// `None` for other rejections.
 fn bad_request(r: &Rejection) -> Option<ErrorDetails> {
     let fields: Vec<FieldViolation> = match r {
+        Rejection::TransactionRefused { failures, .. } => failures
+            .iter()
+            .flat_map(|(ns, r)| match r {
+                Rejection::SchemaViolation { violations, .. } => violations
+                    .iter()
+                    .map(|v| FieldViolation::new(format!("{ns}:{}", v.pointer), v.message.clone()))
+                    .collect::<Vec<_>>(),
+                other => vec![FieldViolation::new(format!("{ns}:"), other.to_string())],
+            })
+            .collect(),
         Rejection::SchemaViolation { violations, .. } => violations
             .iter()
             .map(|v| FieldViolation::new(v.pointer.clone(), v.message.clone()))

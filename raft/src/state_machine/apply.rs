@@ -23,7 +23,7 @@ use super::codec::{decode, encode, Fnv64};
 use super::keys;
 use super::schemas::{self, SchemaKey};
 use crate::command::{
-    Applied, Command, Precondition, Rejection, Request, Response, ENTRY_FORMAT_VERSION,
+    Applied, Command, Precondition, Rejection, Request, Response, TxWrite, ENTRY_FORMAT_VERSION,
 };
 use crate::model::{Change, ChangeEvent, ChangeKind, DocRecord, SchemaRecord, VersionRecord};
 use crate::Result;
@@ -284,6 +284,11 @@ impl<'a> ApplyCtx<'a> {
                 to_version,
                 precondition,
             } => self.rollback_doc(req, path, *to_version, precondition),
+            Command::Transaction {
+                tenant,
+                env,
+                writes,
+            } => self.apply_transaction(req, tenant, env, writes),
             Command::DeleteEnvironment { tenant, env, force } => {
                 self.delete_env(req, tenant, env, *force)
             }
@@ -773,63 +778,18 @@ impl<'a> ApplyCtx<'a> {
         value: &str,
         pre: &Precondition,
     ) -> Result<Result<Applied, Rejection>> {
-        let mut env = match self.check_env(path)? {
-            Ok(e) => e,
+        let (mut env, old) = match self.check_put(path, value, pre)? {
+            Ok(checked) => checked,
             Err(r) => return Ok(Err(r)),
         };
-        if let Err(r) = check_document(value) {
-            return Ok(Err(r));
-        }
-        let doc_key = keys::doc(path);
-        let old = self.get::<DocRecord>(&doc_key)?;
-        if let Err(r) = check_precondition(path, old.as_ref(), pre) {
-            return Ok(Err(r));
-        }
-        let schema =
-            self.get::<SchemaRecord>(&keys::schema_current(&path.tenant, &path.namespace))?;
-        if let Err(r) = schemas::check_document(self.schemas, path, schema.as_ref(), value) {
-            return Ok(Err(r));
-        }
         let live = old.as_ref().is_some_and(|d| d.value.is_some());
-        if !live && env.namespaces + 1 > MAX_NAMESPACES_PER_ENV {
-            return Ok(Err(Rejection::LimitExceeded {
-                limit: "namespaces per environment".into(),
-                max: MAX_NAMESPACES_PER_ENV,
-                actual: env.namespaces + 1,
-            }));
+        if let Err(r) = check_namespace_limit(&env, u64::from(!live)) {
+            return Ok(Err(r));
         }
         let revision = self.next_revision();
-        let version = old.as_ref().map_or(0, |d| d.version) + 1;
-        let create_revision = match &old {
-            Some(d) if live => d.create_revision,
-            _ => revision,
-        };
-        if !live {
-            env.namespaces += 1;
-            self.put(keys::env(&path.tenant, &path.env), &env);
-        }
-        self.put(
-            doc_key,
-            &DocRecord {
-                value: Some(value.to_string()),
-                version,
-                create_revision,
-                mod_revision: revision,
-                author: req.author.clone(),
-                time_ms: req.time_ms,
-                message: req.message.clone(),
-            },
-        );
-        self.record_version(req, path, revision, version, ChangeKind::Put, Some(value));
-        self.record_event(
-            req,
-            vec![change(
-                ChangeKind::Put,
-                path.to_string(),
-                version,
-                Some(value.to_string()),
-            )],
-        );
+        let change = self.write_put(req, path, value, old, &mut env, revision);
+        let version = change.version;
+        self.record_event(req, vec![change]);
         Ok(Ok(Applied {
             revision,
             version,
@@ -843,26 +803,221 @@ impl<'a> ApplyCtx<'a> {
         path: &NsPath,
         pre: &Precondition,
     ) -> Result<Result<Applied, Rejection>> {
-        let mut env = match self.check_env(path)? {
+        let (mut env, old) = match self.check_delete(path, pre)? {
+            Ok(checked) => checked,
+            Err(r) => return Ok(Err(r)),
+        };
+        let revision = self.next_revision();
+        let change = self.write_delete(req, path, &old, &mut env, revision);
+        let version = change.version;
+        self.record_event(req, vec![change]);
+        Ok(Ok(Applied {
+            revision,
+            version,
+            deduplicated: false,
+        }))
+    }
+
+    /// Several namespaces of one environment, all or nothing: every write is
+    /// checked first (preconditions, documents, schemas, limits) against the
+    /// state before the transaction; if any fails, nothing is applied and
+    /// every failure is listed. Otherwise all of them take one revision and
+    /// make one watch event.
+    fn apply_transaction(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        env: &str,
+        writes: &[TxWrite],
+    ) -> Result<Result<Applied, Rejection>> {
+        let env_path = format!("{tenant}/{env}");
+        if writes.is_empty() {
+            return Ok(Err(Rejection::Invalid {
+                reason: format!("a transaction on {env_path} needs at least one write"),
+            }));
+        }
+        let mut paths = Vec::with_capacity(writes.len());
+        for w in writes {
+            let path = NsPath {
+                tenant: tenant.to_string(),
+                env: env.to_string(),
+                namespace: w.namespace.clone(),
+            };
+            if let Err(e) = validate_name("namespace", &w.namespace) {
+                return Ok(Err(Rejection::Invalid {
+                    reason: e.to_string(),
+                }));
+            }
+            if paths.contains(&path) {
+                return Ok(Err(Rejection::Invalid {
+                    reason: format!("{path} is written twice in one transaction"),
+                }));
+            }
+            paths.push(path);
+        }
+        let mut checked = Vec::with_capacity(writes.len());
+        let mut failures = Vec::new();
+        for (w, path) in writes.iter().zip(&paths) {
+            let result = match &w.value {
+                Some(value) => self.check_put(path, value, &w.precondition)?,
+                None => self
+                    .check_delete(path, &w.precondition)?
+                    .map(|(env, old)| (env, Some(old))),
+            };
+            match result {
+                Ok((_, old)) => checked.push(old),
+                Err(r) => failures.push((w.namespace.clone(), r)),
+            }
+        }
+        if failures.is_empty() {
+            let mut env_record = match self.check_env(&paths[0])? {
+                Ok(e) => e,
+                Err(r) => return Ok(Err(r)),
+            };
+            let created = writes
+                .iter()
+                .zip(&checked)
+                .filter(|(w, old)| {
+                    w.value.is_some() && old.as_ref().is_none_or(|d| d.value.is_none())
+                })
+                .count() as u64;
+            let deleted = writes.iter().filter(|w| w.value.is_none()).count() as u64;
+            let mut after = env_record.clone();
+            after.namespaces = after.namespaces.saturating_sub(deleted);
+            if let Err(r) = check_namespace_limit(&after, created) {
+                return Ok(Err(r));
+            }
+            let revision = self.next_revision();
+            let mut changes = Vec::with_capacity(writes.len());
+            for ((w, path), old) in writes.iter().zip(&paths).zip(checked) {
+                changes.push(match (&w.value, old) {
+                    (Some(value), old) => {
+                        self.write_put(req, path, value, old, &mut env_record, revision)
+                    }
+                    (None, Some(old)) => {
+                        self.write_delete(req, path, &old, &mut env_record, revision)
+                    }
+                    (None, None) => unreachable!("invariant: a checked delete has a live document"),
+                });
+            }
+            self.record_event(req, changes);
+            return Ok(Ok(Applied {
+                revision,
+                version: 0,
+                deduplicated: false,
+            }));
+        }
+        Ok(Err(Rejection::TransactionRefused {
+            env: env_path,
+            failures,
+        }))
+    }
+
+    /// Checks a put of `value` at `path` (environment, document, precondition,
+    /// schema); nothing is written. The environment and the old document on success.
+    fn check_put(
+        &self,
+        path: &NsPath,
+        value: &str,
+        pre: &Precondition,
+    ) -> Result<Result<(EnvRecord, Option<DocRecord>), Rejection>> {
+        let env = match self.check_env(path)? {
             Ok(e) => e,
             Err(r) => return Ok(Err(r)),
         };
-        let doc_key = keys::doc(path);
-        let old = self.get::<DocRecord>(&doc_key)?;
+        if let Err(r) = check_document(value) {
+            return Ok(Err(r));
+        }
+        let old = self.get::<DocRecord>(&keys::doc(path))?;
         if let Err(r) = check_precondition(path, old.as_ref(), pre) {
             return Ok(Err(r));
         }
-        let Some(old) = old.filter(|d| d.value.is_some()) else {
-            return Ok(Err(Rejection::NamespaceNotFound {
-                path: path.to_string(),
-            }));
+        let schema =
+            self.get::<SchemaRecord>(&keys::schema_current(&path.tenant, &path.namespace))?;
+        if let Err(r) = schemas::check_document(self.schemas, path, schema.as_ref(), value) {
+            return Ok(Err(r));
+        }
+        Ok(Ok((env, old)))
+    }
+
+    /// Checks a delete of `path`; the environment and the live document on success.
+    fn check_delete(
+        &self,
+        path: &NsPath,
+        pre: &Precondition,
+    ) -> Result<Result<(EnvRecord, DocRecord), Rejection>> {
+        let env = match self.check_env(path)? {
+            Ok(e) => e,
+            Err(r) => return Ok(Err(r)),
         };
-        let revision = self.next_revision();
+        let old = self.get::<DocRecord>(&keys::doc(path))?;
+        if let Err(r) = check_precondition(path, old.as_ref(), pre) {
+            return Ok(Err(r));
+        }
+        match old.filter(|d| d.value.is_some()) {
+            Some(old) => Ok(Ok((env, old))),
+            None => Ok(Err(Rejection::NamespaceNotFound {
+                path: path.to_string(),
+            })),
+        }
+    }
+
+    /// Writes a checked put at `revision` (document, environment count,
+    /// history); returns its change for the revision's event.
+    fn write_put(
+        &mut self,
+        req: &Request,
+        path: &NsPath,
+        value: &str,
+        old: Option<DocRecord>,
+        env: &mut EnvRecord,
+        revision: u64,
+    ) -> Change {
+        let live = old.as_ref().is_some_and(|d| d.value.is_some());
+        let version = old.as_ref().map_or(0, |d| d.version) + 1;
+        let create_revision = match &old {
+            Some(d) if live => d.create_revision,
+            _ => revision,
+        };
+        if !live {
+            env.namespaces += 1;
+            self.put(keys::env(&path.tenant, &path.env), &*env);
+        }
+        self.put(
+            keys::doc(path),
+            &DocRecord {
+                value: Some(value.to_string()),
+                version,
+                create_revision,
+                mod_revision: revision,
+                author: req.author.clone(),
+                time_ms: req.time_ms,
+                message: req.message.clone(),
+            },
+        );
+        self.record_version(req, path, revision, version, ChangeKind::Put, Some(value));
+        change(
+            ChangeKind::Put,
+            path.to_string(),
+            version,
+            Some(value.to_string()),
+        )
+    }
+
+    /// Writes a checked delete of the live `old` at `revision` (a tombstone).
+    fn write_delete(
+        &mut self,
+        req: &Request,
+        path: &NsPath,
+        old: &DocRecord,
+        env: &mut EnvRecord,
+        revision: u64,
+    ) -> Change {
         let version = old.version + 1;
         env.namespaces = env.namespaces.saturating_sub(1);
-        self.put(keys::env(&path.tenant, &path.env), &env);
+        self.put(keys::env(&path.tenant, &path.env), &*env);
         self.put(
-            doc_key,
+            keys::doc(path),
             &DocRecord {
                 value: None,
                 version,
@@ -874,15 +1029,7 @@ impl<'a> ApplyCtx<'a> {
             },
         );
         self.record_version(req, path, revision, version, ChangeKind::Delete, None);
-        self.record_event(
-            req,
-            vec![change(ChangeKind::Delete, path.to_string(), version, None)],
-        );
-        Ok(Ok(Applied {
-            revision,
-            version,
-            deduplicated: false,
-        }))
+        change(ChangeKind::Delete, path.to_string(), version, None)
     }
 
     // ---------------------------------------------------------- helpers
@@ -1025,6 +1172,18 @@ fn change(kind: ChangeKind, path: String, version: u64, value: Option<String>) -
 
 /// Apply's own check of a document: a JSON object within the size limit.
 /// (The proposer checked it too; apply must not trust that.)
+/// Whether `created` more namespaces fit in `env`.
+fn check_namespace_limit(env: &EnvRecord, created: u64) -> Result<(), Rejection> {
+    if created > 0 && env.namespaces + created > MAX_NAMESPACES_PER_ENV {
+        return Err(Rejection::LimitExceeded {
+            limit: "namespaces per environment".into(),
+            max: MAX_NAMESPACES_PER_ENV,
+            actual: env.namespaces + created,
+        });
+    }
+    Ok(())
+}
+
 fn check_document(value: &str) -> Result<(), Rejection> {
     if value.len() > MAX_DOCUMENT_BYTES {
         return Err(Rejection::LimitExceeded {

@@ -797,3 +797,107 @@ async fn patches_and_rollbacks_are_new_versions_validated_like_puts() {
         other => panic!("expected invalid, got {other:?}"),
     }
 }
+
+fn tx_put(namespace: &str, value: &str) -> crate::command::TxWrite {
+    crate::command::TxWrite {
+        namespace: namespace.into(),
+        value: Some(value.into()),
+        precondition: Precondition::default(),
+    }
+}
+
+/// A transaction publishes several namespaces of one environment as one
+/// revision and one watch event; if any write is refused (schema, CAS, a
+/// missing namespace to delete), nothing is applied and every refusal is
+/// listed.
+#[tokio::test]
+async fn a_transaction_is_one_revision_one_event_and_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let mut cmds = setup();
+    cmds.push(put("pay/prod/old", r#"{"v":1}"#, None)); // rev 3
+    cmds.push(set_schema("a", PORT_SCHEMA, false)); // rev 4
+    let refused = Command::Transaction {
+        tenant: "pay".into(),
+        env: "prod".into(),
+        writes: vec![
+            tx_put("a", r#"{"host":1}"#),
+            tx_put("b", r#"{"v":1}"#),
+            crate::command::TxWrite {
+                namespace: "c".into(),
+                value: None,
+                precondition: Precondition::default(),
+            },
+        ],
+    };
+    cmds.push(refused);
+    let out = apply_all(&mut sm, &cmds, 10).await;
+    match &out[4].outcome {
+        Err(r @ Rejection::TransactionRefused { failures, .. }) => {
+            let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["a", "c"], "{r}");
+            assert!(r
+                .to_string()
+                .starts_with("transaction on pay/prod refused, nothing applied"));
+        }
+        other => panic!("expected a refused transaction, got {other:?}"),
+    }
+    let view = sm.view();
+    assert_eq!(view.revision(), 4, "nothing applied");
+    assert!(view
+        .get(&"pay/prod/b".parse().expect("path"))
+        .expect("get")
+        .is_none());
+
+    let mut w = view
+        .watch(
+            vec!["pay/prod/".parse().expect("prefix")],
+            5,
+            Duration::ZERO,
+        )
+        .await
+        .expect("watch");
+    let ok = Command::Transaction {
+        tenant: "pay".into(),
+        env: "prod".into(),
+        writes: vec![
+            tx_put("a", r#"{"host":"db"}"#),
+            tx_put("b", r#"{"v":1}"#),
+            crate::command::TxWrite {
+                namespace: "old".into(),
+                value: None,
+                precondition: Precondition {
+                    if_version: Some(1),
+                    if_revision: None,
+                },
+            },
+        ],
+    };
+    let r = only(sm.apply(vec![entry(8, ok, 0)]).await.expect("apply"));
+    assert_eq!(r.outcome.expect("applied").revision, 5);
+    loop {
+        match w.next().await.expect("item") {
+            WatchItem::Change(e) => {
+                assert_eq!(e.revision, 5);
+                let changes: Vec<(&str, ChangeKind, u64)> = e
+                    .changes
+                    .iter()
+                    .map(|c| (c.path.as_str(), c.kind, c.version))
+                    .collect();
+                assert_eq!(
+                    changes,
+                    [
+                        ("pay/prod/a", ChangeKind::Put, 1),
+                        ("pay/prod/b", ChangeKind::Put, 1),
+                        ("pay/prod/old", ChangeKind::Delete, 2)
+                    ]
+                );
+                break;
+            }
+            WatchItem::Progress(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let listed = view.list("pay", "prod").expect("list");
+    assert_eq!(listed.len(), 2, "a and b live, old deleted");
+}

@@ -278,6 +278,68 @@ impl ConfigService {
         })
     }
 
+    async fn apply_inner(
+        &self,
+        author: String,
+        req: &pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, ApiError> {
+        let env = raftconf_schema::EnvPath::new(&req.tenant, &req.env)?;
+        check_message(&req.message)?;
+        if req.writes.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "apply to {}/{}: no namespaces to write",
+                env.tenant, env.env
+            )));
+        }
+        let mut writes = Vec::with_capacity(req.writes.len());
+        for w in &req.writes {
+            raftconf_schema::validate_name("namespace", &w.namespace)?;
+            let value = if w.delete {
+                None
+            } else {
+                let format = convert::document_format(w.format).ok_or_else(|| {
+                    ApiError::InvalidArgument(format!(
+                        "{}: unknown document format {}",
+                        w.namespace, w.format
+                    ))
+                })?;
+                if w.value.len() > MAX_DOCUMENT_TEXT_BYTES {
+                    return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
+                        limit: "document text size",
+                        max: MAX_DOCUMENT_TEXT_BYTES as u64,
+                        actual: w.value.len() as u64,
+                    }));
+                }
+                Some(
+                    parse_document(&w.value, format)
+                        .map_err(|e| ApiError::InvalidArgument(format!("{}: {e}", w.namespace)))?,
+                )
+            };
+            writes.push(raftconf_raft::TxWrite {
+                namespace: w.namespace.clone(),
+                value,
+                precondition: Precondition {
+                    if_version: w.if_version,
+                    if_revision: w.if_revision,
+                },
+            });
+        }
+        let command = Command::Transaction {
+            tenant: env.tenant.clone(),
+            env: env.env.clone(),
+            writes,
+        };
+        let applied = self
+            .ctx
+            .propose(author, req.write_id.clone(), req.message.clone(), command)
+            .await?;
+        info!(env = %format!("{}/{}", env.tenant, env.env), namespaces = req.writes.len(), revision = applied.revision, "transaction applied");
+        Ok(pb::ApplyResponse {
+            header: Some(self.ctx.header(applied.revision)),
+            revision: applied.revision,
+        })
+    }
+
     async fn rollback_inner(
         &self,
         author: String,
@@ -460,6 +522,22 @@ impl Config for ConfigService {
             &req,
             |author| Box::pin(self.patch_inner(author, &req)),
             |channel, req| Box::pin(async move { ConfigClient::new(channel).patch(req).await }),
+        )
+        .await
+    }
+
+    #[instrument(skip_all, fields(tenant = %request.get_ref().tenant, env = %request.get_ref().env))]
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.apply_inner(author, &req)),
+            |channel, req| Box::pin(async move { ConfigClient::new(channel).apply(req).await }),
         )
         .await
     }
