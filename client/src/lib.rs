@@ -10,7 +10,7 @@
 //! | `failover` | the loop every call goes through: endpoint order, backoff, same-id re-sends of uncertain writes |
 //! | `endpoints` | one lazily connected channel per server, the leader hint, and the rule that decides whether a failed write may have been applied |
 //! | `options` | [`ClientOptions`]: timeouts, retry bounds, author, watch labels |
-//! | `error` | [`Error`], the one mapping from a gRPC status, and the metadata keys the server sends |
+//! | `error` | [`Error`], the one mapping from a gRPC status (schema refusals with every [`FieldViolation`]), and the metadata keys the server sends |
 //! | `types` | [`Document`], [`WriteResult`], [`Listing`], [`HistoryPage`] … converted from the wire types |
 //! | `watch` | [`WatchStream`] and [`WatchEvent`]: what a watch yields |
 //! | `watch_task` | the task behind a stream: subscribe, merge snapshot chunks, drop duplicates, reconnect and resume from `last_seen + 1` |
@@ -51,7 +51,9 @@ mod watch_task;
 mod watched;
 
 pub use client::Client;
-pub use error::{Error, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA};
+pub use error::{
+    Error, FieldViolation, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA,
+};
 pub use options::ClientOptions;
 pub use raftconf_schema::Format;
 pub use types::{
