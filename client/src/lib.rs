@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `client` | [`Client`]: connect, reads (`get`, `get_with`, `list`, `history`), writes (`put`, `put_text` with dry runs, `delete`) |
 //! | `admin` | tenants, environments, cluster `status` |
+//! | `schema` | schemas of `tenant/namespace`: [`Client::set_schema`] (refused when live documents would break, unless forced), `get_schema`, `schema_history`, `delete_schema` |
 //! | `failover` | the loop every call goes through: endpoint order, backoff, same-id re-sends of uncertain writes |
 //! | `endpoints` | one lazily connected channel per server, the leader hint, and the rule that decides whether a failed write may have been applied |
 //! | `options` | [`ClientOptions`]: timeouts, retry bounds, author, watch labels |
@@ -45,6 +46,7 @@ mod endpoints;
 mod error;
 mod failover;
 mod options;
+mod schema;
 mod types;
 mod watch;
 mod watch_task;
@@ -56,6 +58,7 @@ pub use error::{
 };
 pub use options::ClientOptions;
 pub use raftconf_schema::Format;
+pub use schema::{SchemaOptions, SchemaRecord, SchemaWrite};
 pub use types::{
     ChangeKind, ClusterStatus, Consistency, DeleteOptions, Document, EnvInfo, GetOptions,
     HistoryPage, HistoryRecord, Listing, Member, NamespaceEntry, PutOptions, TenantInfo,
