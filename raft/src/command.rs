@@ -5,7 +5,7 @@
 //! the author and the canonical JSON before proposing, so apply never reads a
 //! clock or anything local and every node computes the same result.
 
-use raftconf_schema::NsPath;
+use raftconf_schema::{NsPath, Violation};
 use serde::{Deserialize, Serialize};
 
 /// Format version of [`Request`] as written into the log. Apply refuses
@@ -106,6 +106,27 @@ pub enum Command {
         env: String,
         /// Delete what it holds too.
         force: bool,
+    },
+    /// Set a new version of the JSON Schema of `tenant/namespace` (binding
+    /// the namespace in every environment of the tenant). Refused when it does
+    /// not compile, or when a live document of the namespace would not
+    /// validate against it, unless `force` (recorded in its history).
+    SetSchema {
+        /// Tenant name.
+        tenant: String,
+        /// Namespace name.
+        namespace: String,
+        /// Canonical JSON of the schema.
+        schema: String,
+        /// Accept it over documents that do not validate.
+        force: bool,
+    },
+    /// Remove the schema of `tenant/namespace` (a new version without one).
+    DeleteSchema {
+        /// Tenant name.
+        tenant: String,
+        /// Namespace name.
+        namespace: String,
     },
     /// Delete a tenant. One that still has environments is refused unless
     /// `force`; then they and their namespaces go too, in one revision.
@@ -222,6 +243,54 @@ pub enum Rejection {
         /// What the write would need.
         actual: u64,
     },
+    /// A document that does not validate against its namespace's schema.
+    #[error(
+        "{path} violates schema version {schema_version} of {schema}: {}",
+        violations_text(violations)
+    )]
+    SchemaViolation {
+        /// The namespace written.
+        path: String,
+        /// Whose schema: `tenant/namespace`.
+        schema: String,
+        /// The schema version that refused it.
+        schema_version: u64,
+        /// Every violation, sorted.
+        violations: Vec<Violation>,
+    },
+    /// A schema that live documents would not validate against.
+    #[error(
+        "schema version {schema_version} of {tenant}/{namespace} would break live documents: {}",
+        broken_text(broken)
+    )]
+    SchemaIncompatible {
+        /// The tenant.
+        tenant: String,
+        /// The namespace name.
+        namespace: String,
+        /// The version it would have been.
+        schema_version: u64,
+        /// Each environment whose document would break, with its violations.
+        broken: Vec<(String, Vec<Violation>)>,
+    },
+    /// A schema that does not compile (or is too large).
+    #[error("invalid schema for {tenant}/{namespace}: {reason}")]
+    InvalidSchema {
+        /// The tenant.
+        tenant: String,
+        /// The namespace name.
+        namespace: String,
+        /// What is wrong, and where.
+        reason: String,
+    },
+    /// `DeleteSchema` of a namespace that has no schema.
+    #[error("{tenant}/{namespace} has no schema")]
+    SchemaNotFound {
+        /// The tenant.
+        tenant: String,
+        /// The namespace name.
+        namespace: String,
+    },
     /// A tenant or environment that still holds something, deleted without `force`.
     #[error("{what} still holds {holds}; delete those first, or force it (everything in it is deleted in one revision)")]
     NotEmpty {
@@ -252,4 +321,40 @@ fn expected_text(v: u64) -> String {
     } else {
         format!("version {v}")
     }
+}
+
+/// Violations named in a rejection's message; the status details list more.
+const MESSAGE_VIOLATIONS: usize = 20;
+
+/// `/p: message; /q: message` (the root shows as `(root)`), the first
+/// [`MESSAGE_VIOLATIONS`], then how many more.
+fn violations_text(violations: &[Violation]) -> String {
+    let mut text = violations
+        .iter()
+        .take(MESSAGE_VIOLATIONS)
+        .map(|v| {
+            let at = if v.pointer.is_empty() {
+                "(root)"
+            } else {
+                v.pointer.as_str()
+            };
+            format!("{at}: {}", v.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if violations.len() > MESSAGE_VIOLATIONS {
+        text.push_str(&format!(
+            "; … and {} more",
+            violations.len() - MESSAGE_VIOLATIONS
+        ));
+    }
+    text
+}
+
+fn broken_text(broken: &[(String, Vec<Violation>)]) -> String {
+    broken
+        .iter()
+        .map(|(env, v)| format!("{env}: {}", violations_text(v)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

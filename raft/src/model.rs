@@ -21,6 +21,29 @@ pub enum ChangeKind {
     TenantDelete,
     /// An environment was deleted (with its namespaces).
     EnvDelete,
+    /// A schema version was set (`version` is the schema version, `value` its JSON).
+    SchemaSet,
+    /// The schema was removed (`version` is the schema version of the removal).
+    SchemaDelete,
+}
+
+/// One version of the schema of a `tenant/namespace`, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaRecord {
+    /// Counts every set and delete of this namespace's schema; never resets.
+    pub version: u64,
+    /// The revision of the change.
+    pub revision: u64,
+    /// Canonical JSON of the schema; `None` for a removal.
+    pub schema: Option<String>,
+    /// Set over live documents that did not validate (`force`).
+    pub forced: bool,
+    /// Who.
+    pub author: String,
+    /// When (ms since the epoch, leader-stamped).
+    pub time_ms: i64,
+    /// Why.
+    pub message: String,
 }
 
 /// The current state of a namespace (live or tombstone), as stored.

@@ -9,7 +9,9 @@ use std::time::Duration;
 use raftconf_schema::{NsPath, Target};
 
 use crate::command::Rejection;
-use crate::model::{ChangeKind, DocEntry, DocRecord, EnvInfo, TenantInfo, VersionRecord};
+use crate::model::{
+    ChangeKind, DocEntry, DocRecord, EnvInfo, SchemaRecord, TenantInfo, VersionRecord,
+};
 use crate::state_machine::apply::{ApplyCtx, EnvRecord, TenantRecord};
 use crate::state_machine::codec::{decode, Fnv64};
 use crate::state_machine::{keys, Shared};
@@ -94,6 +96,71 @@ impl StateView {
                 known: self.names_under(&keys::env_prefix(tenant))?,
             })),
         }
+    }
+
+    /// The current schema record of `tenant/namespace` (a removal is a record
+    /// without a schema); `None` if it never had one. Unknown tenant: `Error::NotFound`.
+    pub fn schema(&self, tenant: &str, namespace: &str) -> Result<Option<SchemaRecord>> {
+        self.check_tenant(tenant)?;
+        self.tree()
+            .get(keys::schema_current(tenant, namespace))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Version `version` of the schema of `tenant/namespace`, if still kept.
+    pub fn schema_version(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        version: u64,
+    ) -> Result<Option<SchemaRecord>> {
+        self.check_tenant(tenant)?;
+        self.tree()
+            .get(keys::schema_version(tenant, namespace, version))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every kept version of the schema of `tenant/namespace`, newest first.
+    pub fn schema_history(&self, tenant: &str, namespace: &str) -> Result<Vec<SchemaRecord>> {
+        self.check_tenant(tenant)?;
+        let mut out = Vec::new();
+        for item in self
+            .tree()
+            .scan_prefix(keys::schema_versions_prefix(tenant, namespace))
+            .rev()
+        {
+            let (_, v) = item?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// The leader's pre-check of a put: whether the canonical JSON `value`
+    /// validates against the current schema of `path`'s namespace, with the
+    /// same rejection apply would give (apply checks again: the schema may
+    /// change in between).
+    pub fn check_document(&self, path: &NsPath, value: &str) -> Result<Result<(), Rejection>> {
+        let schema = self.schema(&path.tenant, &path.namespace)?;
+        Ok(crate::state_machine::schemas::check_document(
+            &self.shared.schemas,
+            path,
+            schema.as_ref(),
+            value,
+        ))
+    }
+
+    /// Whether apply has recorded an answer for the write `(client_id,
+    /// request_id)` (a retry of it gets that answer, whatever the state now).
+    pub fn write_recorded(&self, client_id: &str, request_id: u64) -> Result<bool> {
+        if request_id == 0 {
+            return Ok(false);
+        }
+        Ok(self
+            .tree()
+            .get(keys::dedup(client_id, request_id))?
+            .is_some())
     }
 
     /// The live document at `path`, if any. Unknown tenant/env: `Error::NotFound`.
@@ -268,7 +335,8 @@ impl StateView {
         Ok(out)
     }
 
-    /// Hex digest (FNV-1a 64) of every document (path, version, value) at the
+    /// Hex digest (FNV-1a 64) of every document (path, version, value) and every
+    /// schema in force (namespace, version, schema) at the
     /// applied revision, with that revision: equal on nodes that applied the same log.
     pub fn state_digest(&self) -> Result<(u64, String)> {
         let _guard = self
@@ -284,6 +352,15 @@ impl StateView {
             h.feed(&k);
             h.feed(&rec.version.to_be_bytes());
             h.feed(rec.value.as_deref().unwrap_or("").as_bytes());
+            h.feed(&[0]);
+        }
+        // The schemas in force, which decide what the next write may be.
+        for item in self.tree().scan_prefix(keys::SCHEMA_CURRENT_PREFIX) {
+            let (k, v) = item?;
+            let rec: SchemaRecord = decode(&v)?;
+            h.feed(&k);
+            h.feed(&rec.version.to_be_bytes());
+            h.feed(rec.schema.as_deref().unwrap_or("").as_bytes());
             h.feed(&[0]);
         }
         Ok((revision, format!("{:016x}", h.finish())))

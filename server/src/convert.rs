@@ -14,6 +14,8 @@ pub fn change_kind(kind: ChangeKind) -> pb::ChangeKind {
         ChangeKind::EnvCreate => pb::ChangeKind::EnvCreate,
         ChangeKind::TenantDelete => pb::ChangeKind::TenantDelete,
         ChangeKind::EnvDelete => pb::ChangeKind::EnvDelete,
+        ChangeKind::SchemaSet => pb::ChangeKind::SchemaSet,
+        ChangeKind::SchemaDelete => pb::ChangeKind::SchemaDelete,
     }
 }
 

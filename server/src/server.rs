@@ -21,6 +21,7 @@ use raftconf_api::internal::raft_peer_server::RaftPeerServer;
 use raftconf_api::v1::admin_server::AdminServer;
 use raftconf_api::v1::cluster_server::ClusterServer;
 use raftconf_api::v1::config_server::ConfigServer;
+use raftconf_api::v1::schema_server::SchemaServer;
 use raftconf_api::v1::watch_server::WatchServer;
 use raftconf_raft::{NodeConfig, NodeId, NodeInfo, RaftNode};
 use tokio::net::TcpListener;
@@ -41,6 +42,7 @@ use crate::service::admin::AdminService;
 use crate::service::cluster::ClusterService;
 use crate::service::config::ConfigService;
 use crate::service::peer::{PeerGate, PeerService, MAX_PEER_MESSAGE_BYTES};
+use crate::service::schema::SchemaService;
 use crate::service::watch::WatchService;
 use crate::service::{ServiceContext, ServiceSettings};
 use crate::{Error, Result};
@@ -315,6 +317,7 @@ impl RunningServer {
                         .max_decoding_message_size(MAX_CLIENT_REQUEST_BYTES),
                 )
                 .add_service(AdminServer::new(AdminService::new(Arc::clone(&ctx))))
+                .add_service(SchemaServer::new(SchemaService::new(Arc::clone(&ctx))))
                 .add_service(WatchServer::new(WatchService::new(Arc::clone(&ctx))))
                 .add_service(ClusterServer::new(ClusterService::new(Arc::clone(&ctx))))
                 .serve_with_incoming_shutdown(

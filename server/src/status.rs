@@ -12,6 +12,7 @@ use raftconf_api::v1::ResponseHeader;
 use raftconf_raft::{ReadError, Rejection, WriteError};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::metadata;
 
@@ -133,7 +134,42 @@ pub fn rejection_code(r: &Rejection) -> Code {
         Rejection::LimitExceeded { .. } => Code::ResourceExhausted,
         Rejection::NotEmpty { .. } => Code::FailedPrecondition,
         Rejection::RequestIdReused { .. } | Rejection::Invalid { .. } => Code::InvalidArgument,
+        Rejection::SchemaViolation { .. } | Rejection::InvalidSchema { .. } => {
+            Code::InvalidArgument
+        }
+        Rejection::SchemaIncompatible { .. } => Code::FailedPrecondition,
+        Rejection::SchemaNotFound { .. } => Code::NotFound,
     }
+}
+
+/// Field violations carried in a status's details (`google.rpc.BadRequest`).
+const MAX_DETAIL_VIOLATIONS: usize = 200;
+
+/// Every violation of a schema rejection as `google.rpc.BadRequest` field
+/// violations: the document's JSON pointer, or `ENV:POINTER` for the
+/// documents a schema would break. `None` for other rejections.
+fn bad_request(r: &Rejection) -> Option<ErrorDetails> {
+    let fields: Vec<FieldViolation> = match r {
+        Rejection::SchemaViolation { violations, .. } => violations
+            .iter()
+            .map(|v| FieldViolation::new(v.pointer.clone(), v.message.clone()))
+            .collect(),
+        Rejection::SchemaIncompatible { broken, .. } => broken
+            .iter()
+            .flat_map(|(env, vs)| {
+                vs.iter().map(move |v| {
+                    FieldViolation::new(format!("{env}:{}", v.pointer), v.message.clone())
+                })
+            })
+            .collect(),
+        _ => return None,
+    };
+    Some(ErrorDetails::with_bad_request(
+        fields
+            .into_iter()
+            .take(MAX_DETAIL_VIOLATIONS)
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// The gRPC code for a schema-crate error (names, paths, documents, limits).
@@ -147,6 +183,10 @@ pub fn schema_code(e: &raftconf_schema::Error) -> Code {
 /// Converts `err` into a `Status`, with `header` mirrored into metadata.
 pub fn to_status(err: ApiError, header: &ResponseHeader) -> Status {
     let mut extra: Vec<(&'static str, String)> = Vec::new();
+    let details = match &err {
+        ApiError::Write(WriteError::Rejected(r)) => bad_request(r),
+        _ => None,
+    };
     let (code, message) = match err {
         ApiError::InvalidArgument(m) => (Code::InvalidArgument, m),
         ApiError::Schema(e) => (schema_code(&e), e.to_string()),
@@ -201,7 +241,10 @@ pub fn to_status(err: ApiError, header: &ResponseHeader) -> Status {
         ApiError::Read(ReadError::Unavailable(m)) => (Code::Unavailable, m),
         ApiError::State(e) => state_error(e),
     };
-    let mut status = Status::new(code, message);
+    let mut status = match details {
+        Some(d) => Status::with_error_details(code, message, d),
+        None => Status::new(code, message),
+    };
     let md = status.metadata_mut();
     put_header(md, header);
     for (k, v) in extra {

@@ -12,16 +12,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use raftconf_schema::{validate_name, NsPath, MAX_DOCUMENT_BYTES, MAX_NAMESPACES_PER_ENV};
+use raftconf_schema::{
+    check_compatible, validate_name, NsPath, SchemaCache, MAX_DOCUMENT_BYTES,
+    MAX_NAMESPACES_PER_ENV, MAX_SCHEMA_BYTES,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode, Fnv64};
 use super::keys;
+use super::schemas::{self, SchemaKey};
 use crate::command::{
     Applied, Command, Precondition, Rejection, Request, Response, ENTRY_FORMAT_VERSION,
 };
-use crate::model::{Change, ChangeEvent, ChangeKind, DocRecord, VersionRecord};
+use crate::model::{Change, ChangeEvent, ChangeKind, DocRecord, SchemaRecord, VersionRecord};
 use crate::Result;
 
 /// A tenant as stored.
@@ -70,6 +74,7 @@ pub(crate) struct ApplySettings {
 
 pub(crate) struct ApplyCtx<'a> {
     tree: &'a sled::Tree,
+    schemas: &'a SchemaCache<SchemaKey>,
     settings: ApplySettings,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub revision: u64,
@@ -79,9 +84,15 @@ pub(crate) struct ApplyCtx<'a> {
 }
 
 impl<'a> ApplyCtx<'a> {
-    pub fn new(tree: &'a sled::Tree, settings: ApplySettings, revision: u64) -> Self {
+    pub fn new(
+        tree: &'a sled::Tree,
+        schemas: &'a SchemaCache<SchemaKey>,
+        settings: ApplySettings,
+        revision: u64,
+    ) -> Self {
         ApplyCtx {
             tree,
+            schemas,
             settings,
             overlay: BTreeMap::new(),
             revision,
@@ -267,7 +278,173 @@ impl<'a> ApplyCtx<'a> {
                 self.delete_env(req, tenant, env, *force)
             }
             Command::DeleteTenant { tenant, force } => self.delete_tenant(req, tenant, *force),
+            Command::SetSchema {
+                tenant,
+                namespace,
+                schema,
+                force,
+            } => self.set_schema(req, tenant, namespace, schema, *force),
+            Command::DeleteSchema { tenant, namespace } => {
+                self.delete_schema(req, tenant, namespace)
+            }
         }
+    }
+
+    fn set_schema(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        namespace: &str,
+        schema: &str,
+        force: bool,
+    ) -> Result<Result<Applied, Rejection>> {
+        if let Err(e) = validate_name("namespace", namespace) {
+            return Ok(Err(Rejection::Invalid {
+                reason: e.to_string(),
+            }));
+        }
+        if let Err(r) = self.check_tenant(tenant)? {
+            return Ok(Err(r));
+        }
+        if schema.len() > MAX_SCHEMA_BYTES {
+            return Ok(Err(Rejection::LimitExceeded {
+                limit: "schema size (canonical JSON bytes)".into(),
+                max: MAX_SCHEMA_BYTES as u64,
+                actual: schema.len() as u64,
+            }));
+        }
+        let compiled = match schemas::compile(tenant, namespace, schema) {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(r)),
+        };
+        let current = self.get::<SchemaRecord>(&keys::schema_current(tenant, namespace))?;
+        let version = current.as_ref().map_or(0, |c| c.version) + 1;
+        // Every live document of the namespace, in every environment.
+        let envs = self.names_under(&keys::env_prefix(tenant))?;
+        let mut docs = Vec::new();
+        for env in &envs {
+            let path = NsPath {
+                tenant: tenant.to_string(),
+                env: env.clone(),
+                namespace: namespace.to_string(),
+            };
+            if let Some(doc) = self.get::<DocRecord>(&keys::doc(&path))? {
+                if let Some(value) = doc.value {
+                    let value: serde_json::Value = serde_json::from_str(&value).map_err(|e| {
+                        crate::Error::Storage(format!("stored document {path} is not JSON: {e}"))
+                    })?;
+                    docs.push((env.clone(), value));
+                }
+            }
+        }
+        let broken = check_compatible(&compiled, docs.iter().map(|(e, v)| (e.clone(), v)));
+        if !broken.is_empty() && !force {
+            return Ok(Err(Rejection::SchemaIncompatible {
+                tenant: tenant.to_string(),
+                namespace: namespace.to_string(),
+                schema_version: version,
+                broken,
+            }));
+        }
+        let revision = self.next_revision();
+        let record = SchemaRecord {
+            version,
+            revision,
+            schema: Some(schema.to_string()),
+            forced: !broken.is_empty(),
+            author: req.author.clone(),
+            time_ms: req.time_ms,
+            message: req.message.clone(),
+        };
+        self.schemas.insert(
+            (format!("{tenant}/{namespace}"), revision),
+            Arc::new(compiled),
+        );
+        self.record_schema(req, tenant, namespace, &envs, record, ChangeKind::SchemaSet);
+        Ok(Ok(Applied {
+            revision,
+            version,
+            deduplicated: false,
+        }))
+    }
+
+    fn delete_schema(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<Result<Applied, Rejection>> {
+        if let Err(r) = self.check_tenant(tenant)? {
+            return Ok(Err(r));
+        }
+        let current = self.get::<SchemaRecord>(&keys::schema_current(tenant, namespace))?;
+        let Some(current) = current.filter(|c| c.schema.is_some()) else {
+            return Ok(Err(Rejection::SchemaNotFound {
+                tenant: tenant.to_string(),
+                namespace: namespace.to_string(),
+            }));
+        };
+        let revision = self.next_revision();
+        let version = current.version + 1;
+        let envs = self.names_under(&keys::env_prefix(tenant))?;
+        let record = SchemaRecord {
+            version,
+            revision,
+            schema: None,
+            forced: false,
+            author: req.author.clone(),
+            time_ms: req.time_ms,
+            message: req.message.clone(),
+        };
+        self.record_schema(
+            req,
+            tenant,
+            namespace,
+            &envs,
+            record,
+            ChangeKind::SchemaDelete,
+        );
+        Ok(Ok(Applied {
+            revision,
+            version,
+            deduplicated: false,
+        }))
+    }
+
+    /// Stores a schema record (current and in its history, bounded like
+    /// namespace history) and records one change per environment, so watchers
+    /// of the namespace in each environment see it.
+    fn record_schema(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        namespace: &str,
+        envs: &[String],
+        record: SchemaRecord,
+        kind: ChangeKind,
+    ) {
+        let version = record.version;
+        self.put(keys::schema_version(tenant, namespace, version), &record);
+        if version > self.settings.history_depth {
+            self.remove(keys::schema_version(
+                tenant,
+                namespace,
+                version - self.settings.history_depth,
+            ));
+        }
+        let changes = envs
+            .iter()
+            .map(|env| {
+                change(
+                    kind,
+                    format!("{tenant}/{env}/{namespace}"),
+                    version,
+                    record.schema.clone(),
+                )
+            })
+            .collect();
+        self.put(keys::schema_current(tenant, namespace), &record);
+        self.record_event(req, changes);
     }
 
     fn delete_env(
@@ -335,6 +512,17 @@ impl<'a> ApplyCtx<'a> {
                 0,
                 None,
             ));
+        }
+        // Its schemas go too: a tenant created again under this name starts bare.
+        for prefix in keys::schema_tenant_prefixes(tenant) {
+            let mut doomed = Vec::new();
+            self.scan_prefix(&prefix, |k, _| {
+                doomed.push(k.to_vec());
+                Ok(true)
+            })?;
+            for k in doomed {
+                self.remove(k);
+            }
         }
         self.remove(keys::tenant(tenant));
         changes.push(change(
@@ -501,6 +689,11 @@ impl<'a> ApplyCtx<'a> {
         let doc_key = keys::doc(path);
         let old = self.get::<DocRecord>(&doc_key)?;
         if let Err(r) = check_precondition(path, old.as_ref(), pre) {
+            return Ok(Err(r));
+        }
+        let schema =
+            self.get::<SchemaRecord>(&keys::schema_current(&path.tenant, &path.namespace))?;
+        if let Err(r) = schemas::check_document(self.schemas, path, schema.as_ref(), value) {
             return Ok(Err(r));
         }
         let live = old.as_ref().is_some_and(|d| d.value.is_some());

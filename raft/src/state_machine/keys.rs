@@ -14,6 +14,8 @@
 //! | `w/` | revision (u64 BE) | [`ChangeEvent`](crate::model::ChangeEvent) (replay window) |
 //! | `q/` | client id `\0` request id (u64 BE) | de-duplication record |
 //! | `x/` | time (u64 BE, offset) client id `\0` request id | () — expiry index of `q/` |
+//! | `c/` | tenant `/` namespace | current [`SchemaRecord`](crate::model::SchemaRecord) |
+//! | `s/` | tenant `/` namespace `/` version (u64 BE) | every [`SchemaRecord`](crate::model::SchemaRecord) kept |
 //!
 //! Names cannot contain `/` or `\0` (see the naming rule), so prefixes never collide.
 
@@ -29,6 +31,8 @@ pub(crate) const TENANT_PREFIX: &[u8] = b"t/";
 pub(crate) const DOC_PREFIX: &[u8] = b"d/";
 pub(crate) const REPLAY_PREFIX: &[u8] = b"w/";
 pub(crate) const DEDUP_EXPIRY_PREFIX: &[u8] = b"x/";
+pub(crate) const SCHEMA_CURRENT_PREFIX: &[u8] = b"c/";
+pub(crate) const SCHEMA_PREFIX: &[u8] = b"s/";
 
 fn join(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -74,6 +78,36 @@ pub(crate) fn doc_path(key: &[u8]) -> Option<NsPath> {
 }
 
 /// Prefix of every history key of `path`.
+/// The current schema version of `tenant/namespace` (a [`crate::model::SchemaRecord`]).
+pub(crate) fn schema_current(tenant: &str, namespace: &str) -> Vec<u8> {
+    let mut k = SCHEMA_CURRENT_PREFIX.to_vec();
+    k.extend_from_slice(format!("{tenant}/{namespace}").as_bytes());
+    k
+}
+
+/// Every schema key of a tenant (current or versioned) starts with one of these.
+pub(crate) fn schema_tenant_prefixes(tenant: &str) -> [Vec<u8>; 2] {
+    let mut c = SCHEMA_CURRENT_PREFIX.to_vec();
+    c.extend_from_slice(format!("{tenant}/").as_bytes());
+    let mut s = SCHEMA_PREFIX.to_vec();
+    s.extend_from_slice(format!("{tenant}/").as_bytes());
+    [c, s]
+}
+
+/// The versions of the schema of `tenant/namespace`.
+pub(crate) fn schema_versions_prefix(tenant: &str, namespace: &str) -> Vec<u8> {
+    let mut k = SCHEMA_PREFIX.to_vec();
+    k.extend_from_slice(format!("{tenant}/{namespace}/").as_bytes());
+    k
+}
+
+/// Version `version` of the schema of `tenant/namespace`.
+pub(crate) fn schema_version(tenant: &str, namespace: &str, version: u64) -> Vec<u8> {
+    let mut k = schema_versions_prefix(tenant, namespace);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
 pub(crate) fn history_prefix(path: &NsPath) -> Vec<u8> {
     let mut k = join(b"h/", &[&path.tenant, &path.env, &path.namespace]);
     k.push(0);

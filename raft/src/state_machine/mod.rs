@@ -12,6 +12,7 @@
 pub(crate) mod apply;
 pub(crate) mod codec;
 pub(crate) mod keys;
+pub(crate) mod schemas;
 mod snapshot;
 
 use std::io::Cursor;
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     /// take it for reading.
     pub commit_lock: RwLock<()>,
     pub cluster_id: RwLock<String>,
+    /// Compiled schemas, shared by apply and the leader's pre-check.
+    pub schemas: raftconf_schema::SchemaCache<schemas::SchemaKey>,
 }
 
 /// raftconf's openraft state machine.
@@ -107,6 +110,7 @@ impl StateMachine {
             ),
             commit_lock: RwLock::new(()),
             cluster_id: RwLock::new(cluster_id),
+            schemas: schemas::new_cache(),
         });
         Ok(StateMachine {
             shared,
@@ -130,7 +134,12 @@ impl StateMachine {
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<ProposalResponse>> {
         let tree = &self.shared.tree;
-        let mut ctx = ApplyCtx::new(tree, self.settings, ApplyCtx::stored_revision(tree)?);
+        let mut ctx = ApplyCtx::new(
+            tree,
+            &self.shared.schemas,
+            self.settings,
+            ApplyCtx::stored_revision(tree)?,
+        );
         let mut responses = Vec::with_capacity(entries.len());
         let mut last = None;
         for entry in &entries {

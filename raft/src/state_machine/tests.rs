@@ -545,3 +545,155 @@ async fn env_and_tenant_delete_refuse_unless_forced_then_take_one_revision() {
         "the tenant's environment is gone"
     );
 }
+
+fn set_schema(namespace: &str, schema: &str, force: bool) -> Command {
+    Command::SetSchema {
+        tenant: "pay".into(),
+        namespace: namespace.into(),
+        schema: schema.into(),
+        force,
+    }
+}
+
+const PORT_SCHEMA: &str = r#"{"type":"object","required":["host"],"properties":{"host":{"type":"string"},"port":{"type":"integer","minimum":1}}}"#;
+
+/// Every put is checked against the namespace's schema at apply: a document
+/// that breaks it is refused with every violation (pointer and message),
+/// takes no revision and changes nothing; a valid one is applied.
+#[tokio::test]
+async fn puts_are_validated_against_the_schema_listing_every_violation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let mut cmds = setup();
+    cmds.push(set_schema("a", PORT_SCHEMA, false)); // rev 3
+    cmds.push(put("pay/prod/a", r#"{"port":0,"extra":true}"#, None)); // refused
+    cmds.push(put("pay/prod/a", r#"{"host":"db","port":5432}"#, None)); // rev 4
+    cmds.push(put("pay/prod/b", r#"{"anything":1}"#, None)); // no schema: rev 5
+    let out = apply_all(&mut sm, &cmds, 10).await;
+    assert_eq!(out[2].outcome.clone().expect("schema set").version, 1);
+    match &out[3].outcome {
+        Err(
+            r @ Rejection::SchemaViolation {
+                schema_version,
+                violations,
+                ..
+            },
+        ) => {
+            assert_eq!(*schema_version, 1);
+            let pointers: Vec<&str> = violations.iter().map(|v| v.pointer.as_str()).collect();
+            assert_eq!(pointers, ["", "/port"], "{violations:?}");
+            let text = r.to_string();
+            assert!(
+                text.starts_with("pay/prod/a violates schema version 1 of pay/a: "),
+                "{text}"
+            );
+            assert!(
+                text.contains("(root): ") && text.contains("/port: "),
+                "{text}"
+            );
+        }
+        other => panic!("expected a schema violation, got {other:?}"),
+    }
+    assert_eq!(out[4].outcome.clone().expect("valid put").revision, 4);
+    assert_eq!(out[5].outcome.clone().expect("other namespace").revision, 5);
+}
+
+/// A schema that live documents would break is refused naming each
+/// environment and pointer; forced, it is accepted and marked as forced;
+/// deleting it lets any object in again; schema changes are watch events of
+/// the namespace in every environment; they count in the state digest.
+#[tokio::test]
+async fn schema_changes_are_gated_by_live_documents_and_reach_watchers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let mut cmds = setup();
+    cmds.push(Command::CreateEnvironment {
+        tenant: "pay".into(),
+        env: "dev".into(),
+    }); // rev 3
+    cmds.push(put("pay/prod/a", r#"{"host":"db","port":"5432"}"#, None)); // rev 4
+    cmds.push(put("pay/dev/a", r#"{"host":"db","port":5432}"#, None)); // rev 5
+    cmds.push(set_schema("a", PORT_SCHEMA, false)); // refused: prod breaks it
+    let out = apply_all(&mut sm, &cmds, 10).await;
+    match &out[5].outcome {
+        Err(r @ Rejection::SchemaIncompatible { broken, .. }) => {
+            assert_eq!(broken.len(), 1);
+            assert_eq!(broken[0].0, "prod");
+            assert_eq!(broken[0].1[0].pointer, "/port");
+            assert!(
+                r.to_string()
+                    .contains("would break live documents: prod: /port: "),
+                "{r}"
+            );
+        }
+        other => panic!("expected incompatible, got {other:?}"),
+    }
+    let view = sm.view();
+    assert_eq!(view.revision(), 5, "a refused schema takes no revision");
+    let (_, digest_before) = view.state_digest().expect("digest");
+
+    let targets = vec!["pay/dev/".parse().expect("prefix")];
+    let mut w = view.watch(targets, 6, Duration::ZERO).await.expect("watch");
+    let forced = only(
+        sm.apply(vec![entry(7, set_schema("a", PORT_SCHEMA, true), 0)])
+            .await
+            .expect("apply"),
+    );
+    assert_eq!(forced.outcome.expect("forced").revision, 6);
+    let record = view.schema("pay", "a").expect("read").expect("a schema");
+    assert!(record.forced);
+    assert_eq!(record.version, 1);
+    assert_ne!(view.state_digest().expect("digest").1, digest_before);
+    loop {
+        match w.next().await.expect("item") {
+            WatchItem::Change(e) => {
+                assert_eq!(e.revision, 6);
+                assert_eq!(e.changes.len(), 1, "only the watched environment's change");
+                assert_eq!(e.changes[0].kind, ChangeKind::SchemaSet);
+                assert_eq!(e.changes[0].path, "pay/dev/a");
+                assert_eq!(e.changes[0].version, 1);
+                break;
+            }
+            WatchItem::Progress(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The leader's pre-check gives apply's answer.
+    let bad = r#"{"host":1}"#;
+    assert!(matches!(
+        view.check_document(&"pay/dev/a".parse().expect("path"), bad)
+            .expect("check"),
+        Err(Rejection::SchemaViolation { .. })
+    ));
+    let out = sm
+        .apply(vec![
+            entry(8, put("pay/dev/a", bad, None), 0),
+            entry(
+                9,
+                Command::DeleteSchema {
+                    tenant: "pay".into(),
+                    namespace: "a".into(),
+                },
+                0,
+            ),
+            entry(10, put("pay/dev/a", bad, None), 0),
+        ])
+        .await
+        .expect("apply");
+    assert!(out[0].responses[0].outcome.is_err());
+    assert_eq!(
+        out[1].responses[0]
+            .outcome
+            .clone()
+            .expect("deleted")
+            .version,
+        2
+    );
+    assert!(out[2].responses[0].outcome.is_ok(), "no schema, any object");
+    let history = view.schema_history("pay", "a").expect("history");
+    let versions: Vec<(u64, bool)> = history
+        .iter()
+        .map(|r| (r.version, r.schema.is_some()))
+        .collect();
+    assert_eq!(versions, [(2, false), (1, true)]);
+}

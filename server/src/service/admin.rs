@@ -7,13 +7,12 @@ use std::sync::Arc;
 use raftconf_api::v1 as pb;
 use raftconf_api::v1::admin_client::AdminClient;
 use raftconf_api::v1::admin_server::Admin;
-use raftconf_raft::command::ENTRY_FORMAT_VERSION;
-use raftconf_raft::{Command, Request as RaftRequest};
+use raftconf_raft::Command;
 use raftconf_schema::validate_name;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::{check_message, now_ms, write_id, ServiceContext};
+use super::ServiceContext;
 use crate::convert;
 use crate::forward::serve_write;
 use crate::status::ApiError;
@@ -36,23 +35,7 @@ impl AdminService {
         message: String,
         command: Command,
     ) -> Result<u64, ApiError> {
-        check_message(&message)?;
-        let (client_id, request_id) = write_id(id);
-        let request = RaftRequest {
-            format: ENTRY_FORMAT_VERSION,
-            client_id,
-            request_id,
-            author,
-            time_ms: now_ms(),
-            message,
-            command,
-        };
-        let applied = self
-            .ctx
-            .node
-            .write(request)
-            .await
-            .map_err(ApiError::from_write)?;
+        let applied = self.ctx.propose(author, id, message, command).await?;
         Ok(applied.revision)
     }
 

@@ -11,7 +11,7 @@ use raftconf_api::v1 as pb;
 use raftconf_api::v1::config_client::ConfigClient;
 use raftconf_api::v1::config_server::Config;
 use raftconf_raft::command::ENTRY_FORMAT_VERSION;
-use raftconf_raft::{Command, Precondition, Request as RaftRequest};
+use raftconf_raft::{Command, Precondition, Request as RaftRequest, WriteError};
 use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument};
@@ -110,6 +110,9 @@ impl ConfigService {
             }));
         }
         let value = parse_document(&req.value, format)?;
+        if let Some(rejection) = self.precheck(&path, &value, req.write_id.as_ref()).await {
+            return Err(ApiError::Write(WriteError::Rejected(rejection)));
+        }
         if req.dry_run {
             return self.dry_run(&path);
         }
@@ -145,6 +148,31 @@ impl ConfigService {
             revision: applied.revision,
             version: applied.version,
         })
+    }
+
+    /// The leader's pre-check against the current schema: a clear answer
+    /// without a trip through the log (apply checks again, and decides). A
+    /// refusal is confirmed on state that is up to date (a read barrier: this
+    /// node may not have applied a newer schema yet), and never given to a
+    /// retry of a write apply has already answered (that answer stands).
+    /// Anything else (no leader here, unknown tenant) leaves it to apply.
+    async fn precheck(
+        &self,
+        path: &NsPath,
+        value: &str,
+        write_id: Option<&pb::WriteId>,
+    ) -> Option<raftconf_raft::Rejection> {
+        let state = self.ctx.node.state();
+        if !matches!(state.check_document(path, value), Ok(Err(_))) {
+            return None;
+        }
+        self.ctx.node.read_barrier().await.ok()?;
+        let rejection = state.check_document(path, value).ok()?.err()?;
+        let answered = match write_id {
+            Some(id) => state.write_recorded(&id.client_id, id.request_id).ok()?,
+            None => false,
+        };
+        (!answered).then_some(rejection)
     }
 
     /// A dry run answers with the namespace as it is now; nothing is proposed.

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: Get, List, Put, Delete, History of namespaces.
 //! - [`admin`]: tenants and environments.
+//! - [`schema`]: the JSON Schema of each `tenant/namespace`.
 //! - [`watch`]: the bidirectional watch stream.
 //! - [`cluster`]: the `Status` of this node and its cluster.
 //! - [`peer`]: Raft traffic between nodes (on the peer port only).
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod peer;
+pub mod schema;
 pub mod watch;
 
 use std::sync::Arc;
@@ -92,6 +94,30 @@ pub struct ServiceContext {
 }
 
 impl ServiceContext {
+    /// Proposes `command` on this node (the leader) as one write of `author`,
+    /// with the caller's write id for de-duplication, and returns apply's
+    /// answer. A CAS miss keeps what it knows for the status metadata.
+    pub async fn propose(
+        &self,
+        author: String,
+        id: Option<WriteId>,
+        message: String,
+        command: raftconf_raft::Command,
+    ) -> Result<raftconf_raft::Applied, ApiError> {
+        check_message(&message)?;
+        let (client_id, request_id) = write_id(id);
+        let request = raftconf_raft::Request {
+            format: raftconf_raft::command::ENTRY_FORMAT_VERSION,
+            client_id,
+            request_id,
+            author,
+            time_ms: now_ms(),
+            message,
+            command,
+        };
+        self.node.write(request).await.map_err(ApiError::from_write)
+    }
+
     /// A response header as of `revision`, with leadership as this node sees it.
     pub fn header(&self, revision: u64) -> ResponseHeader {
         let leader = self.node.leader();
