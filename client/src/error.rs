@@ -128,7 +128,7 @@ pub enum Error {
 /// violation): where, and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
-    /// Where: a JSON pointer into the document (`""` for its root) for a
+    /// Where: a JSON pointer into the document (`""` for its root) for an
     /// [`Error::SchemaViolation`]; `ENV:POINTER` for an
     /// [`Error::SchemaIncompatible`].
     pub field: String,
@@ -137,16 +137,23 @@ pub struct FieldViolation {
 }
 
 impl std::fmt::Display for FieldViolation {
-    /// `/port: "x" is not of type "integer"`; the root pointer reads
-    /// "the document root" (`prod: the document root` for `prod:`).
+    /// As the server's message says it: `/port: "x" is not of type "integer"`,
+    /// `(root): …` for the document root, `prod: /port: …` for `prod:/port`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let description = &self.description;
-        match self.field.split_once(':') {
-            Some((env, "")) if !env.starts_with('/') => {
-                write!(f, "{env}: the document root: {description}")
+        let at = |pointer: &str| {
+            if pointer.is_empty() {
+                "(root)".to_string()
+            } else {
+                pointer.to_string()
             }
-            _ if self.field.is_empty() => write!(f, "the document root: {description}"),
-            _ => write!(f, "{}: {description}", self.field),
+        };
+        let description = &self.description;
+        // A pointer is empty or starts with '/'; an environment name holds no ':'.
+        match self.field.split_once(':') {
+            Some((env, pointer)) if !self.field.starts_with('/') => {
+                write!(f, "{env}: {}: {description}", at(pointer))
+            }
+            _ => write!(f, "{}: {description}", at(&self.field)),
         }
     }
 }
@@ -374,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_document_breaking_its_schema_lists_every_violation() {
-        let message = "pay/prod/a violates schema version 1 of pay/a: /port: \"x\" is not of type \"integer\"; the document root: \"host\" is a required property";
+        let message = "pay/prod/a violates schema version 1 of pay/a: /port: \"x\" is not of type \"integer\"; (root): \"host\" is a required property";
         let status = bad_request(
             Code::InvalidArgument,
             message,
@@ -407,7 +414,7 @@ mod tests {
             shown,
             [
                 "/port: \"x\" is not of type \"integer\"",
-                "the document root: \"host\" is a required property"
+                "(root): \"host\" is a required property"
             ]
         );
     }
@@ -443,11 +450,11 @@ mod tests {
         assert_eq!(err.to_string(), format!("incompatible schema: {message}"));
         assert_eq!(
             violations[1].to_string(),
-            "dev: the document root: \"host\" is a required property"
+            "dev: (root): \"host\" is a required property"
         );
         assert_eq!(
             violations[0].to_string(),
-            "prod:/port: 0 is less than the minimum of 1"
+            "prod: /port: 0 is less than the minimum of 1"
         );
     }
 

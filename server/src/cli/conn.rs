@@ -173,7 +173,8 @@ mod tests {
             description: description.into(),
         };
         let err = Error::SchemaViolation {
-            message: "pay/prod/a violates schema version 1 of pay/a: /port: bad; the document root: missing".into(),
+            message: "pay/prod/a violates schema version 1 of pay/a: /port: bad; (root): missing"
+                .into(),
             violations: vec![violation("/port", "bad"), violation("", "missing")],
         };
         let described = describe(&err, &[]);
@@ -183,9 +184,9 @@ mod tests {
         assert_eq!(
             refusal.lines(),
             [
-                "error: pay/prod/a violates schema version 1 of pay/a: /port: bad; the document root: missing",
+                "error: pay/prod/a violates schema version 1 of pay/a: /port: bad; (root): missing",
                 "  /port: bad",
-                "  the document root: missing",
+                "  (root): missing",
             ]
         );
         let err = Error::SchemaIncompatible {
@@ -195,7 +196,7 @@ mod tests {
         };
         let described = describe(&err, &[]);
         let refusal = described.downcast_ref::<Refusal>().expect("a refusal");
-        assert_eq!(refusal.lines()[1], "  prod:/port: bad");
+        assert_eq!(refusal.lines()[1], "  prod: /port: bad");
         // Anything else stays one line.
         let plain = describe(&Error::NotFound("no such tenant".into()), &[]);
         assert!(plain.downcast_ref::<Refusal>().is_none());
