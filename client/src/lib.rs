@@ -42,6 +42,7 @@
 
 mod admin;
 mod client;
+mod edits;
 mod endpoints;
 mod error;
 mod failover;
@@ -57,7 +58,7 @@ pub use error::{
     Error, FieldViolation, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA,
 };
 pub use options::ClientOptions;
-pub use raftconf_schema::Format;
+pub use raftconf_schema::{diff, parse_edit, DiffEntry, DiffKind, Edit, EditError, Format};
 pub use schema::{SchemaOptions, SchemaRecord, SchemaWrite};
 pub use types::{
     ChangeKind, ClusterStatus, Consistency, DeleteOptions, Document, EnvInfo, GetOptions,

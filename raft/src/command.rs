@@ -89,6 +89,28 @@ pub enum Command {
         /// Compare-and-set conditions.
         precondition: Precondition,
     },
+    /// Edit fields of a namespace's current document (`raftconf set`): the
+    /// edits are applied here, to the document as it is at apply, and the
+    /// result is validated and written like a put.
+    Patch {
+        /// `tenant/env/namespace`.
+        path: NsPath,
+        /// In order: `(JSON pointer, Some(canonical JSON value))` sets,
+        /// `(pointer, None)` removes.
+        edits: Vec<(String, Option<String>)>,
+        /// Compare-and-set conditions (usually the version that was read).
+        precondition: Precondition,
+    },
+    /// Write again the value of version `to_version` of a namespace (from its
+    /// history): a new version, validated against today's schema.
+    Rollback {
+        /// `tenant/env/namespace`.
+        path: NsPath,
+        /// The version whose value to restore.
+        to_version: u64,
+        /// Compare-and-set conditions.
+        precondition: Precondition,
+    },
     /// Delete a namespace (a tombstone version is recorded).
     Delete {
         /// `tenant/env/namespace`.

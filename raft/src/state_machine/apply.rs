@@ -274,6 +274,16 @@ impl<'a> ApplyCtx<'a> {
                 precondition,
             } => self.put_doc(req, path, value, precondition),
             Command::Delete { path, precondition } => self.delete_doc(req, path, precondition),
+            Command::Patch {
+                path,
+                edits,
+                precondition,
+            } => self.patch_doc(req, path, edits, precondition),
+            Command::Rollback {
+                path,
+                to_version,
+                precondition,
+            } => self.rollback_doc(req, path, *to_version, precondition),
             Command::DeleteEnvironment { tenant, env, force } => {
                 self.delete_env(req, tenant, env, *force)
             }
@@ -670,6 +680,90 @@ impl<'a> ApplyCtx<'a> {
             version: 0,
             deduplicated: false,
         }))
+    }
+
+    fn patch_doc(
+        &mut self,
+        req: &Request,
+        path: &NsPath,
+        edits: &[(String, Option<String>)],
+        pre: &Precondition,
+    ) -> Result<Result<Applied, Rejection>> {
+        if let Err(r) = self.check_env(path)? {
+            return Ok(Err(r));
+        }
+        let old = self.get::<DocRecord>(&keys::doc(path))?;
+        if let Err(r) = check_precondition(path, old.as_ref(), pre) {
+            return Ok(Err(r));
+        }
+        let Some(current) = old.and_then(|d| d.value) else {
+            return Ok(Err(Rejection::NamespaceNotFound {
+                path: path.to_string(),
+            }));
+        };
+        let invalid = |reason: String| Rejection::Invalid { reason };
+        let mut parsed = Vec::with_capacity(edits.len());
+        for (pointer, value) in edits {
+            parsed.push(match value {
+                Some(v) => match serde_json::from_str(v) {
+                    Ok(value) => raftconf_schema::Edit::Set {
+                        pointer: pointer.clone(),
+                        value,
+                    },
+                    Err(e) => {
+                        return Ok(Err(invalid(format!(
+                            "value for {pointer} is not JSON: {e}"
+                        ))))
+                    }
+                },
+                None => raftconf_schema::Edit::Remove {
+                    pointer: pointer.clone(),
+                },
+            });
+        }
+        let doc: serde_json::Value = serde_json::from_str(&current).map_err(|e| {
+            crate::Error::Storage(format!("stored document {path} is not JSON: {e}"))
+        })?;
+        let edited = match raftconf_schema::apply_edits(&doc, &parsed) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(invalid(format!("{path}: {e}")))),
+        };
+        // serde_json's map is sorted: this is the canonical form.
+        let value = edited.to_string();
+        self.put_doc(req, path, &value, pre)
+    }
+
+    fn rollback_doc(
+        &mut self,
+        req: &Request,
+        path: &NsPath,
+        to_version: u64,
+        pre: &Precondition,
+    ) -> Result<Result<Applied, Rejection>> {
+        if let Err(r) = self.check_env(path)? {
+            return Ok(Err(r));
+        }
+        let record = self.get::<VersionRecord>(&keys::history(path, to_version))?;
+        let value = match record {
+            Some(VersionRecord {
+                value: Some(value), ..
+            }) => value,
+            Some(_) => {
+                return Ok(Err(Rejection::Invalid {
+                    reason: format!(
+                        "version {to_version} of {path} is a deletion; roll back to a version with a value"
+                    ),
+                }))
+            }
+            None => {
+                return Ok(Err(Rejection::Invalid {
+                    reason: format!(
+                        "{path} has no version {to_version} in its history (never written, or older than the history kept)"
+                    ),
+                }))
+            }
+        };
+        self.put_doc(req, path, &value, pre)
     }
 
     fn put_doc(

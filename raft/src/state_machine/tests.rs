@@ -697,3 +697,103 @@ async fn schema_changes_are_gated_by_live_documents_and_reach_watchers() {
         .collect();
     assert_eq!(versions, [(2, false), (1, true)]);
 }
+
+/// A patch edits the document as it is at apply and is validated like a put
+/// (schema included); a bad pointer is refused naming it. A rollback writes an
+/// earlier version's value as a new version, validated against today's
+/// schema; a deletion or a version no longer kept cannot be rolled back to.
+#[tokio::test]
+async fn patches_and_rollbacks_are_new_versions_validated_like_puts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path()); // history depth 3
+    let mut cmds = setup();
+    cmds.push(put("pay/prod/a", r#"{"host":"db","port":1}"#, None)); // rev 3, v1
+    cmds.push(Command::Patch {
+        path: "pay/prod/a".parse().expect("path"),
+        edits: vec![
+            ("/port".into(), Some("2".into())),
+            ("/pool/size".into(), Some("8".into())),
+        ],
+        precondition: Precondition {
+            if_version: Some(1),
+            if_revision: None,
+        },
+    }); // rev 4, v2
+    cmds.push(Command::Patch {
+        path: "pay/prod/a".parse().expect("path"),
+        edits: vec![("/nope/0".into(), None)],
+        precondition: Precondition::default(),
+    }); // refused: nothing at /nope
+    cmds.push(set_schema("a", PORT_SCHEMA, false)); // rev 5 (v2 is valid)
+    cmds.push(Command::Patch {
+        path: "pay/prod/a".parse().expect("path"),
+        edits: vec![("/port".into(), Some("\"x\"".into()))],
+        precondition: Precondition::default(),
+    }); // refused by the schema
+    cmds.push(Command::Rollback {
+        path: "pay/prod/a".parse().expect("path"),
+        to_version: 1,
+        precondition: Precondition::default(),
+    }); // rev 6, v3 = v1's value
+    let out = apply_all(&mut sm, &cmds, 10).await;
+    let patched = out[3].outcome.clone().expect("patched");
+    assert_eq!((patched.revision, patched.version), (4, 2));
+    match &out[4].outcome {
+        Err(Rejection::Invalid { reason }) => assert!(reason.contains("/nope"), "{reason}"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    assert!(matches!(
+        &out[6].outcome,
+        Err(Rejection::SchemaViolation { violations, .. }) if violations[0].pointer == "/port"
+    ));
+    let rolled = out[7].outcome.clone().expect("rolled back");
+    assert_eq!((rolled.revision, rolled.version), (6, 3));
+    let view = sm.view();
+    let doc = view
+        .get(&"pay/prod/a".parse().expect("path"))
+        .expect("get")
+        .expect("live");
+    assert_eq!(
+        doc.record.value.as_deref(),
+        Some(r#"{"host":"db","port":1}"#)
+    );
+    let v2 = view
+        .get_at(&"pay/prod/a".parse().expect("path"), 4)
+        .expect("at 4")
+        .expect("v2");
+    assert_eq!(
+        v2.record.value.as_deref(),
+        Some(r#"{"host":"db","pool":{"size":8},"port":2}"#)
+    );
+
+    // Rolled back to a version that breaks today's schema: refused.
+    let more = vec![
+        entry(
+            9,
+            Command::DeleteSchema {
+                tenant: "pay".into(),
+                namespace: "a".into(),
+            },
+            0,
+        ),
+        entry(10, put("pay/prod/a", r#"{"port":"x"}"#, None), 0), // v4, no schema now
+        entry(11, set_schema("b", PORT_SCHEMA, false), 0),
+        entry(
+            12,
+            Command::Rollback {
+                path: "pay/prod/a".parse().expect("path"),
+                to_version: 1,
+                precondition: Precondition::default(),
+            },
+            0,
+        ), // depth 3: v1 is gone
+    ];
+    let out = sm.apply(more).await.expect("apply");
+    assert!(out[1].responses[0].outcome.is_ok());
+    match &out[3].responses[0].outcome {
+        Err(Rejection::Invalid { reason }) => {
+            assert!(reason.contains("no version 1 in its history"), "{reason}")
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}

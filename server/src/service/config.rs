@@ -14,7 +14,7 @@ use raftconf_raft::command::ENTRY_FORMAT_VERSION;
 use raftconf_raft::{Command, Precondition, Request as RaftRequest, WriteError};
 use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
-use tracing::{debug, instrument};
+use tracing::{debug, info, instrument};
 
 use super::{check_message, now_ms, write_id, ServiceContext};
 use crate::convert;
@@ -219,6 +219,102 @@ impl ConfigService {
         })
     }
 
+    async fn patch_inner(
+        &self,
+        author: String,
+        req: &pb::PatchRequest,
+    ) -> Result<pb::PutResponse, ApiError> {
+        let path: NsPath = req.path.parse()?;
+        check_message(&req.message)?;
+        if req.edits.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "a patch needs at least one edit".into(),
+            ));
+        }
+        let mut edits = Vec::with_capacity(req.edits.len());
+        for e in &req.edits {
+            raftconf_schema::split_pointer(&e.pointer)?;
+            let value = match &e.op {
+                Some(pb::field_edit::Op::SetJson(text)) => {
+                    let v: serde_json::Value = serde_json::from_str(text).map_err(|err| {
+                        ApiError::InvalidArgument(format!(
+                            "the value for {} is not JSON: {err}",
+                            e.pointer
+                        ))
+                    })?;
+                    Some(v.to_string())
+                }
+                Some(pb::field_edit::Op::Remove(true)) => None,
+                _ => {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "the edit of {} neither sets nor removes",
+                        e.pointer
+                    )))
+                }
+            };
+            edits.push((e.pointer.clone(), value));
+        }
+        let command = Command::Patch {
+            path: path.clone(),
+            edits,
+            precondition: Precondition {
+                if_version: req.if_version,
+                if_revision: req.if_revision,
+            },
+        };
+        let applied = self
+            .propose(
+                &path,
+                author,
+                req.write_id.clone(),
+                req.message.clone(),
+                command,
+            )
+            .await?;
+        Ok(pb::PutResponse {
+            header: Some(self.ctx.header(applied.revision)),
+            revision: applied.revision,
+            version: applied.version,
+        })
+    }
+
+    async fn rollback_inner(
+        &self,
+        author: String,
+        req: &pb::RollbackRequest,
+    ) -> Result<pb::PutResponse, ApiError> {
+        let path: NsPath = req.path.parse()?;
+        check_message(&req.message)?;
+        if req.to_version == 0 {
+            return Err(ApiError::InvalidArgument(
+                "to_version must name a version (1 or more)".into(),
+            ));
+        }
+        let command = Command::Rollback {
+            path: path.clone(),
+            to_version: req.to_version,
+            precondition: Precondition {
+                if_version: req.if_version,
+                if_revision: req.if_revision,
+            },
+        };
+        let applied = self
+            .propose(
+                &path,
+                author,
+                req.write_id.clone(),
+                req.message.clone(),
+                command,
+            )
+            .await?;
+        info!(path = %path, to_version = req.to_version, revision = applied.revision, "rolled back");
+        Ok(pb::PutResponse {
+            header: Some(self.ctx.header(applied.revision)),
+            revision: applied.revision,
+            version: applied.version,
+        })
+    }
+
     /// Stamps and proposes a namespace write; a CAS miss is completed with
     /// what this node knows of the namespace now.
     async fn propose(
@@ -348,6 +444,38 @@ impl Config for ConfigService {
             &req,
             |author| Box::pin(self.delete_inner(author, &req)),
             |channel, req| Box::pin(async move { ConfigClient::new(channel).delete(req).await }),
+        )
+        .await
+    }
+
+    #[instrument(skip_all, fields(path = %request.get_ref().path))]
+    async fn patch(
+        &self,
+        request: Request<pb::PatchRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.patch_inner(author, &req)),
+            |channel, req| Box::pin(async move { ConfigClient::new(channel).patch(req).await }),
+        )
+        .await
+    }
+
+    #[instrument(skip_all, fields(path = %request.get_ref().path, to_version = request.get_ref().to_version))]
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.rollback_inner(author, &req)),
+            |channel, req| Box::pin(async move { ConfigClient::new(channel).rollback(req).await }),
         )
         .await
     }
