@@ -1,6 +1,7 @@
 //! The client's error type, and the one place a `tonic::Status` becomes an [`Error`].
 
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -26,7 +27,8 @@ pub const AUTHOR_METADATA: &str = "x-raftconf-author";
 #[non_exhaustive]
 pub enum Error {
     /// The request is malformed: a bad path, a document that does not parse or
-    /// is not an object, a schema violation reported by the server.
+    /// is not an object, a schema that does not compile. (A document that
+    /// breaks its schema is [`Error::SchemaViolation`].)
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// The tenant, environment or namespace does not exist.
@@ -40,6 +42,27 @@ pub enum Error {
         /// The namespace's version now, when the server said so (metadata
         /// `x-raftconf-current-version`; `Some(0)`: it never existed).
         current_version: Option<u64>,
+    },
+    /// A document breaks its namespace's schema (`INVALID_ARGUMENT` with
+    /// `google.rpc.BadRequest` details). Nothing was written.
+    #[error("schema violation: {message}")]
+    SchemaViolation {
+        /// The server's one-line explanation (it lists every violation too).
+        message: String,
+        /// Every violation: `field` is a JSON pointer into the document
+        /// (`""` for the document root).
+        violations: Vec<FieldViolation>,
+    },
+    /// A new schema would break documents that are live in some environment
+    /// (`FAILED_PRECONDITION` with `google.rpc.BadRequest` details). Nothing
+    /// was written; setting it with `force` accepts it anyway.
+    #[error("incompatible schema: {message}")]
+    SchemaIncompatible {
+        /// The server's one-line explanation.
+        message: String,
+        /// Every violation: `field` is `ENV:POINTER`, the environment whose
+        /// document breaks and a JSON pointer into that document.
+        violations: Vec<FieldViolation>,
     },
     /// The state does not allow this operation, other than a compare-and-set
     /// miss: e.g. deleting an environment that still holds namespaces without
@@ -101,6 +124,40 @@ pub enum Error {
     Other(Status),
 }
 
+/// One violation reported by the server (a `google.rpc.BadRequest` field
+/// violation): where, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Where: a JSON pointer into the document (`""` for its root) for an
+    /// [`Error::SchemaViolation`]; `ENV:POINTER` for an
+    /// [`Error::SchemaIncompatible`].
+    pub field: String,
+    /// What is wrong there, on one line.
+    pub description: String,
+}
+
+impl std::fmt::Display for FieldViolation {
+    /// As the server's message says it: `/port: "x" is not of type "integer"`,
+    /// `(root): …` for the document root, `prod: /port: …` for `prod:/port`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |pointer: &str| {
+            if pointer.is_empty() {
+                "(root)".to_string()
+            } else {
+                pointer.to_string()
+            }
+        };
+        let description = &self.description;
+        // A pointer is empty or starts with '/'; an environment name holds no ':'.
+        match self.field.split_once(':') {
+            Some((env, pointer)) if !self.field.starts_with('/') => {
+                write!(f, "{env}: {}: {description}", at(pointer))
+            }
+            _ => write!(f, "{}: {description}", at(&self.field)),
+        }
+    }
+}
+
 /// " (current version N)", unless the server's message already says so.
 fn current(message: &str, version: &Option<u64>) -> String {
     match version {
@@ -132,13 +189,64 @@ impl Error {
     pub fn is_indeterminate(&self) -> bool {
         matches!(self, Error::Indeterminate(_))
     }
+
+    /// Every violation a schema refusal listed ([`Error::SchemaViolation`],
+    /// [`Error::SchemaIncompatible`]); empty for any other error.
+    pub fn violations(&self) -> &[FieldViolation] {
+        match self {
+            Error::SchemaViolation { violations, .. }
+            | Error::SchemaIncompatible { violations, .. } => violations,
+            _ => &[],
+        }
+    }
+}
+
+/// The `google.rpc.BadRequest` field violations a status carries, each on
+/// one line; `None` when it carries none.
+fn bad_request(status: &Status) -> Option<Vec<FieldViolation>> {
+    let details = status.get_details_bad_request()?;
+    let one_line = |s: String| s.replace(['\n', '\r'], " ");
+    Some(
+        details
+            .field_violations
+            .into_iter()
+            .map(|v| FieldViolation {
+                field: one_line(v.field),
+                description: one_line(v.description),
+            })
+            .collect(),
+    )
 }
 
 impl From<Status> for Error {
     /// The one mapping from a gRPC status to an [`Error`].
     fn from(status: Status) -> Self {
         let message = status.message().replace(['\n', '\r'], " ");
-        match status.code() {
+        // Schema refusals list every violation in `google.rpc.BadRequest` details.
+        let violations = match status.code() {
+            Code::InvalidArgument | Code::FailedPrecondition => bad_request(&status),
+            _ => None,
+        };
+        match (status.code(), violations) {
+            // A document that breaks its schema.
+            (Code::InvalidArgument, Some(violations)) => Error::SchemaViolation {
+                message,
+                violations,
+            },
+            // A schema that live documents would break.
+            (Code::FailedPrecondition, Some(violations)) => Error::SchemaIncompatible {
+                message,
+                violations,
+            },
+            (code, _) => Error::from_code(code, message, status),
+        }
+    }
+}
+
+impl Error {
+    /// The mapping of a status without schema details.
+    fn from_code(code: Code, message: String, status: Status) -> Self {
+        match code {
             Code::InvalidArgument => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
             // A CAS miss carries the namespace's current version or revision.
@@ -256,6 +364,121 @@ mod tests {
             "environment pay/prod still holds 2 namespaces (a, b)",
         ));
         assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    }
+
+    fn bad_request(code: Code, message: &str, violations: &[(&str, &str)]) -> Status {
+        use tonic_types::{ErrorDetails, FieldViolation as Pb};
+        let violations: Vec<Pb> = violations.iter().map(|(f, d)| Pb::new(*f, *d)).collect();
+        Status::with_error_details(code, message, ErrorDetails::with_bad_request(violations))
+    }
+
+    fn violation(field: &str, description: &str) -> FieldViolation {
+        FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn a_document_breaking_its_schema_lists_every_violation() {
+        let message = "pay/prod/a violates schema version 1 of pay/a: /port: \"x\" is not of type \"integer\"; (root): \"host\" is a required property";
+        let status = bad_request(
+            Code::InvalidArgument,
+            message,
+            &[
+                ("/port", "\"x\" is not of type \"integer\""),
+                ("", "\"host\" is a required\nproperty"),
+            ],
+        );
+        let err = Error::from(status);
+        let Error::SchemaViolation {
+            message: got,
+            violations,
+        } = &err
+        else {
+            panic!("expected SchemaViolation, got {err:?}");
+        };
+        assert_eq!(got, message);
+        assert_eq!(
+            violations,
+            &[
+                violation("/port", "\"x\" is not of type \"integer\""),
+                violation("", "\"host\" is a required property"),
+            ],
+            "in the server's order, each on one line"
+        );
+        assert_eq!(err.violations().len(), 2);
+        assert_eq!(err.to_string(), format!("schema violation: {message}"));
+        let shown: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "/port: \"x\" is not of type \"integer\"",
+                "(root): \"host\" is a required property"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_schema_breaking_live_documents_names_environment_and_pointer() {
+        let message = "schema version 2 of pay/a would break live documents: prod: /port: 0 is less than the minimum of 1";
+        let mut status = bad_request(
+            Code::FailedPrecondition,
+            message,
+            &[
+                ("prod:/port", "0 is less than the minimum of 1"),
+                ("dev:", "\"host\" is a required property"),
+            ],
+        );
+        // Details win over anything else a failed precondition carries.
+        status
+            .metadata_mut()
+            .insert(LEADER_METADATA, "127.0.0.1:1".parse().expect("ascii"));
+        let err = Error::from(status);
+        let Error::SchemaIncompatible {
+            message: got,
+            violations,
+        } = &err
+        else {
+            panic!("expected SchemaIncompatible, got {err:?}");
+        };
+        assert_eq!(got, message);
+        assert_eq!(
+            violations[0],
+            violation("prod:/port", "0 is less than the minimum of 1")
+        );
+        assert_eq!(err.to_string(), format!("incompatible schema: {message}"));
+        assert_eq!(
+            violations[1].to_string(),
+            "dev: (root): \"host\" is a required property"
+        );
+        assert_eq!(
+            violations[0].to_string(),
+            "prod: /port: 0 is less than the minimum of 1"
+        );
+    }
+
+    #[test]
+    fn statuses_without_details_keep_their_mapping() {
+        let err = Error::from(Status::invalid_argument("malformed JSON at line 1"));
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(err.violations().is_empty());
+        let err = Error::from(Status::failed_precondition("still holds 2 namespaces"));
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+        let mut cas = Status::failed_precondition("version is 7, expected 6");
+        cas.metadata_mut()
+            .insert(CURRENT_VERSION_METADATA, "7".parse().expect("ascii"));
+        assert!(matches!(Error::from(cas), Error::CasMismatch { .. }));
+        // Details on another code change nothing.
+        let err = Error::from(bad_request(Code::NotFound, "no such tenant", &[("t", "x")]));
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        // Other details than BadRequest are not a schema refusal.
+        let other = Status::with_error_details(
+            Code::InvalidArgument,
+            "bad",
+            tonic_types::ErrorDetails::with_error_info("REASON", "raftconf", []),
+        );
+        assert!(matches!(Error::from(other), Error::InvalidArgument(_)));
     }
 
     #[test]

@@ -51,7 +51,11 @@ has_header!(
     pb::DeleteTenantResponse,
     pb::ListEnvironmentsResponse,
     pb::StatusResponse,
-    pb::MembershipResponse
+    pb::MembershipResponse,
+    pb::SetSchemaResponse,
+    pb::GetSchemaResponse,
+    pb::SchemaHistoryResponse,
+    pb::DeleteSchemaResponse
 );
 
 impl Client {

@@ -7,10 +7,11 @@
 //! |---|---|
 //! | `client` | [`Client`]: connect, reads (`get`, `get_with`, `list`, `history`), writes (`put`, `put_text` with dry runs, `delete`) |
 //! | `admin` | tenants, environments, cluster `status` |
+//! | `schema` | schemas of `tenant/namespace`: [`Client::set_schema`] (refused when live documents would break, unless forced), `get_schema`, `schema_history`, `delete_schema` |
 //! | `failover` | the loop every call goes through: endpoint order, backoff, same-id re-sends of uncertain writes |
 //! | `endpoints` | one lazily connected channel per server, the leader hint, and the rule that decides whether a failed write may have been applied |
 //! | `options` | [`ClientOptions`]: timeouts, retry bounds, author, watch labels |
-//! | `error` | [`Error`], the one mapping from a gRPC status, and the metadata keys the server sends |
+//! | `error` | [`Error`], the one mapping from a gRPC status (schema refusals with every [`FieldViolation`]), and the metadata keys the server sends |
 //! | `types` | [`Document`], [`WriteResult`], [`Listing`], [`HistoryPage`] … converted from the wire types |
 //! | `watch` | [`WatchStream`] and [`WatchEvent`]: what a watch yields |
 //! | `watch_task` | the task behind a stream: subscribe, merge snapshot chunks, drop duplicates, reconnect and resume from `last_seen + 1` |
@@ -46,6 +47,7 @@ mod endpoints;
 mod error;
 mod failover;
 mod options;
+mod schema;
 mod transaction;
 mod types;
 mod watch;
@@ -53,9 +55,12 @@ mod watch_task;
 mod watched;
 
 pub use client::Client;
-pub use error::{Error, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA};
+pub use error::{
+    Error, FieldViolation, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA,
+};
 pub use options::ClientOptions;
 pub use raftconf_schema::{diff, parse_edit, DiffEntry, DiffKind, Edit, EditError, Format};
+pub use schema::{SchemaOptions, SchemaRecord, SchemaWrite};
 pub use transaction::NamespaceWrite;
 pub use types::{
     ChangeKind, ClusterStatus, Consistency, DeleteOptions, Document, EnvInfo, GetOptions,

@@ -67,13 +67,17 @@ impl WatchEvent {
 /// One namespace's change within a [`WatchEvent::Change`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    /// Put or delete (open: newer servers may send more kinds).
+    /// Put, delete, or a schema set or deleted for the namespace
+    /// ([`ChangeKind::SchemaSet`], [`ChangeKind::SchemaDelete`]: one change
+    /// per environment of the tenant). Open: newer servers may send more kinds.
     pub kind: ChangeKind,
     /// `tenant/env/namespace`.
     pub path: String,
-    /// The namespace's version after the change.
+    /// The namespace's version after the change; for a schema change, the
+    /// schema's version.
     pub version: u64,
-    /// The whole new document; `None` for a delete.
+    /// The whole new document; for a schema set, the schema; `None` for a
+    /// delete of either.
     pub value: Option<Value>,
 }
 

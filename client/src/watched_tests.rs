@@ -224,6 +224,37 @@ async fn unrelated_revisions_count_as_processed() {
     assert_eq!(h.log(), ["ack 5", "ack 7", "ack 9", "ack 12"]);
 }
 
+/// A schema set or deleted for the watched namespace arrives as a change of
+/// its path whose value is the schema: it is not a document, so the value
+/// stays and nothing is refused.
+#[tokio::test]
+async fn schema_changes_are_not_documents() {
+    let (h, watched) = start(vec![snapshot(5, &[(PATH, 4, good("hi", 2))])], SECOND).await;
+    let watched = watched.expect("first value");
+    for (revision, kind, value) in [
+        (6, ChangeKind::SchemaSet, Some(json!({"type": "object"}))),
+        (7, ChangeKind::SchemaDelete, None),
+    ] {
+        h.send(WatchEvent::Change {
+            revision,
+            changes: vec![Change {
+                kind,
+                path: PATH.into(),
+                version: 1,
+                value,
+            }],
+            author: "ops".into(),
+            time_ms: 0,
+            message: String::new(),
+        });
+    }
+    assert!(watched.wait_for_revision(7, SECOND).await);
+    assert_eq!(watched.revision(), 4);
+    assert_eq!(watched.errors(), 0);
+    assert!(h.changes.lock().expect("changes").is_empty());
+    assert_eq!(h.log(), ["ack 5", "ack 6", "ack 7"]);
+}
+
 #[tokio::test]
 async fn bad_documents_are_refused_and_the_old_value_stays() {
     let (h, watched) = start(vec![snapshot(5, &[(PATH, 4, good("hi", 2))])], SECOND).await;

@@ -300,11 +300,15 @@ async fn forward<Req: Clone, Resp>(
     }
 }
 
-/// The leader's refusal as this node's answer: its code, message and
-/// raftconf metadata (the header, the current version of a CAS miss …), and
-/// nothing of the transport's own headers.
+/// The leader's refusal as this node's answer: its code, message, details
+/// (every schema violation) and raftconf metadata (the header, the current
+/// version of a CAS miss …), and nothing of the transport's own headers.
 fn relay(status: &Status, leader_addr: &str) -> Status {
-    let mut out = Status::new(status.code(), status.message());
+    let mut out = Status::with_details(
+        status.code(),
+        status.message(),
+        status.details().to_vec().into(),
+    );
     let md = out.metadata_mut();
     for entry in status.metadata().iter() {
         if let KeyAndValueRef::Ascii(key, value) = entry {

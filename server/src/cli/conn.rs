@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use raftconf_client::{Client, ClientOptions, Error};
+use raftconf_client::{Client, ClientOptions, Error, FieldViolation};
 
 /// How long connecting to one endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,8 +61,52 @@ pub fn author() -> String {
 
 /// One line saying what went wrong: the server's own message for a refusal
 /// (scripts match on it), or that no endpoint could be reached, naming them.
+/// A schema refusal also keeps its violations, as a [`Refusal`].
 pub fn describe(err: &Error, endpoints: &[String]) -> anyhow::Error {
-    anyhow::anyhow!(error_line(err, endpoints))
+    let line = error_line(err, endpoints);
+    match err.violations() {
+        [] => anyhow::anyhow!(line),
+        violations => anyhow::Error::new(Refusal {
+            line,
+            violations: violations.to_vec(),
+        }),
+    }
+}
+
+/// A refusal that lists violations: a put that breaks its schema, or a
+/// schema that live documents would break. Printed as the one-line error,
+/// then every violation on a line of its own.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The one-line error.
+    pub line: String,
+    /// Every violation, in the server's order.
+    pub violations: Vec<FieldViolation>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl Refusal {
+    /// The lines printed on stderr: `error: LINE`, then `  POINTER: WHAT`
+    /// per violation.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("error: {}", self.line)];
+        lines.extend(self.violations.iter().map(|v| format!("  {v}")));
+        lines
+    }
+
+    /// Prints [`Refusal::lines`] on stderr.
+    pub fn print(&self) {
+        for line in self.lines() {
+            eprintln!("{line}");
+        }
+    }
 }
 
 fn error_line(err: &Error, endpoints: &[String]) -> String {
@@ -71,6 +115,9 @@ fn error_line(err: &Error, endpoints: &[String]) -> String {
             "cannot reach any raftconf server at {}: {detail}",
             endpoints.join(",")
         ),
+        Error::SchemaViolation { message, .. } | Error::SchemaIncompatible { message, .. } => {
+            message.clone()
+        }
         Error::InvalidArgument(message)
         | Error::NotFound(message)
         | Error::AlreadyExists(message)
@@ -117,6 +164,42 @@ mod tests {
         assert_eq!(error_line(&err, &[]), "environment staging does not exist");
         let err = Error::Indeterminate("put a/b/c after 1 uncertain attempt(s)".into());
         assert!(error_line(&err, &[]).starts_with("outcome unknown"));
+    }
+
+    #[test]
+    fn schema_refusals_print_every_violation_after_the_line() {
+        let violation = |field: &str, description: &str| FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        };
+        let err = Error::SchemaViolation {
+            message: "pay/prod/a violates schema version 1 of pay/a: /port: bad; (root): missing"
+                .into(),
+            violations: vec![violation("/port", "bad"), violation("", "missing")],
+        };
+        let described = describe(&err, &[]);
+        let refusal = described
+            .downcast_ref::<Refusal>()
+            .expect("keeps the violations");
+        assert_eq!(
+            refusal.lines(),
+            [
+                "error: pay/prod/a violates schema version 1 of pay/a: /port: bad; (root): missing",
+                "  /port: bad",
+                "  (root): missing",
+            ]
+        );
+        let err = Error::SchemaIncompatible {
+            message: "schema version 2 of pay/a would break live documents: prod: /port: bad"
+                .into(),
+            violations: vec![violation("prod:/port", "bad")],
+        };
+        let described = describe(&err, &[]);
+        let refusal = described.downcast_ref::<Refusal>().expect("a refusal");
+        assert_eq!(refusal.lines()[1], "  prod: /port: bad");
+        // Anything else stays one line.
+        let plain = describe(&Error::NotFound("no such tenant".into()), &[]);
+        assert!(plain.downcast_ref::<Refusal>().is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`conn`]: the [`raftconf_client::Client`] operator commands use (its
 //!   options: timeouts, author, client id) and their one-line errors.
 //! - [`ops`]: the operator subcommands.
+//! - [`schema`]: `raftconf schema …`, the JSON Schema of a `TENANT/NAMESPACE`.
 //! - [`watch`]: `raftconf watch`, printing a stream the client resumes by itself.
 //! - [`output`]: text and JSON rendering (the JSON shapes are a contract for scripts).
 //! - [`text`]: aligned tables and timestamps for the text output.
@@ -16,6 +17,7 @@
 pub mod conn;
 pub mod ops;
 pub mod output;
+pub mod schema;
 pub mod server_cmd;
 pub mod text;
 pub mod watch;
@@ -86,6 +88,10 @@ pub enum Command {
     History(HistoryArgs),
     /// Follow changes of namespaces or prefixes until Ctrl-C.
     Watch(WatchArgs),
+    /// Manage the JSON Schema of a namespace (`TENANT/NAMESPACE`: it binds
+    /// that namespace in every environment of the tenant).
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Show the answering node's own view of the cluster (`cluster status`
     /// also asks every member).
     Status,
@@ -184,6 +190,63 @@ pub enum EnvCommand {
         #[arg(short, long, default_value = "")]
         message: String,
     },
+}
+
+/// `raftconf schema …`
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Set a new schema version from a JSON or YAML file (`-` = stdin).
+    /// Refused, listing every environment and pointer, when live documents
+    /// would not validate against it, unless --force.
+    Set {
+        /// `TENANT/NAMESPACE`.
+        path: String,
+        /// The schema (JSON Schema draft 2020-12); `-` reads stdin.
+        file: std::path::PathBuf,
+        /// Accept it even if live documents would break (recorded in history).
+        #[arg(long)]
+        force: bool,
+        /// Why (kept in the schema's history).
+        #[arg(short, long, default_value = "")]
+        message: String,
+        /// Schema format (default: from the file extension, else json).
+        #[arg(long, value_enum)]
+        format: Option<SchemaFormat>,
+    },
+    /// Show the current schema, or a version of it (`-o json`: the record).
+    // `--version` here is the schema version, not raftconf's.
+    #[command(disable_version_flag = true)]
+    Get {
+        /// `TENANT/NAMESPACE`.
+        path: String,
+        /// This version instead of the current one.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// The schema's versions, newest first: revision, time, author, message,
+    /// and whether a version was forced or deleted the schema.
+    History {
+        /// `TENANT/NAMESPACE`.
+        path: String,
+    },
+    /// Remove the schema (a new version without one): the namespace accepts
+    /// any object again.
+    Delete {
+        /// `TENANT/NAMESPACE`.
+        path: String,
+        /// Why (kept in the schema's history).
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+}
+
+/// The formats a schema may be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFormat {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
 }
 
 /// The document formats accepted by `put`.
@@ -289,10 +352,26 @@ pub struct WatchArgs {
 }
 
 /// Runs the parsed command line.
+///
+/// A refusal that lists violations (a put that breaks its schema, a schema
+/// that live documents would break) does not return: it is printed here as
+/// the one-line error followed by one line per violation, and the process
+/// exits with 1 (the caller prints an error as one line only).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server_cmd::run(args).await,
-        command => ops::run(&cli.endpoints, cli.output, command).await,
+        command => {
+            let result = ops::run(&cli.endpoints, cli.output, command).await;
+            if let Some(refusal) = result
+                .as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref::<conn::Refusal>())
+            {
+                refusal.print();
+                std::process::exit(1);
+            }
+            result
+        }
     }
 }
 
@@ -342,6 +421,48 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.output, OutputFormat::Json);
         assert_eq!(cli.endpoints, ["h1:1", "h2:2"]);
+    }
+
+    #[test]
+    fn schema_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "raftconf",
+            "schema",
+            "set",
+            "pay/checkout",
+            "-",
+            "--force",
+            "-m",
+            "why",
+            "--format",
+            "yaml",
+        ])
+        .expect("parses");
+        let Command::Schema(SchemaCommand::Set {
+            path,
+            file,
+            force,
+            message,
+            format,
+        }) = cli.command
+        else {
+            panic!("not schema set")
+        };
+        assert_eq!(path, "pay/checkout");
+        assert_eq!(file, std::path::Path::new("-"));
+        assert!(force);
+        assert_eq!(message, "why");
+        assert_eq!(format, Some(SchemaFormat::Yaml));
+        let cli = Cli::try_parse_from(["raftconf", "schema", "get", "pay/a", "--version", "1"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Schema(SchemaCommand::Get {
+                version: Some(1),
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["raftconf", "schema", "set", "pay/a"]).is_err());
     }
 
     #[test]

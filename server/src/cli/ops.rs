@@ -169,6 +169,7 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let c = conn::connect(endpoints).await?;
             super::watch::run(&c, endpoints, &a.targets, a.from_revision, json).await?;
         }
+        Command::Schema(command) => super::schema::run(endpoints, json, command).await?,
         Command::Status => {
             let c = conn::connect(endpoints).await?;
             let status = c.status_with(true).await.map_err(failed)?;

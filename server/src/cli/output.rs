@@ -7,6 +7,10 @@
 //! - watch, one object per line: `{"type":"put"|"delete"|"snapshot","path":P,
 //!   "revision":R,"version":V,"value":{…}}`, and `{"type":"progress","revision":R}`;
 //!   a snapshot prints one "snapshot" line per namespace, at the snapshot's revision.
+//!   A schema set or deleted for a watched namespace prints `"type":"schema-set"` or
+//!   `"schema-delete"` (one line per environment's path), with `version` the schema
+//!   version and `value` the schema (`null` for a delete).
+//! - schema commands: see [`super::schema`].
 
 use raftconf_client::{
     ChangeKind, ClusterStatus, Document, EnvInfo, HistoryPage, Listing, Member, TenantInfo,
@@ -586,6 +590,40 @@ mod tests {
         assert_eq!(
             watch_lines(&change, false),
             [r#"9 put t/e/a v2 {"x":1,"y":[1,2]}"#, "9 delete t/e/b v4"]
+        );
+    }
+
+    #[test]
+    fn schema_changes_print_as_their_own_type() {
+        let change = |kind, value| WatchEvent::Change {
+            revision: 12,
+            changes: vec![Change {
+                kind,
+                path: "t/prod/a".into(),
+                version: 2,
+                value,
+            }],
+            author: "ops".into(),
+            time_ms: 0,
+            message: String::new(),
+        };
+        let set = change(ChangeKind::SchemaSet, Some(json!({"type": "object"})));
+        assert_eq!(
+            watch_lines(&set, true),
+            [
+                r#"{"type":"schema-set","path":"t/prod/a","revision":12,"version":2,"value":{"type":"object"}}"#
+            ]
+        );
+        assert_eq!(
+            watch_lines(&set, false),
+            [r#"12 schema-set t/prod/a v2 {"type":"object"}"#]
+        );
+        let deleted = change(ChangeKind::SchemaDelete, None);
+        assert_eq!(
+            watch_lines(&deleted, true),
+            [
+                r#"{"type":"schema-delete","path":"t/prod/a","revision":12,"version":2,"value":null}"#
+            ]
         );
     }
 
