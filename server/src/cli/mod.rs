@@ -7,6 +7,7 @@
 //! - [`conn`]: the [`raftconf_client::Client`] operator commands use (its
 //!   options: timeouts, author, client id) and their one-line errors.
 //! - [`ops`]: the operator subcommands.
+//! - [`publish`]: `set`, `rollback`, `diff`, `plan` and `apply` (transactions).
 //! - [`schema`]: `raftconf schema …`, the JSON Schema of a `TENANT/NAMESPACE`.
 //! - [`watch`]: `raftconf watch`, printing a stream the client resumes by itself.
 //! - [`output`]: text and JSON rendering (the JSON shapes are a contract for scripts).
@@ -17,6 +18,7 @@
 pub mod conn;
 pub mod ops;
 pub mod output;
+pub mod publish;
 pub mod schema;
 pub mod server_cmd;
 pub mod text;
@@ -86,6 +88,20 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Show a namespace's versions, newest first.
     History(HistoryArgs),
+    /// Edit fields of a namespace's document: `set PATH /a/b=VALUE -/c`
+    /// (applied on the server to the version read; validated like a put).
+    Set(publish::SetArgs),
+    /// Write an earlier version's value again, as a new version validated
+    /// against today's schema.
+    Rollback(publish::RollbackArgs),
+    /// Show what changed between two versions of a namespace.
+    Diff(publish::DiffArgs),
+    /// Show what publishing a document would change and whether its schema
+    /// accepts it; changes nothing (`put --dry-run` does the same).
+    Plan(publish::PlanArgs),
+    /// Publish several namespaces of one environment as one transaction:
+    /// one revision, one watch event, all or nothing.
+    Apply(publish::ApplyArgs),
     /// Follow changes of namespaces or prefixes until Ctrl-C.
     Watch(WatchArgs),
     /// Manage the JSON Schema of a namespace (`TENANT/NAMESPACE`: it binds

@@ -11,6 +11,7 @@ use raftconf_schema::{parse_document, validate_name, EnvPath, Format, NsPath, Ta
 
 use super::conn;
 use super::output;
+use super::publish;
 use super::{
     ClusterCommand, Command, ConsistencyArg, DocFormat, EnvCommand, OutputFormat, TenantCommand,
 };
@@ -82,6 +83,22 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let envs = c.list_envs(&tenant).await.map_err(failed)?;
             println!("{}", output::environments(&envs, json));
         }
+        Command::Put(a) if a.dry_run => {
+            let c = conn::connect(endpoints).await?;
+            publish::plan(&c, &a.path, a.file.as_deref(), a.format, json).await?;
+        }
+        Command::Set(a) => publish::set(&conn::connect(endpoints).await?, a, json).await?,
+        Command::Rollback(a) => {
+            publish::rollback(&conn::connect(endpoints).await?, a, json).await?
+        }
+        Command::Diff(a) => {
+            publish::diff_versions(&conn::connect(endpoints).await?, a, json).await?
+        }
+        Command::Plan(a) => {
+            let c = conn::connect(endpoints).await?;
+            publish::plan(&c, &a.path, a.file.as_deref(), a.format, json).await?;
+        }
+        Command::Apply(a) => publish::apply(&conn::connect(endpoints).await?, a, json).await?,
         Command::Put(a) => {
             let path: NsPath = a.path.parse()?;
             let (text, source) = read_document(a.file.as_deref())?;
@@ -201,7 +218,7 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
 }
 
 /// The document text and a name for it in error messages.
-fn read_document(file: Option<&Path>) -> anyhow::Result<(String, String)> {
+pub fn read_document(file: Option<&Path>) -> anyhow::Result<(String, String)> {
     match file {
         Some(p) if p != Path::new("-") => {
             let text = std::fs::read_to_string(p)
