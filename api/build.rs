@@ -14,9 +14,73 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("raftconf_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure()
+    let mut config = tonic_prost_build::configure()
         .build_server(true)
-        .build_client(true)
-        .compile_fds(fds)?;
+        .build_client(true);
+    // With the `validate` feature, request types carry the naming rule as
+    // `validator` attributes (see `src/validate.rs`).
+    if std::env::var_os("CARGO_FEATURE_VALIDATE").is_some() {
+        for (message, fields) in VALIDATED {
+            config = config.type_attribute(
+                format!("raftconf.v1.{message}"),
+                "#[derive(validator::Validate)]",
+            );
+            for (field, rule) in *fields {
+                let attribute = match *rule {
+                    "nested" => "#[validate(nested)]".to_string(),
+                    rule => format!("#[validate(custom(function = \"crate::validate::{rule}\"))]"),
+                };
+                config =
+                    config.field_attribute(format!("raftconf.v1.{message}.{field}"), attribute);
+            }
+        }
+    }
+    config.compile_fds(fds)?;
     Ok(())
 }
+
+/// Request fields that name things, and the rule of `src/validate.rs` each follows.
+const VALIDATED: &[(&str, &[(&str, &str)])] = &[
+    ("CreateTenantRequest", &[("name", "tenant")]),
+    ("DeleteTenantRequest", &[("name", "tenant")]),
+    (
+        "CreateEnvironmentRequest",
+        &[("tenant", "tenant"), ("name", "environment")],
+    ),
+    (
+        "DeleteEnvironmentRequest",
+        &[("tenant", "tenant"), ("name", "environment")],
+    ),
+    ("ListEnvironmentsRequest", &[("tenant", "tenant")]),
+    (
+        "SetSchemaRequest",
+        &[("tenant", "tenant"), ("namespace", "namespace")],
+    ),
+    (
+        "GetSchemaRequest",
+        &[("tenant", "tenant"), ("namespace", "namespace")],
+    ),
+    (
+        "SchemaHistoryRequest",
+        &[("tenant", "tenant"), ("namespace", "namespace")],
+    ),
+    (
+        "DeleteSchemaRequest",
+        &[("tenant", "tenant"), ("namespace", "namespace")],
+    ),
+    (
+        "ApplyRequest",
+        &[
+            ("tenant", "tenant"),
+            ("env", "environment"),
+            ("writes", "nested"),
+        ],
+    ),
+    ("NamespaceWrite", &[("namespace", "namespace")]),
+    ("GetRequest", &[("path", "namespace_path")]),
+    ("PutRequest", &[("path", "namespace_path")]),
+    ("PatchRequest", &[("path", "namespace_path")]),
+    ("RollbackRequest", &[("path", "namespace_path")]),
+    ("DeleteRequest", &[("path", "namespace_path")]),
+    ("HistoryRequest", &[("path", "namespace_path")]),
+];

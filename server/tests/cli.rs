@@ -233,7 +233,8 @@ fn operator_options_reach_a_real_server() {
     let envs = json(&addr, &["env", "list", "pay"], "");
     assert_eq!(envs[0]["name"], "prod");
 
-    // A dry run checks the document and writes nothing.
+    // A dry run is a plan: what would change, the schema's verdict, and
+    // nothing written.
     let dry = ok(
         &addr,
         &["put", "pay/prod/checkout", "--dry-run"],
@@ -241,7 +242,8 @@ fn operator_options_reach_a_real_server() {
     );
     assert_eq!(
         dry,
-        "dry run: the document is valid; pay/prod/checkout does not exist yet"
+        "pay/prod/checkout: does not exist yet; it would be created\n  \
+         + the document root: {\"a\":1}\nschema: valid; nothing was changed"
     );
     let missing = raftconf(&["get", "pay/prod/checkout", "--endpoints", &addr]);
     let line = one_error_line(&missing);
@@ -271,7 +273,17 @@ fn operator_options_reach_a_real_server() {
         &["put", "pay/prod/checkout", "--dry-run"],
         r#"{"a":3}"#,
     );
-    assert_eq!(dry, second, "a dry run answers with the namespace as it is");
+    assert_eq!(
+        dry,
+        serde_json::json!({
+            "path": "pay/prod/checkout",
+            "current_version": 2,
+            "diff": [{"pointer": "/a", "kind": "changed", "old": 2, "new": 3}],
+            "valid": true,
+            "violations": [],
+        }),
+        "a dry run plans against the namespace as it is"
+    );
 
     let local = json(
         &addr,

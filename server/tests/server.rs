@@ -469,3 +469,56 @@ async fn reads_report_the_revision_of_the_state_they_read() {
     assert!(reads > 10, "only {reads} reads succeeded");
     server.shutdown().await;
 }
+
+/// Names in requests are checked by the `validator` rules on the request
+/// types before anything else: every bad name is named, with why, nested
+/// ones included, and nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_names_in_requests_are_refused_naming_each() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    let refused = AdminClient::new(channel.clone())
+        .create_tenant(pb::CreateTenantRequest {
+            name: "Pay".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad tenant name");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("tenant") && refused.message().contains("\"Pay\""),
+        "{}",
+        refused.message()
+    );
+    let refused = ConfigClient::new(channel.clone())
+        .apply(pb::ApplyRequest {
+            tenant: "pay".into(),
+            env: "Prod".into(),
+            writes: vec![
+                pb::NamespaceWrite {
+                    namespace: "ok".into(),
+                    value: "{}".into(),
+                    ..Default::default()
+                },
+                pb::NamespaceWrite {
+                    namespace: "no/slash".into(),
+                    value: "{}".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad names");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let m = refused.message();
+    assert!(m.contains("\"Prod\"") && m.contains("\"no/slash\""), "{m}");
+    let tenants = AdminClient::new(channel)
+        .list_tenants(pb::ListTenantsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(tenants.tenants.len(), 1, "nothing created");
+    server.shutdown().await;
+}

@@ -8,11 +8,10 @@ use raftconf_api::v1 as pb;
 use raftconf_api::v1::admin_client::AdminClient;
 use raftconf_api::v1::admin_server::Admin;
 use raftconf_raft::Command;
-use raftconf_schema::validate_name;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::ServiceContext;
+use super::{check, ServiceContext};
 use crate::convert;
 use crate::forward::serve_write;
 use crate::status::ApiError;
@@ -44,7 +43,7 @@ impl AdminService {
         author: String,
         req: &pb::CreateTenantRequest,
     ) -> Result<pb::CreateTenantResponse, ApiError> {
-        validate_name("tenant", &req.name)?;
+        check(req)?;
         let command = Command::CreateTenant {
             tenant: req.name.clone(),
         };
@@ -63,8 +62,7 @@ impl AdminService {
         author: String,
         req: &pb::CreateEnvironmentRequest,
     ) -> Result<pb::CreateEnvironmentResponse, ApiError> {
-        validate_name("tenant", &req.tenant)?;
-        validate_name("environment", &req.name)?;
+        check(req)?;
         let command = Command::CreateEnvironment {
             tenant: req.tenant.clone(),
             env: req.name.clone(),
@@ -84,8 +82,7 @@ impl AdminService {
         author: String,
         req: &pb::DeleteEnvironmentRequest,
     ) -> Result<pb::DeleteEnvironmentResponse, ApiError> {
-        validate_name("tenant", &req.tenant)?;
-        validate_name("environment", &req.name)?;
+        check(req)?;
         let command = Command::DeleteEnvironment {
             tenant: req.tenant.clone(),
             env: req.name.clone(),
@@ -106,7 +103,7 @@ impl AdminService {
         author: String,
         req: &pb::DeleteTenantRequest,
     ) -> Result<pb::DeleteTenantResponse, ApiError> {
-        validate_name("tenant", &req.name)?;
+        check(req)?;
         let command = Command::DeleteTenant {
             tenant: req.name.clone(),
             force: req.force,
@@ -134,7 +131,7 @@ impl AdminService {
         &self,
         req: pb::ListEnvironmentsRequest,
     ) -> Result<pb::ListEnvironmentsResponse, ApiError> {
-        validate_name("tenant", &req.tenant)?;
+        check(&req)?;
         let served_at = self.ctx.read_revision(0, 0).await?;
         let envs = self.ctx.node.state().environments(&req.tenant)?;
         Ok(pb::ListEnvironmentsResponse {

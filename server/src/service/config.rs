@@ -16,7 +16,7 @@ use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, instrument};
 
-use super::{check_message, now_ms, write_id, ServiceContext};
+use super::{check, check_message, now_ms, write_id, ServiceContext};
 use crate::convert;
 use crate::forward::serve_write;
 use crate::status::ApiError;
@@ -40,6 +40,7 @@ impl ConfigService {
     }
 
     async fn get_inner(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ApiError> {
+        check(&req)?;
         let path: NsPath = req.path.parse()?;
         let served_at = self
             .ctx
@@ -97,6 +98,7 @@ impl ConfigService {
         author: String,
         req: &pb::PutRequest,
     ) -> Result<pb::PutResponse, ApiError> {
+        check(req)?;
         let path: NsPath = req.path.parse()?;
         check_message(&req.message)?;
         let format = convert::document_format(req.format).ok_or_else(|| {
@@ -193,6 +195,7 @@ impl ConfigService {
         author: String,
         req: &pb::DeleteRequest,
     ) -> Result<pb::DeleteResponse, ApiError> {
+        check(req)?;
         let path: NsPath = req.path.parse()?;
         check_message(&req.message)?;
         let command = Command::Delete {
@@ -224,6 +227,7 @@ impl ConfigService {
         author: String,
         req: &pb::PatchRequest,
     ) -> Result<pb::PutResponse, ApiError> {
+        check(req)?;
         let path: NsPath = req.path.parse()?;
         check_message(&req.message)?;
         if req.edits.is_empty() {
@@ -283,6 +287,7 @@ impl ConfigService {
         author: String,
         req: &pb::ApplyRequest,
     ) -> Result<pb::ApplyResponse, ApiError> {
+        check(req)?;
         let env = raftconf_schema::EnvPath::new(&req.tenant, &req.env)?;
         check_message(&req.message)?;
         if req.writes.is_empty() {
@@ -293,7 +298,6 @@ impl ConfigService {
         }
         let mut writes = Vec::with_capacity(req.writes.len());
         for w in &req.writes {
-            raftconf_schema::validate_name("namespace", &w.namespace)?;
             let value = if w.delete {
                 None
             } else {
@@ -345,6 +349,7 @@ impl ConfigService {
         author: String,
         req: &pb::RollbackRequest,
     ) -> Result<pb::PutResponse, ApiError> {
+        check(req)?;
         let path: NsPath = req.path.parse()?;
         check_message(&req.message)?;
         if req.to_version == 0 {
@@ -415,6 +420,7 @@ impl ConfigService {
         &self,
         req: pb::HistoryRequest,
     ) -> Result<pb::HistoryResponse, ApiError> {
+        check(&req)?;
         let path: NsPath = req.path.parse()?;
         let page = history_page_size(req.page_size);
         let served_at = self.ctx.read_revision(0, 0).await?;

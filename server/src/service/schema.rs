@@ -9,11 +9,11 @@ use raftconf_api::v1::schema_client::SchemaClient;
 use raftconf_api::v1::schema_server::Schema;
 use raftconf_raft::model::SchemaRecord;
 use raftconf_raft::Command;
-use raftconf_schema::{validate_name, SchemaDocument, MAX_DOCUMENT_TEXT_BYTES};
+use raftconf_schema::{SchemaDocument, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::ServiceContext;
+use super::{check, ServiceContext};
 use crate::convert;
 use crate::forward::serve_write;
 use crate::status::ApiError;
@@ -34,8 +34,7 @@ impl SchemaService {
         author: String,
         req: &pb::SetSchemaRequest,
     ) -> Result<pb::SetSchemaResponse, ApiError> {
-        validate_name("tenant", &req.tenant)?;
-        validate_name("namespace", &req.namespace)?;
+        check(req)?;
         let format = convert::document_format(req.format).ok_or_else(|| {
             ApiError::InvalidArgument(format!("unknown schema format {}", req.format))
         })?;
@@ -80,8 +79,7 @@ impl SchemaService {
         author: String,
         req: &pb::DeleteSchemaRequest,
     ) -> Result<pb::DeleteSchemaResponse, ApiError> {
-        validate_name("tenant", &req.tenant)?;
-        validate_name("namespace", &req.namespace)?;
+        check(req)?;
         let command = Command::DeleteSchema {
             tenant: req.tenant.clone(),
             namespace: req.namespace.clone(),
@@ -102,8 +100,7 @@ impl SchemaService {
         &self,
         req: pb::GetSchemaRequest,
     ) -> Result<pb::GetSchemaResponse, ApiError> {
-        validate_name("tenant", &req.tenant)?;
-        validate_name("namespace", &req.namespace)?;
+        check(&req)?;
         let served_at = self.ctx.read_revision(0, 0).await?;
         let state = self.ctx.node.state();
         let record = if req.version == 0 {
@@ -133,8 +130,7 @@ impl SchemaService {
         &self,
         req: pb::SchemaHistoryRequest,
     ) -> Result<pb::SchemaHistoryResponse, ApiError> {
-        validate_name("tenant", &req.tenant)?;
-        validate_name("namespace", &req.namespace)?;
+        check(&req)?;
         let served_at = self.ctx.read_revision(0, 0).await?;
         let records = self
             .ctx
