@@ -10,13 +10,12 @@ use std::sync::Arc;
 use raftconf_api::v1 as pb;
 use raftconf_api::v1::config_client::ConfigClient;
 use raftconf_api::v1::config_server::Config;
-use raftconf_raft::command::ENTRY_FORMAT_VERSION;
-use raftconf_raft::{Command, Precondition, Request as RaftRequest, WriteError};
+use raftconf_raft::{Command, Precondition, WriteError};
 use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, instrument};
 
-use super::{check, check_message, now_ms, write_id, ServiceContext};
+use super::{check, check_message, ServiceContext};
 use crate::convert;
 use crate::forward::serve_write;
 use crate::status::ApiError;
@@ -392,27 +391,12 @@ impl ConfigService {
         message: String,
         command: Command,
     ) -> Result<raftconf_raft::Applied, ApiError> {
-        let (client_id, request_id) = write_id(id);
-        let request = RaftRequest {
-            format: ENTRY_FORMAT_VERSION,
-            client_id,
-            request_id,
-            author,
-            time_ms: now_ms(),
-            message,
-            command,
-        };
-        match self.ctx.node.write(request).await {
-            Ok(applied) => Ok(applied),
-            Err(e) => {
-                let err = ApiError::from_write(e);
-                if let ApiError::CasMiss { .. } = err {
-                    if let Ok(Some(doc)) = self.ctx.node.state().get(path) {
-                        return Err(err.complete_cas(doc.record.version, doc.record.mod_revision));
-                    }
-                }
-                Err(err)
-            }
+        match self.ctx.propose(author, id, message, command).await {
+            Err(err @ ApiError::CasMiss { .. }) => match self.ctx.node.state().get(path) {
+                Ok(Some(doc)) => Err(err.complete_cas(doc.record.version, doc.record.mod_revision)),
+                _ => Err(err),
+            },
+            other => other,
         }
     }
 

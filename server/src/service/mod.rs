@@ -196,7 +196,6 @@ pub fn author(md: &MetadataMap) -> String {
         .unwrap_or_else(|| "anonymous".to_string())
 }
 
-/// The de-duplication key of a write: `("", 0)` when absent.
 /// The request's own checks (the naming rule on its fields, as `validator`
 /// attributes on the request types): every failure named in one message.
 pub fn check<R: raftconf_api::validate::Validate>(request: &R) -> Result<(), ApiError> {
@@ -205,6 +204,7 @@ pub fn check<R: raftconf_api::validate::Validate>(request: &R) -> Result<(), Api
         .map_err(|e| ApiError::InvalidArgument(raftconf_api::validate::describe(&e)))
 }
 
+/// The de-duplication key of a write: `("", 0)` when absent.
 pub fn write_id(id: Option<WriteId>) -> (String, u64) {
     id.map(|w| (w.client_id, w.request_id)).unwrap_or_default()
 }
