@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 const VALIDATED: &[(&str, &[(&str, &str)])] = &[
     ("CreateTenantRequest", &[("name", "tenant")]),
     ("DeleteTenantRequest", &[("name", "tenant")]),
+    ("SetTenantSettingsRequest", &[("name", "tenant")]),
     (
         "CreateEnvironmentRequest",
         &[("tenant", "tenant"), ("name", "environment")],

@@ -6,7 +6,7 @@ use raftconf_api::v1::cluster_client::ClusterClient;
 use raftconf_schema::EnvPath;
 
 use crate::failover::CallKind;
-use crate::types::{ClusterStatus, EnvInfo, Member, TenantInfo};
+use crate::types::{ClusterStatus, EnvInfo, Member, TenantInfo, TenantSettings};
 use crate::{Client, Error, Result};
 
 impl Client {
@@ -130,6 +130,32 @@ impl Client {
                 || format!("delete tenant {name}"),
                 request,
                 |ch, r| async move { AdminClient::new(ch).delete_tenant(r).await },
+            )
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Changes a tenant's replicated settings; returns the revision.
+    pub async fn set_tenant_settings(
+        &self,
+        name: &str,
+        settings: &TenantSettings,
+        message: &str,
+    ) -> Result<u64> {
+        raftconf_schema::validate_name("tenant", name)?;
+        let request = pb::SetTenantSettingsRequest {
+            name: name.to_string(),
+            history_depth: settings.history_depth,
+            max_namespaces_per_env: settings.max_namespaces_per_env,
+            message: message.to_string(),
+            write_id: Some(self.next_write_id()),
+        };
+        let response = self
+            .call(
+                CallKind::Write,
+                || format!("set the settings of tenant {name}"),
+                request,
+                |ch, r| async move { AdminClient::new(ch).set_tenant_settings(r).await },
             )
             .await?;
         Ok(response.revision)

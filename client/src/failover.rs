@@ -49,6 +49,7 @@ has_header!(
     pb::CreateEnvironmentResponse,
     pb::DeleteEnvironmentResponse,
     pb::DeleteTenantResponse,
+    pb::SetTenantSettingsResponse,
     pb::ListEnvironmentsResponse,
     pb::StatusResponse,
     pb::MembershipResponse,

@@ -65,7 +65,7 @@ pub use transaction::NamespaceWrite;
 pub use types::{
     ChangeKind, ClusterStatus, Consistency, DeleteOptions, Document, EnvInfo, GetOptions,
     HistoryPage, HistoryRecord, Listing, Member, NamespaceEntry, PutOptions, TenantInfo,
-    WriteOptions, WriteResult,
+    TenantSettings, WriteOptions, WriteResult,
 };
 pub use watch::{Change, WatchEvent, WatchStream};
 pub use watched::{validation_reasons, Watched, WatchedBuilder};

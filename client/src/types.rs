@@ -184,6 +184,8 @@ pub enum ChangeKind {
     EnvCreate,
     /// An environment was deleted.
     EnvDelete,
+    /// A tenant's settings changed.
+    TenantSettings,
     /// A kind this client does not know (the wire value).
     Unknown(i32),
 }
@@ -199,6 +201,7 @@ impl From<i32> for ChangeKind {
             Ok(pb::ChangeKind::TenantDelete) => ChangeKind::TenantDelete,
             Ok(pb::ChangeKind::EnvCreate) => ChangeKind::EnvCreate,
             Ok(pb::ChangeKind::EnvDelete) => ChangeKind::EnvDelete,
+            Ok(pb::ChangeKind::TenantSettings) => ChangeKind::TenantSettings,
             Ok(pb::ChangeKind::Unspecified) | Err(_) => ChangeKind::Unknown(raw),
         }
     }
@@ -241,6 +244,19 @@ pub struct TenantInfo {
     pub create_revision: u64,
     /// Its environments' names.
     pub environments: Vec<String>,
+    /// Versions of each namespace and schema kept in history.
+    pub history_depth: u64,
+    /// Most live namespaces in one environment.
+    pub max_namespaces_per_env: u64,
+}
+
+/// A tenant's settings to change (`None` leaves one as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantSettings {
+    /// Versions of each namespace and schema kept in history (1 to 10,000).
+    pub history_depth: Option<u64>,
+    /// Most live namespaces in one environment (1 to 10,000).
+    pub max_namespaces_per_env: Option<u64>,
 }
 
 /// An environment of a tenant.
@@ -388,6 +404,8 @@ impl From<pb::TenantInfo> for TenantInfo {
             name: t.name,
             create_revision: t.create_revision,
             environments: t.environments,
+            history_depth: t.history_depth,
+            max_namespaces_per_env: t.max_namespaces_per_env,
         }
     }
 }

@@ -160,6 +160,17 @@ pub enum Command {
         /// Namespace name.
         namespace: String,
     },
+    /// Change a tenant's settings (`None` leaves one as it is).
+    SetTenantSettings {
+        /// Tenant name.
+        tenant: String,
+        /// Versions of each namespace and schema kept in history (1 to
+        /// `MAX_HISTORY_DEPTH`); a lower one prunes each namespace's older
+        /// versions at its next write.
+        history_depth: Option<u64>,
+        /// Most live namespaces in one environment (1 to `MAX_NAMESPACES_PER_ENV`).
+        max_namespaces_per_env: Option<u64>,
+    },
     /// Delete a tenant. One that still has environments is refused unless
     /// `force`; then they and their namespaces go too, in one revision.
     DeleteTenant {

@@ -25,6 +25,30 @@ pub enum ChangeKind {
     SchemaSet,
     /// The schema was removed (`version` is the schema version of the removal).
     SchemaDelete,
+    /// A tenant's settings changed.
+    TenantSettings,
+}
+
+/// Replicated settings of a tenant (`None`: the cluster's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    /// Versions of each namespace (and of each schema) kept in history.
+    pub history_depth: Option<u64>,
+    /// Most live namespaces in one environment.
+    pub max_namespaces_per_env: Option<u64>,
+}
+
+impl TenantSettings {
+    /// The history depth in force, given the cluster's default.
+    pub fn history_depth(&self, default: u64) -> u64 {
+        self.history_depth.unwrap_or(default)
+    }
+
+    /// The namespace limit in force.
+    pub fn max_namespaces_per_env(&self) -> u64 {
+        self.max_namespaces_per_env
+            .unwrap_or(raftconf_schema::MAX_NAMESPACES_PER_ENV)
+    }
 }
 
 /// One version of the schema of a `tenant/namespace`, as stored.
@@ -109,6 +133,10 @@ pub struct TenantInfo {
     pub create_revision: u64,
     /// Its environments, sorted.
     pub environments: Vec<String>,
+    /// Versions of each namespace and schema kept (its setting, else the cluster's).
+    pub history_depth: u64,
+    /// Most live namespaces in one environment.
+    pub max_namespaces_per_env: u64,
 }
 
 /// An environment.

@@ -10,7 +10,8 @@ use raftconf_schema::{NsPath, Target};
 
 use crate::command::Rejection;
 use crate::model::{
-    ChangeKind, DocEntry, DocRecord, EnvInfo, SchemaRecord, TenantInfo, VersionRecord,
+    ChangeKind, DocEntry, DocRecord, EnvInfo, SchemaRecord, TenantInfo, TenantSettings,
+    VersionRecord,
 };
 use crate::state_machine::apply::{ApplyCtx, EnvRecord, TenantRecord};
 use crate::state_machine::codec::{decode, Fnv64};
@@ -308,10 +309,18 @@ impl StateView {
             let (k, v) = item?;
             let name = String::from_utf8_lossy(&k[keys::TENANT_PREFIX.len()..]).into_owned();
             let rec: TenantRecord = decode(&v)?;
+            let settings: TenantSettings = self
+                .tree()
+                .get(keys::tenant_settings(&name))?
+                .map(|v| decode(&v))
+                .transpose()?
+                .unwrap_or_default();
             out.push(TenantInfo {
                 environments: self.names_under(&keys::env_prefix(&name))?,
                 name,
                 create_revision: rec.create_revision,
+                history_depth: settings.history_depth(self.shared.default_history_depth),
+                max_namespaces_per_env: settings.max_namespaces_per_env(),
             });
         }
         Ok(out)

@@ -29,3 +29,7 @@ pub const MAX_SCHEMA_DEPTH: usize = 2 * MAX_DOCUMENT_DEPTH;
 /// Longest violation message, in bytes. A message that would quote a larger
 /// value names it "value" instead, and one still too long is cut.
 pub const MAX_VIOLATION_MESSAGE_BYTES: usize = 512;
+
+/// Most versions of a namespace a tenant may keep in history (its
+/// `history_depth` setting; the cluster's default is 100).
+pub const MAX_HISTORY_DEPTH: u64 = 10_000;

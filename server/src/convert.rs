@@ -16,6 +16,7 @@ pub fn change_kind(kind: ChangeKind) -> pb::ChangeKind {
         ChangeKind::EnvDelete => pb::ChangeKind::EnvDelete,
         ChangeKind::SchemaSet => pb::ChangeKind::SchemaSet,
         ChangeKind::SchemaDelete => pb::ChangeKind::SchemaDelete,
+        ChangeKind::TenantSettings => pb::ChangeKind::TenantSettings,
     }
 }
 
@@ -107,6 +108,8 @@ pub fn tenant_info(t: TenantInfo) -> pb::TenantInfo {
         name: t.name,
         create_revision: t.create_revision,
         environments: t.environments,
+        history_depth: t.history_depth,
+        max_namespaces_per_env: t.max_namespaces_per_env,
     }
 }
 

@@ -482,3 +482,39 @@ fn env_and_tenant_delete_refuse_unless_forced() -> Result<()> {
     assert_eq!(tenants, json!([]), "{tenants}");
     Ok(())
 }
+
+/// `tenant set` changes a tenant's replicated settings: history keeps that
+/// many versions, and a namespace past the limit is refused naming it.
+#[test]
+fn tenant_settings_bound_history_and_namespaces() -> Result<()> {
+    let s = Server::start()?;
+    create_env(&s.addr, "pay", "prod")?;
+    let set = cli_json(
+        &s.addr,
+        &[
+            "tenant",
+            "set",
+            "pay",
+            "--history-depth",
+            "2",
+            "--max-namespaces",
+            "1",
+        ],
+    )?;
+    assert!(set["revision"].as_u64().is_some(), "{set}");
+    for i in 0..4 {
+        put(&s.addr, "pay/prod/a", &format!(r#"{{"i":{i}}}"#))?;
+    }
+    let history = cli_json(&s.addr, &["history", "pay/prod/a"])?;
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+    let out = cli_with_stdin(&s.addr, &["put", "pay/prod/b"], Some(br#"{"i":0}"#))?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("namespaces per environment"), "{err}");
+    let tenants = cli_json(&s.addr, &["tenant", "list"])?;
+    assert_eq!(tenants[0]["history_depth"], json!(2));
+    assert_eq!(tenants[0]["max_namespaces_per_env"], json!(1));
+    let out = cli(&s.addr, &["tenant", "set", "pay", "--history-depth", "0"])?;
+    assert!(!out.status.success());
+    Ok(())
+}

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raftconf_schema::{
-    check_compatible, validate_name, NsPath, SchemaCache, MAX_DOCUMENT_BYTES,
+    check_compatible, validate_name, NsPath, SchemaCache, MAX_DOCUMENT_BYTES, MAX_HISTORY_DEPTH,
     MAX_NAMESPACES_PER_ENV, MAX_SCHEMA_BYTES,
 };
 use serde::de::DeserializeOwned;
@@ -25,7 +25,9 @@ use super::schemas::{self, SchemaKey};
 use crate::command::{
     Applied, Command, Precondition, Rejection, Request, Response, TxWrite, ENTRY_FORMAT_VERSION,
 };
-use crate::model::{Change, ChangeEvent, ChangeKind, DocRecord, SchemaRecord, VersionRecord};
+use crate::model::{
+    Change, ChangeEvent, ChangeKind, DocRecord, SchemaRecord, TenantSettings, VersionRecord,
+};
 use crate::Result;
 
 /// A tenant as stored.
@@ -289,6 +291,11 @@ impl<'a> ApplyCtx<'a> {
                 env,
                 writes,
             } => self.apply_transaction(req, tenant, env, writes),
+            Command::SetTenantSettings {
+                tenant,
+                history_depth,
+                max_namespaces_per_env,
+            } => self.set_tenant_settings(req, tenant, *history_depth, *max_namespaces_per_env),
             Command::DeleteEnvironment { tenant, env, force } => {
                 self.delete_env(req, tenant, env, *force)
             }
@@ -375,7 +382,7 @@ impl<'a> ApplyCtx<'a> {
             (format!("{tenant}/{namespace}"), revision),
             Arc::new(compiled),
         );
-        self.record_schema(req, tenant, namespace, &envs, record, ChangeKind::SchemaSet);
+        self.record_schema(req, tenant, namespace, &envs, record, ChangeKind::SchemaSet)?;
         Ok(Ok(Applied {
             revision,
             version,
@@ -418,7 +425,7 @@ impl<'a> ApplyCtx<'a> {
             &envs,
             record,
             ChangeKind::SchemaDelete,
-        );
+        )?;
         Ok(Ok(Applied {
             revision,
             version,
@@ -437,15 +444,27 @@ impl<'a> ApplyCtx<'a> {
         envs: &[String],
         record: SchemaRecord,
         kind: ChangeKind,
-    ) {
+    ) -> Result<()> {
         let version = record.version;
         self.put(keys::schema_version(tenant, namespace, version), &record);
-        if version > self.settings.history_depth {
-            self.remove(keys::schema_version(
-                tenant,
-                namespace,
-                version - self.settings.history_depth,
-            ));
+        let depth = self
+            .tenant_settings(tenant)?
+            .history_depth(self.settings.history_depth);
+        if version > depth {
+            let cutoff = version - depth;
+            let mut old = Vec::new();
+            self.scan_prefix(&keys::schema_versions_prefix(tenant, namespace), |k, v| {
+                let rec: SchemaRecord = decode(v)?;
+                if rec.version <= cutoff {
+                    old.push(k.to_vec());
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            })?;
+            for k in old {
+                self.remove(k);
+            }
         }
         let changes = envs
             .iter()
@@ -460,6 +479,7 @@ impl<'a> ApplyCtx<'a> {
             .collect();
         self.put(keys::schema_current(tenant, namespace), &record);
         self.record_event(req, changes);
+        Ok(())
     }
 
     fn delete_env(
@@ -539,6 +559,7 @@ impl<'a> ApplyCtx<'a> {
                 self.remove(k);
             }
         }
+        self.remove(keys::tenant_settings(tenant));
         self.remove(keys::tenant(tenant));
         changes.push(change(
             ChangeKind::TenantDelete,
@@ -600,7 +621,7 @@ impl<'a> ApplyCtx<'a> {
                     message: req.message.clone(),
                 },
             );
-            self.record_version(req, &path, revision, version, ChangeKind::Delete, None);
+            self.record_version(req, &path, revision, version, ChangeKind::Delete, None)?;
             changes.push(change(ChangeKind::Delete, path.to_string(), version, None));
         }
         self.remove(keys::env(tenant, env));
@@ -783,11 +804,12 @@ impl<'a> ApplyCtx<'a> {
             Err(r) => return Ok(Err(r)),
         };
         let live = old.as_ref().is_some_and(|d| d.value.is_some());
-        if let Err(r) = check_namespace_limit(&env, u64::from(!live)) {
+        let limit = self.tenant_settings(&path.tenant)?.max_namespaces_per_env();
+        if let Err(r) = check_namespace_limit(&env, u64::from(!live), limit) {
             return Ok(Err(r));
         }
         let revision = self.next_revision();
-        let change = self.write_put(req, path, value, old, &mut env, revision);
+        let change = self.write_put(req, path, value, old, &mut env, revision)?;
         let version = change.version;
         self.record_event(req, vec![change]);
         Ok(Ok(Applied {
@@ -808,7 +830,7 @@ impl<'a> ApplyCtx<'a> {
             Err(r) => return Ok(Err(r)),
         };
         let revision = self.next_revision();
-        let change = self.write_delete(req, path, &old, &mut env, revision);
+        let change = self.write_delete(req, path, &old, &mut env, revision)?;
         let version = change.version;
         self.record_event(req, vec![change]);
         Ok(Ok(Applied {
@@ -884,7 +906,8 @@ impl<'a> ApplyCtx<'a> {
             let deleted = writes.iter().filter(|w| w.value.is_none()).count() as u64;
             let mut after = env_record.clone();
             after.namespaces = after.namespaces.saturating_sub(deleted);
-            if let Err(r) = check_namespace_limit(&after, created) {
+            let limit = self.tenant_settings(tenant)?.max_namespaces_per_env();
+            if let Err(r) = check_namespace_limit(&after, created, limit) {
                 return Ok(Err(r));
             }
             let revision = self.next_revision();
@@ -892,10 +915,10 @@ impl<'a> ApplyCtx<'a> {
             for ((w, path), old) in writes.iter().zip(&paths).zip(checked) {
                 changes.push(match (&w.value, old) {
                     (Some(value), old) => {
-                        self.write_put(req, path, value, old, &mut env_record, revision)
+                        self.write_put(req, path, value, old, &mut env_record, revision)?
                     }
                     (None, Some(old)) => {
-                        self.write_delete(req, path, &old, &mut env_record, revision)
+                        self.write_delete(req, path, &old, &mut env_record, revision)?
                     }
                     (None, None) => unreachable!("invariant: a checked delete has a live document"),
                 });
@@ -972,7 +995,7 @@ impl<'a> ApplyCtx<'a> {
         old: Option<DocRecord>,
         env: &mut EnvRecord,
         revision: u64,
-    ) -> Change {
+    ) -> Result<Change> {
         let live = old.as_ref().is_some_and(|d| d.value.is_some());
         let version = old.as_ref().map_or(0, |d| d.version) + 1;
         let create_revision = match &old {
@@ -995,13 +1018,13 @@ impl<'a> ApplyCtx<'a> {
                 message: req.message.clone(),
             },
         );
-        self.record_version(req, path, revision, version, ChangeKind::Put, Some(value));
-        change(
+        self.record_version(req, path, revision, version, ChangeKind::Put, Some(value))?;
+        Ok(change(
             ChangeKind::Put,
             path.to_string(),
             version,
             Some(value.to_string()),
-        )
+        ))
     }
 
     /// Writes a checked delete of the live `old` at `revision` (a tombstone).
@@ -1012,7 +1035,7 @@ impl<'a> ApplyCtx<'a> {
         old: &DocRecord,
         env: &mut EnvRecord,
         revision: u64,
-    ) -> Change {
+    ) -> Result<Change> {
         let version = old.version + 1;
         env.namespaces = env.namespaces.saturating_sub(1);
         self.put(keys::env(&path.tenant, &path.env), &*env);
@@ -1028,8 +1051,8 @@ impl<'a> ApplyCtx<'a> {
                 message: req.message.clone(),
             },
         );
-        self.record_version(req, path, revision, version, ChangeKind::Delete, None);
-        change(ChangeKind::Delete, path.to_string(), version, None)
+        self.record_version(req, path, revision, version, ChangeKind::Delete, None)?;
+        Ok(change(ChangeKind::Delete, path.to_string(), version, None))
     }
 
     // ---------------------------------------------------------- helpers
@@ -1071,7 +1094,7 @@ impl<'a> ApplyCtx<'a> {
         version: u64,
         kind: ChangeKind,
         value: Option<&str>,
-    ) {
+    ) -> Result<()> {
         self.put(
             keys::history(path, version),
             &VersionRecord {
@@ -1084,10 +1107,85 @@ impl<'a> ApplyCtx<'a> {
                 message: req.message.clone(),
             },
         );
-        // Exactly one record leaves per record added once the depth is reached.
-        if version > self.settings.history_depth {
-            self.remove(keys::history(path, version - self.settings.history_depth));
+        // Everything older than the tenant's depth leaves: usually the one
+        // record that fell out, more right after the depth was lowered.
+        let depth = self
+            .tenant_settings(&path.tenant)?
+            .history_depth(self.settings.history_depth);
+        if version > depth {
+            let cutoff = version - depth;
+            let mut old = Vec::new();
+            self.scan_prefix(&keys::history_prefix(path), |k, v| {
+                let rec: VersionRecord = decode(v)?;
+                if rec.version <= cutoff {
+                    old.push(k.to_vec());
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            })?;
+            for k in old {
+                self.remove(k);
+            }
         }
+        Ok(())
+    }
+
+    /// The settings of `tenant` (defaults when none were set).
+    fn tenant_settings(&self, tenant: &str) -> Result<TenantSettings> {
+        Ok(self
+            .get::<TenantSettings>(&keys::tenant_settings(tenant))?
+            .unwrap_or_default())
+    }
+
+    fn set_tenant_settings(
+        &mut self,
+        req: &Request,
+        tenant: &str,
+        history_depth: Option<u64>,
+        max_namespaces_per_env: Option<u64>,
+    ) -> Result<Result<Applied, Rejection>> {
+        if let Err(r) = self.check_tenant(tenant)? {
+            return Ok(Err(r));
+        }
+        let invalid = |reason: String| Ok(Err(Rejection::Invalid { reason }));
+        if let Some(d) = history_depth {
+            if !(1..=MAX_HISTORY_DEPTH).contains(&d) {
+                return invalid(format!(
+                    "history depth {d} of tenant {tenant}: it must be 1 to {MAX_HISTORY_DEPTH}"
+                ));
+            }
+        }
+        if let Some(n) = max_namespaces_per_env {
+            if !(1..=MAX_NAMESPACES_PER_ENV).contains(&n) {
+                return invalid(format!(
+                    "namespaces per environment {n} of tenant {tenant}: it must be 1 to {MAX_NAMESPACES_PER_ENV}"
+                ));
+            }
+        }
+        let mut settings = self.tenant_settings(tenant)?;
+        if history_depth.is_some() {
+            settings.history_depth = history_depth;
+        }
+        if max_namespaces_per_env.is_some() {
+            settings.max_namespaces_per_env = max_namespaces_per_env;
+        }
+        let revision = self.next_revision();
+        self.put(keys::tenant_settings(tenant), &settings);
+        self.record_event(
+            req,
+            vec![change(
+                ChangeKind::TenantSettings,
+                format!("{tenant}/"),
+                0,
+                None,
+            )],
+        );
+        Ok(Ok(Applied {
+            revision,
+            version: 0,
+            deduplicated: false,
+        }))
     }
 
     fn record_event(&mut self, req: &Request, changes: Vec<Change>) {
@@ -1172,12 +1270,12 @@ fn change(kind: ChangeKind, path: String, version: u64, value: Option<String>) -
 
 /// Apply's own check of a document: a JSON object within the size limit.
 /// (The proposer checked it too; apply must not trust that.)
-/// Whether `created` more namespaces fit in `env`.
-fn check_namespace_limit(env: &EnvRecord, created: u64) -> Result<(), Rejection> {
-    if created > 0 && env.namespaces + created > MAX_NAMESPACES_PER_ENV {
+/// Whether `created` more namespaces fit in `env`, under the tenant's `limit`.
+fn check_namespace_limit(env: &EnvRecord, created: u64, limit: u64) -> Result<(), Rejection> {
+    if created > 0 && env.namespaces + created > limit {
         return Err(Rejection::LimitExceeded {
             limit: "namespaces per environment".into(),
-            max: MAX_NAMESPACES_PER_ENV,
+            max: limit,
             actual: env.namespaces + created,
         });
     }

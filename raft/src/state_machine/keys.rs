@@ -14,6 +14,7 @@
 //! | `w/` | revision (u64 BE) | [`ChangeEvent`](crate::model::ChangeEvent) (replay window) |
 //! | `q/` | client id `\0` request id (u64 BE) | de-duplication record |
 //! | `x/` | time (u64 BE, offset) client id `\0` request id | () — expiry index of `q/` |
+//! | `p/` | tenant | [`TenantSettings`](crate::model::TenantSettings) |
 //! | `c/` | tenant `/` namespace | current [`SchemaRecord`](crate::model::SchemaRecord) |
 //! | `s/` | tenant `/` namespace `/` version (u64 BE) | every [`SchemaRecord`](crate::model::SchemaRecord) kept |
 //!
@@ -33,6 +34,7 @@ pub(crate) const REPLAY_PREFIX: &[u8] = b"w/";
 pub(crate) const DEDUP_EXPIRY_PREFIX: &[u8] = b"x/";
 pub(crate) const SCHEMA_CURRENT_PREFIX: &[u8] = b"c/";
 pub(crate) const SCHEMA_PREFIX: &[u8] = b"s/";
+pub(crate) const TENANT_SETTINGS_PREFIX: &[u8] = b"p/";
 
 fn join(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -78,6 +80,13 @@ pub(crate) fn doc_path(key: &[u8]) -> Option<NsPath> {
 }
 
 /// Prefix of every history key of `path`.
+/// The settings of a tenant (a [`crate::model::TenantSettings`]).
+pub(crate) fn tenant_settings(tenant: &str) -> Vec<u8> {
+    let mut k = TENANT_SETTINGS_PREFIX.to_vec();
+    k.extend_from_slice(tenant.as_bytes());
+    k
+}
+
 /// The current schema version of `tenant/namespace` (a [`crate::model::SchemaRecord`]).
 pub(crate) fn schema_current(tenant: &str, namespace: &str) -> Vec<u8> {
     let mut k = SCHEMA_CURRENT_PREFIX.to_vec();

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub cluster_id: RwLock<String>,
     /// Compiled schemas, shared by apply and the leader's pre-check.
     pub schemas: raftconf_schema::SchemaCache<schemas::SchemaKey>,
+    /// The cluster's history depth, for tenants that set none.
+    pub default_history_depth: u64,
 }
 
 /// raftconf's openraft state machine.
@@ -111,6 +113,7 @@ impl StateMachine {
             commit_lock: RwLock::new(()),
             cluster_id: RwLock::new(cluster_id),
             schemas: schemas::new_cache(),
+            default_history_depth: config.history_depth.max(1),
         });
         Ok(StateMachine {
             shared,

@@ -996,3 +996,75 @@ async fn random_schemas_and_documents_give_every_node_the_same_verdicts() {
         cmds.len()
     );
 }
+
+/// A tenant's replicated settings: a lower history depth prunes each
+/// namespace at its next write (older versions all go, not just one), a
+/// namespace limit refuses what does not fit, values out of range are refused,
+/// and a deleted tenant's settings go with it.
+#[tokio::test]
+async fn tenant_settings_bound_history_and_namespaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = NodeConfig::new(1, dir.path());
+    cfg.history_depth = 100;
+    let mut sm = StateMachine::open(&cfg).expect("open");
+    let settings = |history_depth, max_namespaces_per_env| Command::SetTenantSettings {
+        tenant: "pay".into(),
+        history_depth,
+        max_namespaces_per_env,
+    };
+    let mut cmds = setup();
+    for i in 0..6 {
+        cmds.push(put("pay/prod/a", &format!(r#"{{"i":{i}}}"#), None)); // v1..v6
+    }
+    cmds.push(settings(Some(0), None)); // refused: out of range
+    cmds.push(settings(Some(2), Some(1)));
+    cmds.push(put("pay/prod/a", r#"{"i":6}"#, None)); // v7: prunes v1..v5
+    cmds.push(put("pay/prod/b", r#"{"i":0}"#, None)); // refused: 1 namespace per env
+    let out = apply_all(&mut sm, &cmds, 4).await;
+    assert!(
+        matches!(&out[8].outcome, Err(Rejection::Invalid { reason }) if reason.contains("1 to 10000"))
+    );
+    assert!(out[9].outcome.is_ok());
+    assert!(out[10].outcome.is_ok());
+    assert!(matches!(
+        &out[11].outcome,
+        Err(Rejection::LimitExceeded { max: 1, .. })
+    ));
+    let view = sm.view();
+    let versions: Vec<u64> = view
+        .history(&"pay/prod/a".parse().expect("path"), 0, 100)
+        .expect("history")
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(versions, [7, 6], "depth 2 after the next write");
+    let tenants = view.tenants().expect("tenants");
+    assert_eq!(
+        (tenants[0].history_depth, tenants[0].max_namespaces_per_env),
+        (2, 1)
+    );
+
+    let gone = vec![
+        entry(
+            20,
+            Command::DeleteTenant {
+                tenant: "pay".into(),
+                force: true,
+            },
+            0,
+        ),
+        entry(
+            21,
+            Command::CreateTenant {
+                tenant: "pay".into(),
+            },
+            0,
+        ),
+    ];
+    sm.apply(gone).await.expect("apply");
+    let tenants = view.tenants().expect("tenants");
+    assert_eq!(
+        (tenants[0].history_depth, tenants[0].max_namespaces_per_env),
+        (100, 10_000)
+    );
+}

@@ -164,6 +164,21 @@ pub enum TenantCommand {
     },
     /// List tenants and their environments.
     List,
+    /// Change a tenant's settings (replicated; unset ones stay as they are).
+    Set {
+        /// Tenant name.
+        name: String,
+        /// Versions of each namespace and schema kept in history (1 to 10000;
+        /// default 100). Lowering it prunes each namespace at its next write.
+        #[arg(long)]
+        history_depth: Option<u64>,
+        /// Most live namespaces in one environment (1 to 10000).
+        #[arg(long)]
+        max_namespaces: Option<u64>,
+        /// Why (kept in history).
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
     /// Delete a tenant. One that still has environments needs --force, which
     /// deletes them and their namespaces too, as one revision.
     Delete {

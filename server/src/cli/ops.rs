@@ -47,6 +47,28 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let what = format!("environment {}/{}", env.tenant, env.env);
             println!("{}", output::created(&what, revision, json));
         }
+        Command::Tenant(TenantCommand::Set {
+            name,
+            history_depth,
+            max_namespaces,
+            message,
+        }) => {
+            validate_name("tenant", &name)?;
+            let c = conn::connect(endpoints).await?;
+            let settings = raftconf_client::TenantSettings {
+                history_depth,
+                max_namespaces_per_env: max_namespaces,
+            };
+            let revision = c
+                .set_tenant_settings(&name, &settings, &message)
+                .await
+                .map_err(failed)?;
+            if json {
+                println!("{{\"revision\":{revision}}}");
+            } else {
+                println!("changed the settings of tenant {name} at revision {revision}");
+            }
+        }
         Command::Tenant(TenantCommand::Delete {
             name,
             force,

@@ -296,6 +296,8 @@ struct TenantJson<'a> {
     name: &'a str,
     revision: u64,
     environments: &'a [String],
+    history_depth: u64,
+    max_namespaces_per_env: u64,
 }
 
 /// `tenant list`.
@@ -307,15 +309,27 @@ pub fn tenants(tenants: &[TenantInfo], json: bool) -> String {
                 name: &t.name,
                 revision: t.create_revision,
                 environments: &t.environments,
+                history_depth: t.history_depth,
+                max_namespaces_per_env: t.max_namespaces_per_env,
             })
             .collect();
         return to_line(&v);
     }
     let rows = tenants
         .iter()
-        .map(|t| vec![t.name.clone(), t.environments.join(",")])
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.environments.join(","),
+                t.history_depth.to_string(),
+                t.max_namespaces_per_env.to_string(),
+            ]
+        })
         .collect();
-    table(&["TENANT", "ENVIRONMENTS"], rows)
+    table(
+        &["TENANT", "ENVIRONMENTS", "HISTORY", "MAX NAMESPACES"],
+        rows,
+    )
 }
 
 #[derive(Serialize)]

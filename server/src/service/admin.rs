@@ -118,6 +118,33 @@ impl AdminService {
         })
     }
 
+    async fn set_tenant_settings_inner(
+        &self,
+        author: String,
+        req: &pb::SetTenantSettingsRequest,
+    ) -> Result<pb::SetTenantSettingsResponse, ApiError> {
+        check(req)?;
+        if req.history_depth.is_none() && req.max_namespaces_per_env.is_none() {
+            return Err(ApiError::InvalidArgument(format!(
+                "tenant {}: no setting to change",
+                req.name
+            )));
+        }
+        let command = Command::SetTenantSettings {
+            tenant: req.name.clone(),
+            history_depth: req.history_depth,
+            max_namespaces_per_env: req.max_namespaces_per_env,
+        };
+        let revision = self
+            .propose(author, req.write_id.clone(), req.message.clone(), command)
+            .await?;
+        info!(tenant = %req.name, ?req.history_depth, ?req.max_namespaces_per_env, revision, "tenant settings changed");
+        Ok(pb::SetTenantSettingsResponse {
+            header: Some(self.ctx.header(revision)),
+            revision,
+        })
+    }
+
     async fn list_tenants_inner(&self) -> Result<pb::ListTenantsResponse, ApiError> {
         let served_at = self.ctx.read_revision(0, 0).await?;
         let tenants = self.ctx.node.state().tenants()?;
@@ -227,6 +254,24 @@ impl Admin for AdminService {
             |author| Box::pin(self.delete_tenant_inner(author, &req)),
             |channel, req| {
                 Box::pin(async move { AdminClient::new(channel).delete_tenant(req).await })
+            },
+        )
+        .await
+    }
+
+    #[instrument(skip_all, fields(tenant = %request.get_ref().name))]
+    async fn set_tenant_settings(
+        &self,
+        request: Request<pb::SetTenantSettingsRequest>,
+    ) -> Result<Response<pb::SetTenantSettingsResponse>, Status> {
+        let (md, _, req) = request.into_parts();
+        serve_write(
+            &self.ctx,
+            &md,
+            &req,
+            |author| Box::pin(self.set_tenant_settings_inner(author, &req)),
+            |channel, req| {
+                Box::pin(async move { AdminClient::new(channel).set_tenant_settings(req).await })
             },
         )
         .await
