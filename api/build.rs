@@ -79,6 +79,7 @@ const VALIDATED: &[(&str, &[(&str, &str)])] = &[
     ),
     ("NamespaceWrite", &[("namespace", "namespace")]),
     ("GetRequest", &[("path", "namespace_path")]),
+    ("PlanRequest", &[("path", "namespace_path")]),
     ("PutRequest", &[("path", "namespace_path")]),
     ("PatchRequest", &[("path", "namespace_path")]),
     ("RollbackRequest", &[("path", "namespace_path")]),

@@ -42,6 +42,7 @@ has_header!(
     pb::ListResponse,
     pb::PutResponse,
     pb::ApplyResponse,
+    pb::PlanResponse,
     pb::DeleteResponse,
     pb::HistoryResponse,
     pb::CreateTenantResponse,

@@ -47,6 +47,7 @@ mod endpoints;
 mod error;
 mod failover;
 mod options;
+mod plan;
 mod schema;
 mod transaction;
 mod types;
@@ -59,6 +60,7 @@ pub use error::{
     Error, FieldViolation, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA,
 };
 pub use options::ClientOptions;
+pub use plan::Plan;
 pub use raftconf_schema::{diff, parse_edit, DiffEntry, DiffKind, Edit, EditError, Format};
 pub use schema::{SchemaOptions, SchemaRecord, SchemaWrite};
 pub use transaction::NamespaceWrite;

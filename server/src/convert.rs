@@ -123,6 +123,22 @@ pub fn env_info(e: EnvInfo) -> pb::EnvironmentInfo {
     }
 }
 
+/// One entry of a plan's diff.
+pub fn diff_entry(d: raftconf_schema::DiffEntry) -> pb::DiffEntry {
+    use pb::diff_entry::Kind;
+    let kind = match d.kind {
+        raftconf_schema::DiffKind::Added => Kind::Added,
+        raftconf_schema::DiffKind::Removed => Kind::Removed,
+        raftconf_schema::DiffKind::Changed => Kind::Changed,
+    };
+    pb::DiffEntry {
+        pointer: d.pointer,
+        kind: kind as i32,
+        old_json: d.old.map(|v| v.to_string()).unwrap_or_default(),
+        new_json: d.new.map(|v| v.to_string()).unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,7 +243,7 @@ fn operator_options_reach_a_real_server() {
     assert_eq!(
         dry,
         "pay/prod/checkout: does not exist yet; it would be created\n  \
-         + the document root: {\"a\":1}\nschema: valid; nothing was changed"
+         + the document root: {\"a\":1}\nschema: none; nothing was changed"
     );
     let missing = raftconf(&["get", "pay/prod/checkout", "--endpoints", &addr]);
     let line = one_error_line(&missing);
@@ -279,6 +279,7 @@ fn operator_options_reach_a_real_server() {
             "path": "pay/prod/checkout",
             "current_version": 2,
             "diff": [{"pointer": "/a", "kind": "changed", "old": 2, "new": 3}],
+            "schema_version": 0,
             "valid": true,
             "violations": [],
         }),

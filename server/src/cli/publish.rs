@@ -5,9 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use raftconf_client::{
-    diff, parse_edit, Client, DiffEntry, Error, NamespaceWrite, PutOptions, WriteOptions,
-};
+use raftconf_client::{diff, parse_edit, Client, DiffEntry, Error, NamespaceWrite, WriteOptions};
 use raftconf_schema::{parse_document, validate_name, EnvPath, Format, NsPath};
 use serde_json::{json, Value};
 
@@ -188,7 +186,8 @@ async fn version_value(c: &Client, path: &str, version: u64) -> anyhow::Result<O
 }
 
 /// What publishing a document would change, and whether the schema accepts
-/// it; changes nothing. Exits non-zero (an error) when it would be refused.
+/// it (the server's `Plan`); changes nothing. A refusal is an error listing
+/// every violation (exit 1).
 pub async fn plan(
     c: &Client,
     path: &str,
@@ -196,58 +195,69 @@ pub async fn plan(
     format: Option<DocFormat>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let path: NsPath = path.parse()?;
-    let path = path.to_string();
+    let ns_path: NsPath = path.parse()?;
+    let path = ns_path.to_string();
     let (text, source) = super::ops::read_document(file)?;
     let format = super::ops::doc_format(format, file);
-    let canonical = parse_document(&text, format).map_err(|e| anyhow!("{source}: {e}"))?;
-    let new: Value = serde_json::from_str(&canonical)?;
-    let current = match c.get(&path).await {
-        Ok(doc) => Some(doc),
-        Err(Error::NotFound(_)) => None,
-        Err(e) => return Err(failed(e, c)),
-    };
-    let changes = diff(current.as_ref().map(|d| &d.value), Some(&new));
-    let check = c
-        .put_text(
-            &path,
-            &canonical,
-            Format::Json,
-            PutOptions::default().dry_run(true),
-        )
-        .await;
+    // Refuse a malformed document here, with its line and column.
+    parse_document(&text, format).map_err(|e| anyhow!("{source}: {e}"))?;
+    let plan = c
+        .plan(&path, &text, format)
+        .await
+        .map_err(|e| failed(e, c))?;
     if json {
-        let (valid, violations) = match &check {
-            Ok(_) => (true, Vec::new()),
-            Err(e) => (
-                false,
-                e.violations()
-                    .iter()
-                    .map(|v| json!({"field": v.field, "description": v.description}))
-                    .collect(),
-            ),
-        };
         println!(
             "{}",
             json!({
                 "path": path,
-                "current_version": current.as_ref().map_or(0, |d| d.version),
-                "diff": changes,
-                "valid": valid,
-                "violations": violations,
+                "current_version": plan.current_version,
+                "diff": plan.diff,
+                "schema_version": plan.schema_version,
+                "valid": plan.is_valid(),
+                "violations": plan
+                    .violations
+                    .iter()
+                    .map(|v| json!({"field": v.field, "description": v.description}))
+                    .collect::<Vec<_>>(),
             })
         );
     } else {
-        match &current {
-            Some(d) => println!("{path}: changes against version {}", d.version),
-            None => println!("{path}: does not exist yet; it would be created"),
+        match plan.current_version {
+            0 => println!("{path}: does not exist yet; it would be created"),
+            v => println!("{path}: changes against version {v}"),
         }
-        print_diff(&changes);
-        if check.is_ok() {
-            println!("schema: valid; nothing was changed");
+        print_diff(&plan.diff);
+        if plan.is_valid() {
+            match plan.schema_version {
+                0 => println!("schema: none; nothing was changed"),
+                v => println!("schema: valid against version {v}; nothing was changed"),
+            }
         }
     }
-    check.map(|_| ()).map_err(|e| failed(e, c))
+    if plan.is_valid() {
+        return Ok(());
+    }
+    // The line a refused put gets from the server.
+    let listed = plan
+        .violations
+        .iter()
+        .map(|v| {
+            let at = if v.field.is_empty() {
+                "(root)"
+            } else {
+                v.field.as_str()
+            };
+            format!("{at}: {}", v.description)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(anyhow::Error::new(conn::Refusal {
+        line: format!(
+            "{path} violates schema version {} of {}/{}: {listed}",
+            plan.schema_version, ns_path.tenant, ns_path.namespace
+        ),
+        violations: plan.violations,
+    }))
 }
 
 /// Publishes several namespaces of one environment as one transaction.

@@ -281,6 +281,60 @@ impl ConfigService {
         })
     }
 
+    async fn plan_inner(&self, req: pb::PlanRequest) -> Result<pb::PlanResponse, ApiError> {
+        check(&req)?;
+        let path: NsPath = req.path.parse()?;
+        let format = convert::document_format(req.format).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("unknown document format {}", req.format))
+        })?;
+        if req.value.len() > MAX_DOCUMENT_TEXT_BYTES {
+            return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
+                limit: "document text size",
+                max: MAX_DOCUMENT_TEXT_BYTES as u64,
+                actual: req.value.len() as u64,
+            }));
+        }
+        let value = parse_document(&req.value, format)?;
+        let served_at = self.ctx.read_revision(0, 0).await?;
+        let state = self.ctx.node.state();
+        let (current, read_at) = state.get_with_revision(&path)?;
+        let parse = |text: &str| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| ApiError::Internal(format!("stored document {path} is not JSON: {e}")))
+        };
+        let old = current
+            .as_ref()
+            .and_then(|d| d.record.value.as_deref())
+            .map(parse)
+            .transpose()?;
+        let new = parse(&value)?;
+        let schema_version = state
+            .schema(&path.tenant, &path.namespace)?
+            .filter(|s| s.schema.is_some())
+            .map_or(0, |s| s.version);
+        let violations = match state.check_document(&path, &value)? {
+            Ok(()) => Vec::new(),
+            Err(raftconf_raft::Rejection::SchemaViolation { violations, .. }) => violations
+                .into_iter()
+                .map(|v| pb::FieldViolation {
+                    pointer: v.pointer,
+                    message: v.message,
+                })
+                .collect(),
+            Err(other) => return Err(ApiError::Write(WriteError::Rejected(other))),
+        };
+        Ok(pb::PlanResponse {
+            header: Some(self.ctx.header(read_at.max(served_at))),
+            current_version: current.map_or(0, |d| d.record.version),
+            diff: raftconf_schema::diff(old.as_ref(), Some(&new))
+                .into_iter()
+                .map(convert::diff_entry)
+                .collect(),
+            schema_version,
+            violations,
+        })
+    }
+
     async fn apply_inner(
         &self,
         author: String,
@@ -514,6 +568,15 @@ impl Config for ConfigService {
             |channel, req| Box::pin(async move { ConfigClient::new(channel).patch(req).await }),
         )
         .await
+    }
+
+    #[instrument(skip_all, fields(path = %request.get_ref().path))]
+    async fn plan(
+        &self,
+        request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        self.ctx
+            .respond(self.plan_inner(request.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(tenant = %request.get_ref().tenant, env = %request.get_ref().env))]
