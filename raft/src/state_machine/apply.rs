@@ -453,9 +453,8 @@ impl<'a> ApplyCtx<'a> {
         if version > depth {
             let cutoff = version - depth;
             let mut old = Vec::new();
-            self.scan_prefix(&keys::schema_versions_prefix(tenant, namespace), |k, v| {
-                let rec: SchemaRecord = decode(v)?;
-                if rec.version <= cutoff {
+            self.scan_prefix(&keys::schema_versions_prefix(tenant, namespace), |k, _| {
+                if keys::trailing_version(k).is_some_and(|v| v <= cutoff) {
                     old.push(k.to_vec());
                     Ok(true)
                 } else {
@@ -1115,9 +1114,9 @@ impl<'a> ApplyCtx<'a> {
         if version > depth {
             let cutoff = version - depth;
             let mut old = Vec::new();
-            self.scan_prefix(&keys::history_prefix(path), |k, v| {
-                let rec: VersionRecord = decode(v)?;
-                if rec.version <= cutoff {
+            // Versions sort by key: stop at the first one that stays.
+            self.scan_prefix(&keys::history_prefix(path), |k, _| {
+                if keys::trailing_version(k).is_some_and(|v| v <= cutoff) {
                     old.push(k.to_vec());
                     Ok(true)
                 } else {

@@ -129,6 +129,13 @@ pub(crate) fn history(path: &NsPath, version: u64) -> Vec<u8> {
     k
 }
 
+/// The version at the end of a history or schema-version key (its last 8
+/// bytes, big-endian), without decoding the record.
+pub(crate) fn trailing_version(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
 pub(crate) fn replay(revision: u64) -> Vec<u8> {
     let mut k = REPLAY_PREFIX.to_vec();
     k.extend_from_slice(&revision.to_be_bytes());
@@ -180,6 +187,10 @@ mod tests {
         assert!(doc(&p).starts_with(&doc_prefix("a", "b")));
         assert!(history(&p, 2) < history(&p, 10));
         assert_eq!(replay_revision(&replay(7)), Some(7));
+        let path = "a/b/c".parse().expect("valid");
+        assert_eq!(trailing_version(&history(&path, 42)), Some(42));
+        assert_eq!(trailing_version(&schema_version("a", "c", 7)), Some(7));
+        assert_eq!(trailing_version(b"short"), None);
         let dk = dedup("c1", 5);
         for t in [-5i64, 0, 7, i64::MAX] {
             assert_eq!(
