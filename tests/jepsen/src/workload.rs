@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftconf_client::{Client, ClientOptions, Error, WriteOptions};
+use raftconf_client::{Client, ClientOptions, Error, NamespaceWrite, WriteOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -23,6 +23,9 @@ use crate::recorder::Recorder;
 
 /// The tenant and environment every namespace of a run lives in.
 pub const PREFIX: &str = "jepsen/t/";
+
+/// That environment, as [`Client::apply`] names it.
+const ENV: &str = "jepsen/t";
 
 /// The namespace `k` of a run.
 pub fn namespace(k: usize) -> String {
@@ -226,6 +229,41 @@ async fn execute(c: &Client, op: &Op) -> Outcome {
             .await,
         ),
         Op::Delete { ns } => write_outcome(c.delete(ns, WriteOptions::default()).await),
+        Op::Apply { writes } => {
+            let writes: Vec<NamespaceWrite> = writes
+                .iter()
+                .map(|w| {
+                    let name = w.ns.strip_prefix(PREFIX).unwrap_or(&w.ns);
+                    let write = match &w.value {
+                        Some(value) => NamespaceWrite::put(name, value.clone()),
+                        None => NamespaceWrite::delete(name),
+                    };
+                    match w.expect_version {
+                        Some(v) => write.if_version(v),
+                        None => write,
+                    }
+                })
+                .collect();
+            transaction_outcome(c.apply(ENV, &writes, "jepsen").await)
+        }
+    }
+}
+
+/// As [`write_outcome`]; a refused transaction (all or nothing: nothing
+/// applied) answers with the code of its first refused write, and a CAS miss
+/// comes as a plain `FailedPrecondition`, without the current version.
+fn transaction_outcome(result: raftconf_client::Result<u64>) -> Outcome {
+    match result {
+        Ok(revision) => Outcome::Ok(OpOk {
+            revision,
+            value: None,
+            version: 0,
+            mod_revision: 0,
+        }),
+        Err(Error::FailedPrecondition(_)) => {
+            Outcome::Fail(FailReason::VersionMismatch { current: None }, None)
+        }
+        Err(e) => write_outcome(Err(e)),
     }
 }
 
