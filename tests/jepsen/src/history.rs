@@ -5,7 +5,8 @@
 //! nanoseconds since the run started), read back by the checkers.
 //!
 //! Namespace values are JSON objects; the workload makes every written value
-//! unique (`{"w": "<process>-<n>"}`), so a value identifies its write.
+//! unique (`{"w": "p<process>-<n>"}`, and `{"w": "p<process>-<n>-<k>"}` for
+//! namespace `k` of a transaction), so a value identifies its write.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -44,13 +45,70 @@ pub enum Op {
         /// `tenant/env/namespace`.
         ns: String,
     },
+    /// A transaction: writes to several namespaces of one environment,
+    /// applied together at one revision or not at all.
+    Apply {
+        /// One per namespace, each to a different one, in request order.
+        writes: Vec<TxOp>,
+    },
+}
+
+/// One namespace's write in an [`Op::Apply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxOp {
+    /// `tenant/env/namespace`.
+    pub ns: String,
+    /// The value written; `None` deletes the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// Only if the namespace is at this version (`0`: only if it does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_version: Option<u64>,
+}
+
+/// One namespace's part of a write: a put, CAS or delete is one, a
+/// transaction has one per namespace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NsWrite<'a> {
+    /// `tenant/env/namespace`.
+    pub ns: &'a str,
+    /// The value written; `None` for a delete.
+    pub value: Option<&'a Value>,
+    /// The version required (`0`: must not exist), if any.
+    pub expect_version: Option<u64>,
+}
+
+impl NsWrite<'_> {
+    /// Whether the write may take effect on a namespace that is `live` (has
+    /// a value) at `version`: its version condition holds, and a delete
+    /// finds something to delete.
+    pub fn holds(&self, live: bool, version: u64) -> bool {
+        let version_ok = match self.expect_version {
+            None => true,
+            Some(0) => !live,
+            Some(v) => live && version == v,
+        };
+        version_ok && (self.value.is_some() || live)
+    }
 }
 
 impl Op {
-    /// The namespace the operation is on.
-    pub fn ns(&self) -> &str {
+    /// The namespace of a single-namespace operation; `None` for a
+    /// transaction (see [`Op::namespaces`]).
+    pub fn ns(&self) -> Option<&str> {
         match self {
-            Op::Get { ns } | Op::Put { ns, .. } | Op::Cas { ns, .. } | Op::Delete { ns } => ns,
+            Op::Get { ns } | Op::Put { ns, .. } | Op::Cas { ns, .. } | Op::Delete { ns } => {
+                Some(ns)
+            }
+            Op::Apply { .. } => None,
+        }
+    }
+
+    /// Every namespace the operation is on, in request order.
+    pub fn namespaces(&self) -> Vec<&str> {
+        match self {
+            Op::Apply { writes } => writes.iter().map(|w| w.ns.as_str()).collect(),
+            _ => self.ns().into_iter().collect(),
         }
     }
 
@@ -59,28 +117,56 @@ impl Op {
         !matches!(self, Op::Get { .. })
     }
 
-    /// The value a put or CAS writes.
-    pub fn written_value(&self) -> Option<&Value> {
-        match self {
-            Op::Put { value, .. } | Op::Cas { value, .. } => Some(value),
-            _ => None,
-        }
+    /// Whether the operation is a transaction.
+    pub fn is_transaction(&self) -> bool {
+        matches!(self, Op::Apply { .. })
+    }
+
+    /// What the operation writes, per namespace (nothing for a get).
+    pub fn writes(&self) -> Vec<NsWrite<'_>> {
+        let (ns, value, expect_version) = match self {
+            Op::Get { .. } => return Vec::new(),
+            Op::Put { ns, value } => (ns, Some(value), None),
+            Op::Cas {
+                ns,
+                expect_version,
+                value,
+            } => (ns, Some(value), Some(*expect_version)),
+            Op::Delete { ns } => (ns, None, None),
+            Op::Apply { writes } => {
+                return writes
+                    .iter()
+                    .map(|w| NsWrite {
+                        ns: &w.ns,
+                        value: w.value.as_ref(),
+                        expect_version: w.expect_version,
+                    })
+                    .collect()
+            }
+        };
+        vec![NsWrite {
+            ns,
+            value,
+            expect_version,
+        }]
     }
 }
 
 /// What a successful operation returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpOk {
-    /// For a write: the revision it was committed at. For a get: the store
-    /// revision the read was served at (the read is linearized there); `0`
-    /// when the answer did not say (a get of a missing namespace).
+    /// For a write (a transaction too): the revision it was committed at.
+    /// For a get: the store revision the read was served at (the read is
+    /// linearized there); `0` when the answer did not say (a get of a
+    /// missing namespace).
     pub revision: u64,
     /// For a get: the value read, `None` when the namespace does not exist
     /// (never created, or deleted). For writes: `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
     /// For a get: the namespace's version (`0` when it does not exist). For
-    /// a put/CAS/delete: the version it created.
+    /// a put/CAS/delete: the version it created. For a transaction: `0` (the
+    /// server does not say; each namespace's version goes up by one).
     pub version: u64,
     /// For a get: the revision of the namespace's last change. Writes: 0.
     #[serde(default)]
@@ -91,10 +177,12 @@ pub struct OpOk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum FailReason {
-    /// Delete of a namespace that does not exist (or is deleted).
+    /// Delete of a namespace that does not exist (or is deleted). For a
+    /// transaction: its first refused write was such a delete.
     NotFound,
     /// A CAS whose expected version did not hold; `current`: the version the
-    /// server reported, when it did.
+    /// server reported, when it did. For a transaction: its first refused
+    /// write was a CAS miss (the server names no version).
     VersionMismatch {
         /// The version at the time, if known.
         current: Option<u64>,
@@ -340,4 +428,69 @@ pub fn read_history(path: &Path) -> anyhow::Result<Vec<Event>> {
         events.push(event);
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{Event, NsWrite, Op, TxOp};
+
+    #[test]
+    fn a_transaction_is_one_json_line_and_reads_back() {
+        let op = Op::Apply {
+            writes: vec![
+                TxOp {
+                    ns: "t/e/a".into(),
+                    value: Some(json!({"w": "p1-2-0"})),
+                    expect_version: Some(3),
+                },
+                TxOp {
+                    ns: "t/e/b".into(),
+                    value: None,
+                    expect_version: None,
+                },
+            ],
+        };
+        let event = Event::Invoke {
+            t: 5,
+            process: 1,
+            op_id: 2,
+            op: op.clone(),
+        };
+        let line = serde_json::to_string(&event).expect("serializes");
+        assert_eq!(
+            line,
+            r#"{"type":"invoke","t":5,"process":1,"op_id":2,"op":{"f":"apply","writes":[{"ns":"t/e/a","value":{"w":"p1-2-0"},"expect_version":3},{"ns":"t/e/b"}]}}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).ok(), Some(event));
+        assert_eq!(op.ns(), None);
+        assert_eq!(op.namespaces(), ["t/e/a", "t/e/b"]);
+    }
+
+    #[test]
+    fn write_conditions() {
+        let value = json!({"w": "x"});
+        let w = |value, expect_version| NsWrite {
+            ns: "t/e/a",
+            value,
+            expect_version,
+        };
+        // (live, version) → holds, for: put, CAS v2, CAS "absent", delete, delete if v2.
+        let cases = [
+            (w(Some(&value), None), [true, true, true]),
+            (w(Some(&value), Some(2)), [false, true, false]),
+            (w(Some(&value), Some(0)), [true, false, false]),
+            (w(None, None), [false, true, true]),
+            (w(None, Some(2)), [false, true, false]),
+        ];
+        for (write, expected) in cases {
+            let got = [
+                write.holds(false, 2),
+                write.holds(true, 2),
+                write.holds(true, 3),
+            ];
+            assert_eq!(got, expected, "{write:?}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! handle while the nemesis injects faults, heal, wait for convergence,
 //! record every node's final state, and check the history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -290,9 +290,20 @@ fn summarize(
     verdicts: &[Verdict],
 ) -> String {
     let (mut ok, mut failed, mut info) = (0, 0, 0);
+    // The transactions invoked, and how many were acknowledged.
+    let mut transactions = HashSet::new();
+    let mut transactions_ok = 0;
     for e in events {
         match e {
-            Event::Ok { process, .. } if *process != 0 => ok += 1,
+            Event::Invoke { op_id, op, .. } if op.is_transaction() => {
+                transactions.insert(*op_id);
+            }
+            Event::Ok { process, op_id, .. } if *process != 0 => {
+                ok += 1;
+                if transactions.contains(op_id) {
+                    transactions_ok += 1;
+                }
+            }
             Event::Fail { .. } => failed += 1,
             Event::Info { .. } => info += 1,
             _ => {}
@@ -320,7 +331,9 @@ fn summarize(
         .join(", ");
     format!(
         "ops attempted {attempted} / ok {ok} / failed {failed} / indeterminate {info}; \
+         transactions attempted {} / ok {transactions_ok}; \
          faults {} ({faults_text}{}); checkers: {checks}",
+        transactions.len(),
         report.faults.len(),
         if report.errors.is_empty() {
             String::new()

@@ -1,7 +1,9 @@
 //! The clients of a run. Each client process is sequential, like a Jepsen
 //! process: it invokes one operation, records its completion, and only then
 //! invokes the next. Operations are linearizable gets, puts of unique values,
-//! CAS on the version, and deletes, over a few namespaces so they contend. A
+//! CAS on the version, deletes, and transactions writing 2–3 of the
+//! namespaces at once (puts, some CAS, sometimes a delete), over a few
+//! namespaces so they contend. A
 //! process whose operation ended with an unknown outcome never invokes again:
 //! a fresh process (and a fresh client, so a fresh client id for write
 //! de-duplication) takes its place.
@@ -12,17 +14,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftconf_client::{Client, ClientOptions, Error, WriteOptions};
+use raftconf_client::{Client, ClientOptions, Error, NamespaceWrite, WriteOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::history::{Event, FailReason, Op, OpOk};
+use crate::history::{Event, FailReason, Op, OpOk, TxOp};
 use crate::recorder::Recorder;
 
 /// The tenant and environment every namespace of a run lives in.
 pub const PREFIX: &str = "jepsen/t/";
+
+/// That environment, as [`Client::apply`] names it.
+const ENV: &str = "jepsen/t";
+
+/// The share of operations (in percent) that are transactions.
+const TRANSACTION_PERCENT: u32 = 10;
 
 /// The namespace `k` of a run.
 pub fn namespace(k: usize) -> String {
@@ -87,29 +95,13 @@ pub async fn run_process(
                 }
             },
         };
-        let k = rng.gen_range(0..opts.keys);
-        let ns = namespace(k);
         n += 1;
-        let value = json!({ "w": format!("p{process}-{n}") });
         let roll = rng.gen_range(0..100);
-        let op = if roll < 45 {
-            Op::Get { ns }
-        } else if roll < 70 {
-            Op::Put { ns, value }
-        } else if roll < 92 {
-            // Mostly the version this process last saw, sometimes "must not exist".
-            let expect_version = if rng.gen_bool(0.15) {
-                0
-            } else {
-                known_version[k]
-            };
-            Op::Cas {
-                ns,
-                expect_version,
-                value,
-            }
+        let (op, keys) = if roll < TRANSACTION_PERCENT && opts.keys >= 2 {
+            transaction(&mut rng, process, n, opts.keys, &known_version)
         } else {
-            Op::Delete { ns }
+            let k = rng.gen_range(0..opts.keys);
+            (single(&mut rng, process, n, k, known_version[k]), vec![k])
         };
         let op_id = rec.op_id();
         rec.record(Event::Invoke {
@@ -123,7 +115,17 @@ pub async fn run_process(
         let t = rec.now();
         let event = match outcome {
             Ok(Outcome::Ok(result)) => {
-                known_version[k] = result.version;
+                match &op {
+                    Op::Apply { writes } => {
+                        // The answer names no versions; a CAS tells what it made.
+                        for (w, &k) in writes.iter().zip(&keys) {
+                            if let Some(v) = w.expect_version {
+                                known_version[k] = v + 1;
+                            }
+                        }
+                    }
+                    _ => known_version[keys[0]] = result.version,
+                }
                 Event::Ok {
                     t,
                     process,
@@ -132,8 +134,10 @@ pub async fn run_process(
                 }
             }
             Ok(Outcome::Fail(reason, revision)) => {
-                if let FailReason::VersionMismatch { current: Some(v) } = &reason {
-                    known_version[k] = *v;
+                if let (FailReason::VersionMismatch { current: Some(v) }, [k]) =
+                    (&reason, keys.as_slice())
+                {
+                    known_version[*k] = *v;
                 }
                 Event::Fail {
                     t,
@@ -181,6 +185,53 @@ pub async fn run_process(
     invoked
 }
 
+/// A get, put, CAS or delete of namespace `k`.
+fn single(rng: &mut StdRng, process: u64, n: u64, k: usize, known_version: u64) -> Op {
+    let ns = namespace(k);
+    let value = json!({ "w": format!("p{process}-{n}") });
+    let roll = rng.gen_range(0..100);
+    if roll < 45 {
+        Op::Get { ns }
+    } else if roll < 70 {
+        Op::Put { ns, value }
+    } else if roll < 92 {
+        // Mostly the version this process last saw, sometimes "must not exist".
+        let expect_version = if rng.gen_bool(0.15) { 0 } else { known_version };
+        Op::Cas {
+            ns,
+            expect_version,
+            value,
+        }
+    } else {
+        Op::Delete { ns }
+    }
+}
+
+/// A transaction over 2–3 distinct namespaces: puts of unique values, some
+/// on the version this process last saw, and in one of five a delete.
+/// Returns it with the namespaces' indexes, in its order.
+fn transaction(
+    rng: &mut StdRng,
+    process: u64,
+    n: u64,
+    keys: usize,
+    known_version: &[u64],
+) -> (Op, Vec<usize>) {
+    let count = rng.gen_range(2..=3.min(keys));
+    let picked = rand::seq::index::sample(rng, keys, count).into_vec();
+    let delete_at = rng.gen_bool(0.2).then(|| rng.gen_range(0..count));
+    let writes = picked
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| TxOp {
+            ns: namespace(k),
+            value: (delete_at != Some(i)).then(|| json!({ "w": format!("p{process}-{n}-{k}") })),
+            expect_version: rng.gen_bool(0.3).then(|| known_version[k]),
+        })
+        .collect();
+    (Op::Apply { writes }, picked)
+}
+
 enum Outcome {
     Ok(OpOk),
     Fail(FailReason, Option<u64>),
@@ -226,6 +277,41 @@ async fn execute(c: &Client, op: &Op) -> Outcome {
             .await,
         ),
         Op::Delete { ns } => write_outcome(c.delete(ns, WriteOptions::default()).await),
+        Op::Apply { writes } => {
+            let writes: Vec<NamespaceWrite> = writes
+                .iter()
+                .map(|w| {
+                    let name = w.ns.strip_prefix(PREFIX).unwrap_or(&w.ns);
+                    let write = match &w.value {
+                        Some(value) => NamespaceWrite::put(name, value.clone()),
+                        None => NamespaceWrite::delete(name),
+                    };
+                    match w.expect_version {
+                        Some(v) => write.if_version(v),
+                        None => write,
+                    }
+                })
+                .collect();
+            transaction_outcome(c.apply(ENV, &writes, "jepsen").await)
+        }
+    }
+}
+
+/// As [`write_outcome`]; a refused transaction (all or nothing: nothing
+/// applied) answers with the code of its first refused write, and a CAS miss
+/// comes as a plain `FailedPrecondition`, without the current version.
+fn transaction_outcome(result: raftconf_client::Result<u64>) -> Outcome {
+    match result {
+        Ok(revision) => Outcome::Ok(OpOk {
+            revision,
+            value: None,
+            version: 0,
+            mod_revision: 0,
+        }),
+        Err(Error::FailedPrecondition(_)) => {
+            Outcome::Fail(FailReason::VersionMismatch { current: None }, None)
+        }
+        Err(e) => write_outcome(Err(e)),
     }
 }
 

@@ -6,10 +6,13 @@
 //!   definite failure at the revision its answer was given at. Each answer
 //!   must match the committed log there (a get: the namespace's state as of
 //!   that revision; a write: its change at that revision, whose condition
-//!   held just before), and the positions must respect real time: if A
-//!   completed before B was invoked, `pos(A) ≤ pos(B)`, strictly when B is a
-//!   write. An indeterminate write whose value is in the log is placed there
-//!   too. The log itself must follow the register's rules.
+//!   held just before; a transaction: that for each of its namespaces, all
+//!   at its one revision; a refused transaction: not all of its conditions
+//!   held there), and the positions must respect real time: if A completed
+//!   before B was invoked, `pos(A) ≤ pos(B)`, strictly when B is a write. An
+//!   indeterminate write (or transaction) whose values are in the log, at one
+//!   revision, is placed there too, and its conditions must have held. The
+//!   log itself must follow the register's rules.
 //! - **By search** (`wgl.rs`): the client-visible results alone, without
 //!   revisions, must linearize; this also covers the answers that carry no
 //!   revision (gets of missing namespaces).
@@ -36,9 +39,10 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
                 ..
             }
         );
-        if mismatch && !matches!(op.op, Op::Cas { .. }) {
+        let conditional = op.op.writes().iter().any(|w| w.expect_version.is_some());
+        if mismatch && !conditional {
             anomalies.push(format!(
-                "malformed history: a version mismatch for an op that is not a CAS: {op}"
+                "malformed history: a version mismatch for an op without a version condition: {op}"
             ));
         }
     }
@@ -134,7 +138,6 @@ fn check_answers(
     // revision → the acknowledged write there.
     let mut writes_at: HashMap<u64, usize> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
-        let ns = op.op.ns();
         match op.outcome {
             Outcome::Ok { result, .. } if op.op.is_write() => {
                 let revision = result.revision;
@@ -149,7 +152,10 @@ fn check_answers(
                     ));
                 }
                 writes_at.insert(revision, i);
-                check_write(log, op, revision, result.version, anomalies);
+                // A transaction's answer names no versions.
+                let version = (!op.op.is_transaction()).then_some(result.version);
+                check_write(log, op, revision, version, anomalies);
+                check_conditions(log, op, revision, "acknowledged", anomalies);
                 points.push(Point {
                     op: i,
                     pos: revision,
@@ -158,6 +164,7 @@ fn check_answers(
             }
             Outcome::Ok { result, .. } => {
                 let revision = result.revision;
+                let Some(ns) = op.op.ns() else { continue };
                 if revision == 0 {
                     // Unknown: a get of a missing namespace; the search covers it.
                     continue;
@@ -193,17 +200,32 @@ fn check_answers(
                 revision: Some(revision),
                 ..
             } => {
-                let state = log.state_at(ns, revision);
+                let state = |ns| log.state_at(ns, revision);
                 let consistent = match (reason, op.op) {
-                    (FailReason::NotFound, _) => !state.live(),
-                    (FailReason::VersionMismatch { .. }, Op::Cas { expect_version, .. }) => {
-                        !cas_holds(*expect_version, state)
-                    }
+                    // All or nothing: refused when some condition did not hold.
+                    (
+                        FailReason::NotFound | FailReason::VersionMismatch { .. },
+                        Op::Apply { .. },
+                    ) => !op.op.writes().iter().all(|w| {
+                        let s = state(w.ns);
+                        w.holds(s.live(), s.version)
+                    }),
+                    (FailReason::NotFound, single) => match single.ns() {
+                        Some(ns) => !state(ns).live(),
+                        None => continue,
+                    },
+                    (
+                        FailReason::VersionMismatch { .. },
+                        Op::Cas {
+                            ns, expect_version, ..
+                        },
+                    ) => !cas_holds(*expect_version, state(ns)),
                     _ => continue,
                 };
                 if !consistent {
                     anomalies.push(format!(
-                        "failure disagrees with the log: {op}, but at revision {revision} {ns} is {state}"
+                        "failure disagrees with the log: {op}, but at revision {revision} {}",
+                        states_at(log, op, revision)
                     ));
                 }
                 points.push(Point {
@@ -213,24 +235,50 @@ fn check_answers(
                 });
             }
             Outcome::Info { .. } => {
-                // An indeterminate put/CAS that landed is placed where it did.
-                let Some(value) = op.op.written_value() else {
-                    continue;
-                };
-                if let [(revision, at_ns)] = log.find_value(value) {
-                    if *at_ns == ns {
-                        points.push(Point {
-                            op: i,
-                            pos: *revision,
-                            write: true,
-                        });
-                    }
+                // An indeterminate write that landed is placed where it did.
+                if let Some(revision) = landed_at(log, op) {
+                    check_conditions(log, op, revision, "indeterminate", anomalies);
+                    points.push(Point {
+                        op: i,
+                        pos: revision,
+                        write: true,
+                    });
                 }
             }
             Outcome::Fail { revision: None, .. } => {}
         }
     }
     points
+}
+
+/// Where an indeterminate write took effect: the one revision at which the
+/// log has every value it wrote, each once and in its own namespace. `None`
+/// when it wrote no value (deletes only), or its values are not all there
+/// that way (`lost.rs` says which).
+fn landed_at(log: &CommittedLog<'_>, op: &ClientOp<'_>) -> Option<u64> {
+    let mut at = None;
+    for w in op.op.writes() {
+        let Some(value) = w.value else { continue };
+        let [(revision, ns)] = log.find_value(value) else {
+            return None;
+        };
+        if *ns != w.ns || at.is_some_and(|r| r != *revision) {
+            return None;
+        }
+        at = Some(*revision);
+    }
+    at
+}
+
+/// `t/e/a is {"w":"x"} v3 (mod rev 7), t/e/b is never created`: the state
+/// of each of the op's namespaces at `revision`.
+fn states_at(log: &CommittedLog<'_>, op: &ClientOp<'_>, revision: u64) -> String {
+    op.op
+        .namespaces()
+        .into_iter()
+        .map(|ns| format!("{ns} is {}", log.state_at(ns, revision)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether a CAS expecting `expect` succeeds on `state`.
@@ -241,48 +289,58 @@ fn cas_holds(expect: u64, state: NsState<'_>) -> bool {
     }
 }
 
-/// An acknowledged write: the log's change of its namespace at its revision
-/// must be what it wrote, with the version it reported, and its condition
-/// must have held just before.
+/// An acknowledged write: for each namespace it wrote, the log's change at
+/// its revision must be what it wrote, with the version it reported (when
+/// it reported one: a transaction does not).
 fn check_write(
     log: &CommittedLog<'_>,
     op: &ClientOp<'_>,
     revision: u64,
-    version: u64,
+    version: Option<u64>,
     anomalies: &mut Anomalies,
 ) {
-    let ns = op.op.ns();
-    let Some(change) = log.change_at(revision, ns) else {
-        anomalies.push(format!(
-            "acknowledged write not in the log: {op}: no change of {ns} at revision {revision}"
-        ));
-        return;
-    };
-    let written = op.op.written_value();
-    if change.value.as_ref() != written {
-        let logged = change
-            .value
-            .as_ref()
-            .map_or("a delete".to_string(), |v| v.to_string());
-        anomalies.push(format!(
-            "acknowledged write differs from the log: {op}, but revision {revision} has {logged}"
-        ));
-    } else if change.version != version {
-        anomalies.push(format!(
-            "acknowledged version differs from the log: {op}, but revision {revision} made v{}",
-            change.version
-        ));
+    for w in op.op.writes() {
+        let ns = w.ns;
+        let Some(change) = log.change_at(revision, ns) else {
+            anomalies.push(format!(
+                "acknowledged write not in the log: {op}: no change of {ns} at revision {revision}"
+            ));
+            continue;
+        };
+        if change.value.as_ref() != w.value {
+            let logged = change
+                .value
+                .as_ref()
+                .map_or("a delete".to_string(), |v| v.to_string());
+            anomalies.push(format!(
+                "acknowledged write differs from the log: {op}, but revision {revision} has {logged} in {ns}"
+            ));
+        } else if let Some(version) = version.filter(|&v| v != change.version) {
+            anomalies.push(format!(
+                "acknowledged version differs from the log: {op}, but revision {revision} made v{} (not v{version})",
+                change.version
+            ));
+        }
     }
-    let before = log.state_at(ns, revision.saturating_sub(1));
-    let held = match op.op {
-        Op::Cas { expect_version, .. } => cas_holds(*expect_version, before),
-        Op::Delete { .. } => before.live(),
-        Op::Put { .. } | Op::Get { .. } => true,
-    };
-    if !held {
-        anomalies.push(format!(
-            "acknowledged write whose condition did not hold: {op}, but before revision {revision} {ns} was {before}"
-        ));
+}
+
+/// A write that took effect at `revision`: each of its conditions (a CAS's
+/// version, a delete's live namespace) held just before.
+fn check_conditions(
+    log: &CommittedLog<'_>,
+    op: &ClientOp<'_>,
+    revision: u64,
+    what: &str,
+    anomalies: &mut Anomalies,
+) {
+    for w in op.op.writes() {
+        let before = log.state_at(w.ns, revision.saturating_sub(1));
+        if !w.holds(before.live(), before.version) {
+            anomalies.push(format!(
+                "{what} write whose condition did not hold: {op}, but before revision {revision} {} was {before}",
+                w.ns
+            ));
+        }
     }
 }
 
@@ -322,12 +380,10 @@ fn check_real_time(
         };
         if violated {
             let (op_a, op_b) = (&ops[a.op], &ops[b.op]);
-            let ns = op_b.op.ns();
+            let changed = |ns| log.state_at(ns, b.pos) != log.state_at(ns, a.pos);
             let what = match (b.write, op_b.op.is_write()) {
                 (true, _) => "write ordered before an op that completed before it began",
-                (false, false) if log.state_at(ns, b.pos) != log.state_at(ns, a.pos) => {
-                    "stale read"
-                }
+                (false, false) if op_b.op.ns().is_some_and(changed) => "stale read",
                 // What it returned is still right, but it was served too early.
                 (false, false) => "read served at an old revision",
                 (false, true) => "failure decided at an old revision",
@@ -588,6 +644,175 @@ mod tests {
         };
         let verdict = h.check_with(check, &options);
         assert_flags(&verdict, "search: t/e/a: search did not finish in 1ms");
+    }
+
+    #[test]
+    fn valid_transactions_are_linearizable() {
+        let verdict = valid_tx_history().check(check);
+        assert_passes(&verdict);
+        assert!(
+            verdict.summary.contains("search over 23 ops in 3 namespaces"),
+            "14 single ops, and each transaction an op on each of its namespaces but the refused ones: {verdict}"
+        );
+    }
+
+    #[test]
+    fn valid_transactions_without_revisions_pass_the_search() {
+        let failures = search_without_revisions(&valid_tx_history(), Duration::from_secs(30));
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn acknowledged_transaction_split_across_two_revisions_is_flagged() {
+        let mut h = History::default();
+        h.invoke(1, 1, tx(&[(A, Some("a1"), None), (B, Some("b1"), None)]))
+            .ok_write(1, 1, 3, 0);
+        h.final_node(
+            1,
+            4,
+            "d",
+            vec![
+                entry(3, vec![change(A, 1, Some("a1"))]),
+                entry(4, vec![change(B, 1, Some("b1"))]),
+            ],
+        );
+        let verdict = h.check(check);
+        assert_flags(
+            &verdict,
+            "acknowledged write not in the log: op 1 (p1 apply [t/e/a {\"w\":\"a1\"}, t/e/b {\"w\":\"b1\"}], t=10..20 ok rev 3): no change of t/e/b at revision 3",
+        );
+        assert_eq!(verdict.anomalies.len(), 1, "{verdict}");
+    }
+
+    #[test]
+    fn acknowledged_transaction_whose_cas_did_not_hold_is_flagged() {
+        // The CAS on b expects v2, but b was at v1 before revision 4.
+        let mut h = History::default();
+        h.invoke(1, 1, put(B, "b1")).ok_write(1, 1, 3, 1);
+        h.invoke(1, 2, tx(&[(A, Some("a1"), None), (B, Some("b2"), Some(2))]))
+            .ok_write(1, 2, 4, 0);
+        h.final_node(
+            1,
+            4,
+            "d",
+            vec![
+                entry(3, vec![change(B, 1, Some("b1"))]),
+                entry(4, vec![change(A, 1, Some("a1")), change(B, 2, Some("b2"))]),
+            ],
+        );
+        assert_flags(
+            &h.check(check),
+            r#"acknowledged write whose condition did not hold: op 2 (p1 apply [t/e/a {"w":"a1"}, t/e/b if v2 {"w":"b2"}], t=30..40 ok rev 4), but before revision 4 t/e/b was {"w":"b1"} v1 (mod rev 3)"#,
+        );
+    }
+
+    #[test]
+    fn refused_transaction_whose_conditions_all_held_is_flagged() {
+        let mut h = History::default();
+        h.invoke(1, 1, put(A, "a1")).ok_write(1, 1, 3, 1);
+        h.invoke(1, 2, tx(&[(A, Some("a2"), Some(1)), (B, None, None)]))
+            .fail(1, 2, FailReason::NotFound, Some(3));
+        h.invoke(1, 3, put(B, "b1")).ok_write(1, 3, 4, 1);
+        h.invoke(1, 4, tx(&[(A, Some("a3"), Some(1)), (B, None, None)]))
+            .fail(1, 4, FailReason::VersionMismatch { current: None }, Some(4));
+        h.final_node(
+            1,
+            4,
+            "d",
+            vec![
+                entry(3, vec![change(A, 1, Some("a1"))]),
+                entry(4, vec![change(B, 1, Some("b1"))]),
+            ],
+        );
+        let verdict = h.check(check);
+        assert_flags(
+            &verdict,
+            r#"failure disagrees with the log: op 4 (p1 apply [t/e/a if v1 {"w":"a3"}, t/e/b delete], t=70..80 fail version mismatch at rev 4), but at revision 4 t/e/a is {"w":"a1"} v1 (mod rev 3), t/e/b is {"w":"b1"} v1 (mod rev 4)"#,
+        );
+        assert_eq!(
+            verdict.anomalies.len(),
+            1,
+            "op 2 was rightly refused: b did not exist: {verdict}"
+        );
+    }
+
+    #[test]
+    fn transaction_ordered_before_a_completed_write_is_flagged() {
+        // The transaction was invoked after revision 4 was acknowledged, yet
+        // the log (and its answer) has it at revision 3.
+        let mut h = History::default();
+        h.invoke(1, 1, put(C, "c1")).ok_write(1, 1, 4, 1);
+        h.invoke(2, 2, tx(&[(A, Some("a1"), None), (B, Some("b1"), None)]))
+            .ok_write(2, 2, 3, 0);
+        h.final_node(
+            1,
+            4,
+            "d",
+            vec![
+                entry(3, vec![change(A, 1, Some("a1")), change(B, 1, Some("b1"))]),
+                entry(4, vec![change(C, 1, Some("c1"))]),
+            ],
+        );
+        assert_flags(
+            &h.check(check),
+            "write ordered before an op that completed before it began: op 2",
+        );
+    }
+
+    #[test]
+    fn search_projects_a_transaction_onto_each_namespace() {
+        // b read nothing after the transaction that wrote it completed: only
+        // b's register is not linearizable.
+        let mut h = History::default();
+        h.invoke(1, 1, tx(&[(A, Some("a1"), None), (B, Some("b1"), None)]))
+            .ok_write(1, 1, 3, 0);
+        h.invoke(2, 2, get(A)).ok_get(2, 2, 3, Some("a1"), 1, 3);
+        h.invoke(2, 3, get(B)).ok_get(2, 3, 0, None, 0, 0);
+        h.final_node(
+            1,
+            3,
+            "d",
+            vec![entry(
+                3,
+                vec![change(A, 1, Some("a1")), change(B, 1, Some("b1"))],
+            )],
+        );
+        let failures = search_without_revisions(&h, Duration::from_secs(30));
+        assert_eq!(failures.len(), 1, "{failures:#?}");
+        assert_search_flags(
+            &failures,
+            "t/e/b: not linearizable (2 ops): the longest linearization found has 1 ops, after which op 3 (p2 get t/e/b, t=50..60 ok rev 0 none v0) cannot take effect: the register holds a value no get read, v1",
+        );
+    }
+
+    #[test]
+    fn search_sees_each_namespace_alone_and_the_revisions_see_the_torn_read() {
+        // An indeterminate transaction: one get sees its a, a later get sees
+        // b as before it. Each namespace alone linearizes (the transaction's
+        // b write may come later), so the search passes; the revision the
+        // second get was served at, after the transaction's, shows the tear.
+        let mut h = History::default();
+        h.invoke(1, 1, tx(&[(A, Some("a1"), None), (B, Some("b1"), None)]))
+            .info(1, 1);
+        h.invoke(2, 2, get(A)).ok_get(2, 2, 3, Some("a1"), 1, 3);
+        h.invoke(2, 3, get(B)).ok_get(2, 3, 3, None, 0, 0);
+        h.final_node(
+            1,
+            3,
+            "d",
+            vec![entry(
+                3,
+                vec![change(A, 1, Some("a1")), change(B, 1, Some("b1"))],
+            )],
+        );
+        let failures = search_without_revisions(&h, Duration::from_secs(30));
+        assert!(failures.is_empty(), "{failures:#?}");
+        let verdict = h.check(check);
+        assert_flags(
+            &verdict,
+            r#"read disagrees with the log: op 3 (p2 get t/e/b, t=50..60 ok rev 3 none v0), but at revision 3 t/e/b is {"w":"b1"} v1 (mod rev 3)"#,
+        );
+        assert_eq!(verdict.anomalies.len(), 1, "{verdict}");
     }
 
     #[test]

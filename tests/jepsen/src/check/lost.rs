@@ -1,16 +1,23 @@
 //! `no_lost_writes`: the committed log holds exactly the writes it should.
 //! An acknowledged write is in the log at its revision (a put or CAS with
-//! its value, a delete as a delete of its namespace); a failed write's value
-//! is nowhere; an indeterminate write's value is there at most once; every
-//! value in the log was written by some invocation, to that namespace, and
-//! appears once. Values are unique per run, so a value names its write.
+//! its value, a delete as a delete of its namespace), alone there; a failed
+//! write's value is nowhere; an indeterminate write's value is there at most
+//! once; every value in the log was written by some invocation, to that
+//! namespace, and appears once. Values are unique per run, so a value names
+//! its write.
+//!
+//! A transaction is all or nothing: acknowledged, every one of its writes is
+//! in the one log entry at its revision, which changes nothing else; failed,
+//! none of its values is anywhere; indeterminate, either all of it is in one
+//! entry like that (at the revision of its values) or none of its values is
+//! anywhere. Anything between is a *torn* transaction.
 
 use std::collections::HashMap;
 
 use super::{
     no_log_verdict, value_key, Anomalies, ClientOp, CommittedLog, Context, Outcome, Verdict,
 };
-use crate::history::Op;
+use crate::history::{NsWrite, Op};
 
 const NAME: &str = "no_lost_writes";
 
@@ -21,19 +28,24 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
     };
     let mut anomalies = Anomalies::new(ctx.options.max_anomalies);
     let mut counts = Counts::default();
-    // value key → the ops that wrote it.
-    let mut writers: HashMap<String, Vec<&ClientOp<'_>>> = HashMap::new();
+    // value key → the ops that wrote it, and to which namespace.
+    let mut writers: HashMap<String, Vec<(&ClientOp<'_>, &str)>> = HashMap::new();
     for op in &ctx.ops.ops {
-        if let Some(value) = op.op.written_value() {
+        for w in op.op.writes() {
+            let Some(value) = w.value else { continue };
             let ops = writers.entry(value_key(value)).or_default();
-            if let Some(first) = ops.first() {
+            if let Some((first, _)) = ops.first() {
                 anomalies.push(format!(
                     "value written twice (values must be unique): {first} and {op}"
                 ));
             }
-            ops.push(op);
+            ops.push((op, w.ns));
         }
-        check_op(log, op, &mut counts, &mut anomalies);
+        if op.op.is_transaction() {
+            check_transaction(log, op, &mut counts, &mut anomalies);
+        } else {
+            check_op(log, op, &mut counts, &mut anomalies);
+        }
     }
 
     // Every value in the log: written by someone, to that namespace, once.
@@ -44,9 +56,9 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
         };
         match writers.get(key) {
             None => found.push((revision, format!("phantom value {key} in {ns} at revision {revision}: no op wrote it"))),
-            Some(ops) if !ops.iter().any(|op| op.op.ns() == ns) => found.push((
+            Some(ops) if !ops.iter().any(|(_, to)| *to == ns) => found.push((
                 revision,
-                format!("value {key} in {ns} at revision {revision} was written to another namespace by {}", ops[0]),
+                format!("value {key} in {ns} at revision {revision} was written to another namespace by {}", ops[0].0),
             )),
             Some(_) => {}
         }
@@ -68,13 +80,14 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
     }
 
     let summary = format!(
-        "{} acknowledged writes, {} failed writes, {} indeterminate writes ({} applied, {} not applied, {} deletes unresolvable) against node {}'s log of {} revisions",
+        "{} acknowledged writes, {} failed writes, {} indeterminate writes ({} applied, {} not applied, {} deletes unresolvable), {} of them transactions, against node {}'s log of {} revisions",
         counts.acknowledged,
         counts.failed,
         counts.info_applied + counts.info_not_applied + counts.info_deletes,
         counts.info_applied,
         counts.info_not_applied,
         counts.info_deletes,
+        counts.transactions,
         log.node,
         log.entries.len(),
     );
@@ -88,6 +101,34 @@ struct Counts {
     info_applied: usize,
     info_not_applied: usize,
     info_deletes: usize,
+    transactions: usize,
+}
+
+/// `nowhere in the log` or `at t/e/a@7, t/e/b@9`.
+fn places_text(places: &[(u64, &str)]) -> String {
+    let at: Vec<String> = places.iter().map(|(r, ns)| format!("{ns}@{r}")).collect();
+    match at.is_empty() {
+        true => "nowhere in the log".to_string(),
+        false => format!("at {}", at.join(", ")),
+    }
+}
+
+/// `its value is nowhere in the log` or `its value is at t/e/a@7`.
+fn where_value_is(places: &[(u64, &str)]) -> String {
+    format!("its value is {}", places_text(places))
+}
+
+/// The namespaces the log entry at `revision` changes that `writes` do not
+/// write, comma-separated; `None` when there are none.
+fn other_changes(log: &CommittedLog<'_>, revision: u64, writes: &[NsWrite<'_>]) -> Option<String> {
+    let others: Vec<&str> = log
+        .entry_at(revision)?
+        .changes
+        .iter()
+        .map(|c| c.ns.as_str())
+        .filter(|ns| !writes.iter().any(|w| w.ns == *ns))
+        .collect();
+    (!others.is_empty()).then(|| others.join(", "))
 }
 
 fn check_op(
@@ -96,19 +137,12 @@ fn check_op(
     counts: &mut Counts,
     anomalies: &mut Anomalies,
 ) {
-    if !op.op.is_write() {
+    let writes = op.op.writes();
+    let [w] = writes.as_slice() else {
         return;
-    }
-    let ns = op.op.ns();
-    let written = op.op.written_value();
-    let places = written.map_or(&[][..], |v| log.find_value(v));
-    let where_it_is = || {
-        let at: Vec<String> = places.iter().map(|(r, ns)| format!("{ns}@{r}")).collect();
-        match at.is_empty() {
-            true => "its value is nowhere in the log".to_string(),
-            false => format!("its value is at {}", at.join(", ")),
-        }
     };
+    let (ns, written) = (w.ns, w.value);
+    let places = written.map_or(&[][..], |v| log.find_value(v));
     match op.outcome {
         Outcome::Ok { result, .. } => {
             counts.acknowledged += 1;
@@ -124,23 +158,31 @@ fn check_op(
                     anomalies.push(format!(
                     "lost acknowledged write: {op}: revision {revision} set {ns} to {} instead; {}",
                     c.value.as_ref().map_or("nothing (a delete)".to_string(), |v| v.to_string()),
-                    where_it_is()
+                    where_value_is(places)
                 ))
                 }
                 (_, None) => anomalies.push(format!(
                     "lost acknowledged write: {op}: no change of {ns} at revision {revision}; {}",
-                    where_it_is()
+                    where_value_is(places)
                 )),
+            }
+            if let Some(others) = change.and_then(|_| other_changes(log, revision, &writes)) {
+                anomalies.push(format!(
+                    "acknowledged write not alone at its revision: {op}: revision {revision} also changes {others}"
+                ));
             }
         }
         Outcome::Fail { .. } => {
             counts.failed += 1;
             if !places.is_empty() {
-                anomalies.push(format!("failed write took effect: {op}: {}", where_it_is()));
+                anomalies.push(format!(
+                    "failed write took effect: {op}: {}",
+                    where_value_is(places)
+                ));
             }
         }
-        Outcome::Info { .. } => match (op.op, places.len()) {
-            (Op::Delete { .. }, _) => counts.info_deletes += 1,
+        Outcome::Info { .. } => match (written, places.len()) {
+            (None, _) => counts.info_deletes += 1,
             (_, 0) => counts.info_not_applied += 1,
             (_, 1) => counts.info_applied += 1,
             // Reported once, with the log's values.
@@ -149,10 +191,122 @@ fn check_op(
     }
 }
 
+/// What keeps `writes` from being exactly the log entry at `revision`: for
+/// each write not there, what is there instead (and where its value is);
+/// then the other namespaces the entry changes. Returns how many writes are
+/// missing, and the list.
+fn problems_at(
+    log: &CommittedLog<'_>,
+    writes: &[NsWrite<'_>],
+    revision: u64,
+) -> (usize, Vec<String>) {
+    let mut missing = 0;
+    let mut problems = Vec::new();
+    for w in writes {
+        let ns = w.ns;
+        let change = log.change_at(revision, ns);
+        let problem = match (w.value, change) {
+            (None, Some(c)) if c.value.is_none() => continue,
+            (Some(v), Some(c)) if c.value.as_ref() == Some(v) => continue,
+            (None, Some(c)) => format!(
+                "{ns} set to {} instead of deleted",
+                c.value.as_ref().map_or(String::new(), |v| v.to_string())
+            ),
+            (None, None) => format!("no delete of {ns}"),
+            (Some(v), Some(c)) => format!(
+                "{ns} set to {} instead, {}",
+                c.value
+                    .as_ref()
+                    .map_or("nothing (a delete)".to_string(), |v| v.to_string()),
+                where_value_is(log.find_value(v))
+            ),
+            (Some(v), None) => format!("no change of {ns}, {}", where_value_is(log.find_value(v))),
+        };
+        missing += 1;
+        problems.push(problem);
+    }
+    if let Some(others) = other_changes(log, revision, writes) {
+        problems.push(format!("the entry also changes {others}"));
+    }
+    (missing, problems)
+}
+
+fn check_transaction(
+    log: &CommittedLog<'_>,
+    op: &ClientOp<'_>,
+    counts: &mut Counts,
+    anomalies: &mut Anomalies,
+) {
+    counts.transactions += 1;
+    let writes = op.op.writes();
+    // Each value's places in the log, in request order.
+    let placed: Vec<(&NsWrite<'_>, &[(u64, &str)])> = writes
+        .iter()
+        .filter_map(|w| Some((w, log.find_value(w.value?))))
+        .collect();
+    let n = writes.len();
+    match op.outcome {
+        Outcome::Ok { result, .. } => {
+            counts.acknowledged += 1;
+            let revision = result.revision;
+            let (missing, problems) = problems_at(log, &writes, revision);
+            let what = match missing {
+                0 if problems.is_empty() => return,
+                0 => "acknowledged transaction not alone at its revision",
+                m if m == n => "lost acknowledged transaction",
+                _ => "torn acknowledged transaction",
+            };
+            anomalies.push(format!(
+                "{what}: {op}: at revision {revision}, {}",
+                problems.join("; ")
+            ));
+        }
+        Outcome::Fail { .. } => {
+            counts.failed += 1;
+            let landed: Vec<String> = placed
+                .iter()
+                .filter(|(_, places)| !places.is_empty())
+                .map(|(w, places)| format!("{}'s value is {}", w.ns, places_text(places)))
+                .collect();
+            if !landed.is_empty() {
+                anomalies.push(format!(
+                    "failed transaction took effect: {op}: {}",
+                    landed.join("; ")
+                ));
+            }
+        }
+        Outcome::Info { .. } => {
+            // Where the first of its values that landed is: all of it must be there.
+            let Some(&(revision, _)) = placed.iter().find_map(|(_, places)| places.first()) else {
+                match placed.is_empty() {
+                    true => counts.info_deletes += 1,
+                    false => counts.info_not_applied += 1,
+                }
+                return;
+            };
+            let (missing, problems) = problems_at(log, &writes, revision);
+            if problems.is_empty() {
+                counts.info_applied += 1;
+                return;
+            }
+            let what = match missing {
+                0 => "indeterminate transaction not alone at its revision",
+                _ => "torn transaction",
+            };
+            anomalies.push(format!(
+                "{what}: {op}: {} of its {n} writes at revision {revision}; {}",
+                n - missing,
+                problems.join("; ")
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
     use super::check;
+    use crate::history::FailReason;
 
     #[test]
     fn valid_history_loses_nothing() {
@@ -238,6 +392,177 @@ mod tests {
         assert_flags(
             &h.check(check),
             r#"value {"w":"a1"} in t/e/b at revision 3 was written to another namespace"#,
+        );
+    }
+
+    /// `t/e/a` and `t/e/b` written by one transaction (op 1) and how it
+    /// ended; the nodes' log.
+    fn one_transaction(
+        end: impl FnOnce(&mut History),
+        log: Vec<crate::history::LogEntry>,
+    ) -> History {
+        let mut h = History::default();
+        h.invoke(1, 1, tx(&[(A, Some("a1"), None), (B, Some("b1"), None)]));
+        end(&mut h);
+        h.final_node(1, 4, "d", log);
+        h
+    }
+
+    #[test]
+    fn valid_transactions_lose_nothing() {
+        let verdict = valid_tx_history().check(check);
+        assert_passes(&verdict);
+        assert!(
+            verdict.summary.contains(
+                "(2 applied, 2 not applied, 0 deletes unresolvable), 5 of them transactions"
+            ),
+            "{verdict}"
+        );
+    }
+
+    #[test]
+    fn acknowledged_transaction_split_across_two_revisions_is_flagged() {
+        let h = one_transaction(
+            |h| {
+                h.ok_write(1, 1, 3, 0);
+            },
+            vec![
+                entry(3, vec![change(A, 1, Some("a1"))]),
+                entry(4, vec![change(B, 1, Some("b1"))]),
+            ],
+        );
+        assert_flags(
+            &h.check(check),
+            "torn acknowledged transaction: op 1 (p1 apply [t/e/a {\"w\":\"a1\"}, t/e/b {\"w\":\"b1\"}], t=10..20 ok rev 3): at revision 3, no change of t/e/b, its value is at t/e/b@4",
+        );
+    }
+
+    #[test]
+    fn acknowledged_transaction_with_a_value_missing_is_flagged() {
+        let h = one_transaction(
+            |h| {
+                h.ok_write(1, 1, 3, 0);
+            },
+            vec![entry(3, vec![change(A, 1, Some("a1"))])],
+        );
+        assert_flags(
+            &h.check(check),
+            "at revision 3, no change of t/e/b, its value is nowhere in the log",
+        );
+    }
+
+    #[test]
+    fn acknowledged_transaction_with_another_value_is_flagged() {
+        let h = one_transaction(
+            |h| {
+                h.ok_write(1, 1, 3, 0);
+            },
+            vec![entry(
+                3,
+                vec![change(A, 1, Some("a1")), change(B, 1, Some("b-other"))],
+            )],
+        );
+        assert_flags(
+            &h.check(check),
+            r#"at revision 3, t/e/b set to {"w":"b-other"} instead, its value is nowhere in the log"#,
+        );
+    }
+
+    #[test]
+    fn acknowledged_transaction_not_in_the_log_at_all_is_lost() {
+        let h = one_transaction(
+            |h| {
+                h.ok_write(1, 1, 3, 0);
+            },
+            vec![],
+        );
+        assert_flags(&h.check(check), "lost acknowledged transaction: op 1");
+    }
+
+    #[test]
+    fn acknowledged_transaction_sharing_its_entry_is_flagged() {
+        let h = one_transaction(
+            |h| {
+                h.ok_write(1, 1, 3, 0);
+            },
+            vec![entry(
+                3,
+                vec![
+                    change(A, 1, Some("a1")),
+                    change(B, 1, Some("b1")),
+                    change(C, 1, None),
+                ],
+            )],
+        );
+        assert_flags(
+            &h.check(check),
+            "acknowledged transaction not alone at its revision: op 1",
+        );
+    }
+
+    #[test]
+    fn indeterminate_transaction_half_applied_is_flagged() {
+        let h = one_transaction(
+            |h| {
+                h.info(1, 1);
+            },
+            vec![entry(3, vec![change(A, 1, Some("a1"))])],
+        );
+        assert_flags(
+            &h.check(check),
+            "torn transaction: op 1 (p1 apply [t/e/a {\"w\":\"a1\"}, t/e/b {\"w\":\"b1\"}], t=10..20 info): 1 of its 2 writes at revision 3; no change of t/e/b, its value is nowhere in the log",
+        );
+    }
+
+    #[test]
+    fn indeterminate_transaction_split_across_two_revisions_is_flagged() {
+        let h = one_transaction(
+            |h| {
+                h.info(1, 1);
+            },
+            vec![
+                entry(3, vec![change(A, 1, Some("a1"))]),
+                entry(4, vec![change(B, 1, Some("b1"))]),
+            ],
+        );
+        assert_flags(
+            &h.check(check),
+            "1 of its 2 writes at revision 3; no change of t/e/b, its value is at t/e/b@4",
+        );
+    }
+
+    #[test]
+    fn indeterminate_transaction_without_its_delete_is_flagged() {
+        let mut h = History::default();
+        h.invoke(1, 1, put(B, "b1")).ok_write(1, 1, 3, 1);
+        h.invoke(2, 2, tx(&[(A, Some("a1"), None), (B, None, None)]))
+            .info(2, 2);
+        h.final_node(
+            1,
+            4,
+            "d",
+            vec![
+                entry(3, vec![change(B, 1, Some("b1"))]),
+                entry(4, vec![change(A, 1, Some("a1"))]),
+            ],
+        );
+        assert_flags(
+            &h.check(check),
+            "torn transaction: op 2 (p2 apply [t/e/a {\"w\":\"a1\"}, t/e/b delete], t=30..40 info): 1 of its 2 writes at revision 4; no delete of t/e/b",
+        );
+    }
+
+    #[test]
+    fn failed_transaction_with_a_value_in_the_log_is_flagged() {
+        let h = one_transaction(
+            |h| {
+                h.fail(1, 1, FailReason::VersionMismatch { current: None }, None);
+            },
+            vec![entry(3, vec![change(B, 1, Some("b1"))])],
+        );
+        assert_flags(
+            &h.check(check),
+            "failed transaction took effect: op 1 (p1 apply [t/e/a {\"w\":\"a1\"}, t/e/b {\"w\":\"b1\"}], t=10..20 fail version mismatch): t/e/b's value is at t/e/b@3",
         );
     }
 

@@ -3,7 +3,7 @@
 //! | verdict | file | what it proves |
 //! |---|---|---|
 //! | `linearizable` | `linear.rs` (+ `wgl.rs`) | every acknowledged answer fits one order that respects real time: by the revisions the server reported, and independently by a search over the client-visible results alone |
-//! | `no_lost_writes` | `lost.rs` | acknowledged writes are in the committed log, failed ones are not, nothing appears that nobody wrote |
+//! | `no_lost_writes` | `lost.rs` | acknowledged writes are in the committed log, failed ones are not, nothing appears that nobody wrote, and a transaction is there whole, in one entry, or not at all |
 //! | `convergence` | `convergence.rs` | every node ends with the same revision, digest and log |
 //! | `watch` | `watch.rs` | watch streams are ordered, unique, reliable, atomic and resumable |
 //! | `hot_reload` | `reload.rs` | the hot-reload handle only moves forward, to committed values |
@@ -177,8 +177,9 @@ pub(crate) fn no_log_verdict(name: &'static str) -> Verdict {
 mod tests {
     use std::time::Instant;
 
-    use super::testkit::valid_history;
+    use super::testkit::{valid_history, valid_tx_history};
     use super::{check_all, sim, CheckOptions, Verdict};
+    use crate::history::{Event, Op};
 
     fn assert_all_pass(verdicts: &[Verdict], what: &str) {
         let failed: Vec<String> = verdicts
@@ -208,6 +209,15 @@ mod tests {
     }
 
     #[test]
+    fn valid_history_with_transactions_passes_every_checker() {
+        let h = valid_tx_history();
+        assert_all_pass(
+            &check_all(&h.events, &CheckOptions::default()),
+            "the valid history with transactions",
+        );
+    }
+
+    #[test]
     fn simulated_correct_runs_pass_every_checker() {
         for seed in 0..20 {
             let h = sim::simulate(seed, 400, 2 + seed % 6);
@@ -228,6 +238,95 @@ mod tests {
         assert!(found("stale read:") || found("read disagrees"), "{linear}");
         assert!(found("search: t/e/"), "{linear}");
         assert_all_pass(&verdicts[1..], "stale reads leave the rest correct");
+    }
+
+    #[test]
+    fn simulated_runs_include_transactions_of_every_outcome() {
+        let h = sim::simulate(3, 400, 4);
+        let tx_ids: std::collections::HashSet<u64> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Invoke {
+                    op_id,
+                    op: Op::Apply { .. },
+                    ..
+                } => Some(*op_id),
+                _ => None,
+            })
+            .collect();
+        let count = |pick: fn(&Event) -> Option<u64>| {
+            h.events
+                .iter()
+                .filter_map(pick)
+                .filter(|id| tx_ids.contains(id))
+                .count()
+        };
+        let ok = count(|e| match e {
+            Event::Ok { op_id, .. } => Some(*op_id),
+            _ => None,
+        });
+        let failed = count(|e| match e {
+            Event::Fail { op_id, .. } => Some(*op_id),
+            _ => None,
+        });
+        let info = count(|e| match e {
+            Event::Info { op_id, .. } => Some(*op_id),
+            _ => None,
+        });
+        assert!(
+            ok > 0 && failed > 0 && info > 0,
+            "{} transactions: {ok} ok, {failed} failed, {info} indeterminate",
+            tx_ids.len()
+        );
+        let multi = h.events.iter().any(|e| match e {
+            Event::Final { log, .. } => log.iter().any(|entry| entry.changes.len() > 1),
+            _ => false,
+        });
+        assert!(multi, "no log entry with several changes");
+    }
+
+    #[test]
+    fn simulated_torn_transaction_is_caught() {
+        // Every node's log loses one change of the first transaction that
+        // wrote three namespaces.
+        let mut h = sim::simulate(3, 400, 4);
+        let revision = h
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::Final { log, .. } => log
+                    .iter()
+                    .find(|entry| entry.changes.len() == 3)
+                    .map(|entry| entry.revision),
+                _ => None,
+            })
+            .expect("a transaction over three namespaces");
+        for event in &mut h.events {
+            if let Event::Final { log, .. } = event {
+                for entry in log.iter_mut().filter(|e| e.revision == revision) {
+                    entry.changes.pop();
+                }
+            }
+        }
+        let verdicts = check_all(&h.events, &CheckOptions::default());
+        let lost = &verdicts[1];
+        assert!(
+            lost.anomalies
+                .iter()
+                .any(|a| a.starts_with("torn") && a.contains(&format!("revision {revision}"))),
+            "{lost}"
+        );
+        let linear = &verdicts[0];
+        assert!(!linear.ok, "{linear}");
+        let watch = &verdicts[3];
+        assert!(
+            watch
+                .anomalies
+                .iter()
+                .any(|a| a.contains(&format!("revision {revision} delivered"))),
+            "{watch}"
+        );
     }
 
     /// `cargo test --release -p raftconf-jepsen -- --ignored --nocapture`;

@@ -47,7 +47,8 @@ impl ClientOp<'_> {
 }
 
 impl fmt::Display for ClientOp<'_> {
-    /// One line: `op 17 (p3 put t/e/a {"w":"p3-17"}, t=100..250 ok rev 12 v3)`.
+    /// One line: `op 17 (p3 put t/e/a {"w":"p3-17"}, t=100..250 ok rev 12 v3)`,
+    /// `op 18 (p3 apply [t/e/a if v3 {"w":"p3-18-0"}, t/e/b delete], t=260..300 ok rev 13)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "op {} (p{} ", self.op_id, self.process)?;
         match self.op {
@@ -59,6 +60,23 @@ impl fmt::Display for ClientOp<'_> {
                 value,
             } => write!(f, "cas {ns} if v{expect_version} {value}")?,
             Op::Delete { ns } => write!(f, "delete {ns}")?,
+            Op::Apply { writes } => {
+                write!(f, "apply [")?;
+                for (i, w) in writes.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{}", w.ns)?;
+                    if let Some(v) = w.expect_version {
+                        write!(f, " if v{v}")?;
+                    }
+                    match &w.value {
+                        Some(value) => write!(f, " {value}")?,
+                        None => write!(f, " delete")?,
+                    }
+                }
+                write!(f, "]")?;
+            }
         }
         match self.outcome {
             Outcome::Ok { t, result } => {
@@ -72,7 +90,7 @@ impl fmt::Display for ClientOp<'_> {
                         )?,
                         None => write!(f, " none v{}", result.version)?,
                     }
-                } else {
+                } else if !self.op.is_transaction() {
                     write!(f, " v{}", result.version)?;
                 }
             }
@@ -222,6 +240,26 @@ mod tests {
         let ops = ClientOps::from_history(&h.events);
         assert!(matches!(ops.ops[0].outcome, Outcome::Info { t: None }));
         assert!(ops.malformed.is_empty());
+    }
+
+    #[test]
+    fn a_transaction_shows_each_write_and_no_version() {
+        let mut h = History::default();
+        h.invoke(
+            1,
+            1,
+            tx(&[
+                (A, Some("a1"), Some(3)),
+                (B, None, None),
+                (C, Some("c1"), None),
+            ]),
+        )
+        .ok_write(1, 1, 7, 0);
+        let ops = ClientOps::from_history(&h.events);
+        assert_eq!(
+            ops.ops[0].to_string(),
+            r#"op 1 (p1 apply [t/e/a if v3 {"w":"a1"}, t/e/b delete, t/e/c {"w":"c1"}], t=10..20 ok rev 7)"#
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A simulated run of a correct store, for the checkers' tests: concurrent
-//! processes whose operations take effect atomically somewhere between
-//! invocation and completion, some ending indeterminate (applied or not),
+//! processes whose operations (transactions over 2–3 namespaces among them)
+//! take effect atomically somewhere between invocation and completion, some ending indeterminate (applied or not),
 //! revisions that change no namespace, two watchers (one resuming, one from
 //! a snapshot), a reloader and three agreeing nodes. Every checker must
 //! pass it; seeded, so a failure names its seed.
@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use super::testkit::{History, PREFIX};
-use crate::history::{FailReason, LogEntry, NsChange, Op, OpOk, WatchItem};
+use crate::history::{FailReason, LogEntry, NsChange, Op, OpOk, TxOp, WatchItem};
 
 const NAMESPACES: [&str; 3] = ["t/e/a", "t/e/b", "t/e/c"];
 
@@ -35,17 +35,24 @@ impl Store {
     }
 
     fn write(&mut self, ns: &str, value: Option<Value>) -> OpOk {
+        self.write_all(vec![(ns.to_string(), value)])
+    }
+
+    /// Writes every `(ns, value)` at one new revision, as one log entry.
+    /// The version returned is the last namespace's.
+    fn write_all(&mut self, writes: Vec<(String, Option<Value>)>) -> OpOk {
         self.revision += 1;
-        let version = self.version(ns) + 1;
-        self.state
-            .insert(ns.to_string(), (value.clone(), version, self.revision));
+        let mut changes = Vec::with_capacity(writes.len());
+        let mut version = 0;
+        for (ns, value) in writes {
+            version = self.version(&ns) + 1;
+            self.state
+                .insert(ns.clone(), (value.clone(), version, self.revision));
+            changes.push(NsChange { ns, version, value });
+        }
         self.log.push(LogEntry {
             revision: self.revision,
-            changes: vec![NsChange {
-                ns: ns.to_string(),
-                version,
-                value,
-            }],
+            changes,
         });
         OpOk {
             revision: self.revision,
@@ -53,6 +60,34 @@ impl Store {
             version,
             mod_revision: 0,
         }
+    }
+
+    /// A transaction, all or nothing, refused with its first refused
+    /// write's reason as the server does (a CAS miss names no version).
+    fn transaction(&mut self, op: &Op) -> Result<OpOk, FailReason> {
+        for w in op.writes() {
+            let (live, version) = (self.live(w.ns), self.version(w.ns));
+            let version_ok = match w.expect_version {
+                None => true,
+                Some(0) => !live,
+                Some(v) => live && version == v,
+            };
+            if !version_ok {
+                return Err(FailReason::VersionMismatch { current: None });
+            }
+            if w.value.is_none() && !live {
+                return Err(FailReason::NotFound);
+            }
+        }
+        let writes = op
+            .writes()
+            .iter()
+            .map(|w| (w.ns.to_string(), w.value.cloned()))
+            .collect();
+        Ok(OpOk {
+            version: 0,
+            ..self.write_all(writes)
+        })
     }
 
     fn apply(&mut self, op: &Op) -> Result<OpOk, FailReason> {
@@ -92,6 +127,7 @@ impl Store {
                 true => Ok(self.write(ns, None)),
                 false => Err(FailReason::NotFound),
             },
+            Op::Apply { .. } => self.transaction(op),
         }
     }
 
@@ -187,17 +223,15 @@ pub(crate) fn simulate_with_stale_reads(
                 let ns = NAMESPACES[rng.gen_range(0..NAMESPACES.len())];
                 let value = serde_json::json!({ "w": format!("p{process}-{op_id}") });
                 let op = match rng.gen_range(0..100) {
-                    0..40 => Op::Get { ns: ns.to_string() },
-                    40..65 => Op::Put {
+                    0..10 => transaction(&mut rng, &store, process, op_id),
+                    10..46 => Op::Get { ns: ns.to_string() },
+                    46..68 => Op::Put {
                         ns: ns.to_string(),
                         value,
                     },
-                    65..85 => Op::Cas {
+                    68..86 => Op::Cas {
                         ns: ns.to_string(),
-                        expect_version: match rng.gen_bool(0.6) {
-                            true if store.live(ns) => store.version(ns),
-                            _ => rng.gen_range(0..=store.version(ns) + 1),
-                        },
+                        expect_version: expect_version(&mut rng, &store, ns),
                         value,
                     },
                     _ => Op::Delete { ns: ns.to_string() },
@@ -255,6 +289,36 @@ pub(crate) fn simulate_with_stale_reads(
         h.final_node(node, store.revision, "digest", store.log.clone());
     }
     h
+}
+
+/// Mostly the namespace's current version, else anything up to one past it.
+fn expect_version(rng: &mut StdRng, store: &Store, ns: &str) -> u64 {
+    match rng.gen_bool(0.6) {
+        true if store.live(ns) => store.version(ns),
+        _ => rng.gen_range(0..=store.version(ns) + 1),
+    }
+}
+
+/// A transaction over 2–3 distinct namespaces: puts of unique values, some
+/// with a version condition, and in one of five a delete.
+fn transaction(rng: &mut StdRng, store: &Store, process: u64, op_id: u64) -> Op {
+    let count = rng.gen_range(2..=NAMESPACES.len());
+    let picked = rand::seq::index::sample(rng, NAMESPACES.len(), count).into_vec();
+    let delete_at = rng.gen_bool(0.2).then(|| rng.gen_range(0..count));
+    let writes = picked
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| {
+            let ns = NAMESPACES[k];
+            TxOp {
+                ns: ns.to_string(),
+                value: (delete_at != Some(i))
+                    .then(|| serde_json::json!({ "w": format!("p{process}-{op_id}-{k}") })),
+                expect_version: rng.gen_bool(0.3).then(|| expect_version(rng, store, ns)),
+            }
+        })
+        .collect();
+    Op::Apply { writes }
 }
 
 /// Watcher 1 from revision 1, cut in two sessions at the middle of the log

@@ -1,14 +1,16 @@
 //! Hand-made histories for the checkers' tests: a builder that stamps each
-//! event 10 ns after the previous one, and one valid history every checker
-//! passes, which the tests then break in one place each.
+//! event 10 ns after the previous one, and valid histories every checker
+//! passes (one without transactions, one that goes on with some), which the
+//! tests then break in one place each.
 
 use serde_json::{json, Value};
 
 use super::{CheckOptions, Context, Verdict};
-use crate::history::{Event, FailReason, LogEntry, NsChange, Op, OpOk, WatchItem};
+use crate::history::{Event, FailReason, LogEntry, NsChange, Op, OpOk, TxOp, WatchItem};
 
 pub(crate) const A: &str = "t/e/a";
 pub(crate) const B: &str = "t/e/b";
+pub(crate) const C: &str = "t/e/c";
 pub(crate) const PREFIX: &str = "t/e/";
 
 /// A value as the workload writes them.
@@ -37,6 +39,21 @@ pub(crate) fn cas(ns: &str, expect_version: u64, w: &str) -> Op {
 
 pub(crate) fn del(ns: &str) -> Op {
     Op::Delete { ns: ns.to_string() }
+}
+
+/// A transaction: per namespace, the value written (`None`: a delete) and
+/// the version required, if any.
+pub(crate) fn tx(writes: &[(&str, Option<&str>, Option<u64>)]) -> Op {
+    Op::Apply {
+        writes: writes
+            .iter()
+            .map(|&(ns, w, expect_version)| TxOp {
+                ns: ns.to_string(),
+                value: w.map(val),
+                expect_version,
+            })
+            .collect(),
+    }
 }
 
 /// A change setting `ns` to `w` (`None`: a delete) at `version`.
@@ -334,6 +351,87 @@ pub(crate) fn valid_history() -> History {
     valid_watches(&mut h);
     valid_reloads(&mut h);
     valid_finals(&mut h);
+    h
+}
+
+/// [`valid_log`] and then two transactions: revision 9 writes all three
+/// namespaces, revision 10 deletes b and writes c.
+pub(crate) fn valid_tx_log() -> Vec<LogEntry> {
+    let mut log = valid_log();
+    log.push(entry(
+        9,
+        vec![
+            change(A, 5, Some("a5")),
+            change(B, 3, Some("b3")),
+            change(C, 1, Some("c1")),
+        ],
+    ));
+    log.push(entry(
+        10,
+        vec![change(B, 4, None), change(C, 2, Some("c2"))],
+    ));
+    log
+}
+
+/// The transactions after [`valid_ops`]: one acknowledged with two CASes
+/// (revision 9), one refused by a CAS miss, an indeterminate one that landed
+/// (revision 10, with a delete), an indeterminate one that did not, one
+/// refused because a delete found nothing, and gets of what they left.
+pub(crate) fn valid_tx_ops(h: &mut History) {
+    h.invoke(
+        1,
+        15,
+        tx(&[
+            (A, Some("a5"), Some(4)),
+            (B, Some("b3"), None),
+            (C, Some("c1"), Some(0)),
+        ]),
+    )
+    .ok_write(1, 15, 9, 0);
+    h.invoke(
+        2,
+        16,
+        tx(&[(A, Some("a-late"), Some(4)), (B, Some("b-late"), None)]),
+    )
+    .fail(
+        2,
+        16,
+        FailReason::VersionMismatch { current: None },
+        Some(9),
+    );
+    h.invoke(6, 17, tx(&[(B, None, None), (C, Some("c2"), None)]))
+        .info(6, 17);
+    h.invoke(
+        7,
+        18,
+        tx(&[(A, Some("a-never"), None), (C, Some("c-never"), Some(1))]),
+    )
+    .info(7, 18);
+    h.invoke(2, 19, get(B)).ok_get(2, 19, 0, None, 0, 0);
+    h.invoke(2, 20, get(C)).ok_get(2, 20, 10, Some("c2"), 2, 10);
+    h.invoke(1, 21, tx(&[(A, None, None), (B, None, None)]))
+        .fail(1, 21, FailReason::NotFound, Some(10));
+}
+
+/// [`valid_history`] going on with [`valid_tx_ops`]: watcher 1 resumes from
+/// revision 9, watcher 2 goes on, the reloader sees a5, and the nodes end at
+/// revision 10.
+pub(crate) fn valid_tx_history() -> History {
+    let mut h = History::default();
+    valid_ops(&mut h);
+    valid_tx_ops(&mut h);
+    valid_watches(&mut h);
+    let log = valid_tx_log();
+    h.start(1, 2, 9)
+        .change(1, 2, log[6].clone())
+        .change(1, 2, log[7].clone())
+        .progress(1, 2, 10);
+    h.change(2, 0, log[6].clone()).change(2, 0, log[7].clone());
+    valid_reloads(&mut h);
+    h.reload(1, A, 9, "a5");
+    for node in 1..=3 {
+        h.final_node(node, 10, "d10", valid_tx_log());
+    }
     h
 }
 

@@ -578,6 +578,61 @@ mod tests {
         assert_passes(&h.check(check));
     }
 
+    /// The transactions of the valid history, watched by watcher 1 from
+    /// revision 9 with `entries` delivered, and the nodes' log.
+    fn watching_transactions(entries: Vec<crate::history::LogEntry>) -> History {
+        let mut h = History::default();
+        valid_ops(&mut h);
+        valid_tx_ops(&mut h);
+        h.start(1, 0, 9);
+        for e in entries {
+            h.change(1, 0, e);
+        }
+        for node in 1..=3 {
+            h.final_node(node, 10, "d10", valid_tx_log());
+        }
+        h
+    }
+
+    #[test]
+    fn watcher_seeing_whole_transactions_passes() {
+        let log = valid_tx_log();
+        let h = watching_transactions(vec![log[6].clone(), log[7].clone()]);
+        assert_passes(&h.check(check));
+        assert_passes(&valid_tx_history().check(check));
+    }
+
+    #[test]
+    fn watcher_seeing_part_of_an_acknowledged_transaction_is_flagged_torn() {
+        // Op 15's revision 9 without its change of t/e/b.
+        let log = valid_tx_log();
+        let mut part = log[6].clone();
+        part.changes.remove(1);
+        let h = watching_transactions(vec![part, log[7].clone()]);
+        let verdict = h.check(check);
+        assert_flags(
+            &verdict,
+            r#"torn: watcher 1 t=440 session 0: revision 9 delivered 2 of its 3 changes: [t/e/a v5 {"w":"a5"}, t/e/c v1 {"w":"c1"}]; the log has [t/e/a v5 {"w":"a5"}, t/e/b v3 {"w":"b3"}, t/e/c v1 {"w":"c1"}]"#,
+        );
+        assert_eq!(verdict.anomalies.len(), 1, "{verdict}");
+    }
+
+    #[test]
+    fn watcher_seeing_a_transaction_in_two_events_is_flagged() {
+        // Revision 10 (op 17's delete of b and write of c) as two events.
+        let log = valid_tx_log();
+        let (mut first, mut second) = (log[7].clone(), log[7].clone());
+        first.changes.truncate(1);
+        second.changes.remove(0);
+        let h = watching_transactions(vec![log[6].clone(), first, second]);
+        let verdict = h.check(check);
+        assert_flags(&verdict, "torn: watcher 1 t=450 session 0: revision 10 delivered 1 of its 2 changes: [t/e/b v4 deleted]");
+        assert_flags(
+            &verdict,
+            "duplicate: watcher 1 t=460 session 0: revision 10 delivered twice",
+        );
+    }
+
     #[test]
     fn duplicate_across_a_resume_is_flagged() {
         let log = valid_log();

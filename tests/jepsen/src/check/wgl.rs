@@ -8,11 +8,22 @@
 //! value and bumps the version, a CAS does so only if its condition holds, a
 //! delete clears the value and bumps the version; a get sees the value and
 //! version (only "no value" for a missing namespace). An `Ok` write must
-//! have produced the version it reported. A `Fail` with `NotFound` or
-//! `VersionMismatch` must linearize where its condition was false; a `Fail`
-//! for another reason is left out. An indeterminate write may take effect at
-//! any point after its invocation, or never; an indeterminate get is left
-//! out.
+//! have produced the version it reported (a transaction reports none). A
+//! `Fail` with `NotFound` or `VersionMismatch` must linearize where its
+//! condition was false; a `Fail` for another reason is left out. An
+//! indeterminate write may take effect at any point after its invocation, or
+//! never; an indeterminate get is left out.
+//!
+//! A transaction is projected onto each of its namespaces: its write there
+//! is an operation of that register, with the transaction's invocation,
+//! completion and outcome (acknowledged: it took effect; indeterminate: it
+//! may have, or not; refused: left out, since the refusal does not say which
+//! namespace's condition failed). So the search checks per-namespace
+//! linearizability only. That a transaction took effect on all its
+//! namespaces at one point, or on none, is checked by the revision-based
+//! check (`linear.rs`: all its writes at its one revision, in real-time
+//! order), by `lost.rs` (one log entry holding exactly its writes; no torn
+//! transaction) and by `watch.rs` (each event one whole log entry).
 //!
 //! Two reductions keep runs with many indeterminate writes tractable, both
 //! exact (they drop no linearization that could matter):
@@ -31,7 +42,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{value_key, ClientOp, Outcome};
-use crate::history::{FailReason, Op};
+use crate::history::{FailReason, NsWrite};
 
 /// Beyond this much memory of visited configurations a search gives up (and
 /// fails) rather than exhaust the machine.
@@ -59,11 +70,25 @@ pub(crate) fn search_all(
     deadline: Instant,
     limit_text: &str,
 ) -> SearchReport {
-    let mut by_ns: HashMap<&str, Vec<&ClientOp<'_>>> = HashMap::new();
-    for op in ops {
-        by_ns.entry(op.op.ns()).or_default().push(op);
+    let mut by_ns: HashMap<&str, Vec<Part<'_, '_>>> = HashMap::new();
+    for client in ops {
+        let writes = client.op.writes();
+        if writes.is_empty() {
+            if let Some(ns) = client.op.ns() {
+                by_ns.entry(ns).or_default().push(Part {
+                    client,
+                    write: None,
+                });
+            }
+        }
+        for w in writes {
+            by_ns.entry(w.ns).or_default().push(Part {
+                client,
+                write: Some(w),
+            });
+        }
     }
-    let mut namespaces: Vec<(&str, Vec<&ClientOp<'_>>)> = by_ns.into_iter().collect();
+    let mut namespaces: Vec<(&str, Vec<Part<'_, '_>>)> = by_ns.into_iter().collect();
     namespaces.sort_by(|(a, ops_a), (b, ops_b)| ops_a.len().cmp(&ops_b.len()).then(a.cmp(b)));
     let mut report = SearchReport {
         namespaces: namespaces.len(),
@@ -101,6 +126,15 @@ pub(crate) fn search_all(
     report
 }
 
+/// One operation as one namespace sees it: a get, or the operation's write
+/// on that namespace (a transaction has one on each of its namespaces).
+#[derive(Clone, Copy)]
+struct Part<'a, 'h> {
+    client: &'a ClientOp<'h>,
+    /// `None` for a get.
+    write: Option<NsWrite<'h>>,
+}
+
 /// The register's state: the value's id (`None`: no value) and version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct State {
@@ -118,11 +152,25 @@ enum Cond {
     Live,
     /// It exists at this version (CAS).
     Version(u64),
+    /// Never (a delete that requires the namespace not to exist).
+    Never,
 }
 
 impl Cond {
+    /// When `w` may take effect.
+    fn of(w: &NsWrite<'_>) -> Self {
+        match (w.value, w.expect_version) {
+            (Some(_), None) => Cond::Always,
+            (Some(_), Some(0)) => Cond::Absent,
+            (None, None) => Cond::Live,
+            (None, Some(0)) => Cond::Never,
+            (_, Some(v)) => Cond::Version(v),
+        }
+    }
+
     fn holds(self, s: State) -> bool {
         match self {
+            Cond::Never => false,
             Cond::Always => true,
             Cond::Absent => s.value.is_none(),
             Cond::Live => s.value.is_some(),
@@ -239,12 +287,12 @@ enum Cursor {
 }
 
 impl<'a, 'h> Register<'a, 'h> {
-    fn new(client_ops: &[&'a ClientOp<'h>]) -> Self {
+    fn new(parts: &[Part<'a, 'h>]) -> Self {
         // Only values some get returned keep their identity.
         let mut ids: HashMap<String, u32> = HashMap::new();
         let mut values: Vec<&'h Value> = Vec::new();
-        for client in client_ops {
-            if let (Outcome::Ok { result, .. }, Op::Get { .. }) = (client.outcome, client.op) {
+        for part in parts {
+            if let (Outcome::Ok { result, .. }, None) = (part.client.outcome, part.write) {
                 if let Some(v) = &result.value {
                     ids.entry(value_key(v)).or_insert_with(|| {
                         values.push(v);
@@ -255,35 +303,31 @@ impl<'a, 'h> Register<'a, 'h> {
         }
         let id = |v: &Value| ids.get(&value_key(v)).copied().unwrap_or(UNREAD);
 
-        let mut ops = Vec::with_capacity(client_ops.len());
+        let mut ops = Vec::with_capacity(parts.len());
         let mut class_of: HashMap<Effect, usize> = HashMap::new();
         let mut classes: Vec<Vec<usize>> = Vec::new();
-        for &client in client_ops {
-            let cond = match client.op {
-                Op::Get { .. } | Op::Put { .. } => Cond::Always,
-                Op::Cas {
-                    expect_version: 0, ..
-                } => Cond::Absent,
-                Op::Cas { expect_version, .. } => Cond::Version(*expect_version),
-                Op::Delete { .. } => Cond::Live,
-            };
-            let written = client.op.written_value().map(id);
-            let (effect, return_t) = match (client.outcome, client.op) {
-                (Outcome::Ok { t, result }, Op::Get { .. }) => (
+        for &Part { client, write } in parts {
+            let cond = write.as_ref().map_or(Cond::Always, Cond::of);
+            let written = write.and_then(|w| w.value).map(id);
+            let (effect, return_t) = match (client.outcome, write) {
+                (Outcome::Ok { t, result }, None) => (
                     Effect::Read {
                         value: result.value.as_ref().map(id),
                         version: result.version,
                     },
                     Some(t),
                 ),
-                (Outcome::Ok { t, result }, _) => (
+                (Outcome::Ok { t, result }, Some(_)) => (
                     Effect::Write {
                         value: written,
                         cond,
-                        new_version: Some(result.version),
+                        // A transaction's answer names no versions.
+                        new_version: (!client.op.is_transaction()).then_some(result.version),
                     },
                     Some(t),
                 ),
+                // A refused transaction does not say which namespace refused.
+                (Outcome::Fail { .. }, _) if client.op.is_transaction() => continue,
                 (
                     Outcome::Fail {
                         t,
@@ -298,13 +342,16 @@ impl<'a, 'h> Register<'a, 'h> {
                         reason: FailReason::VersionMismatch { .. },
                         ..
                     },
-                    Op::Cas { .. },
+                    Some(NsWrite {
+                        expect_version: Some(_),
+                        ..
+                    }),
                 ) => (Effect::Refused { cond }, Some(t)),
-                // No effect and nothing learned (linear.rs reports a
-                // version mismatch of anything but a CAS).
+                // No effect and nothing learned (linear.rs reports a version
+                // mismatch of an op without a version condition).
                 (Outcome::Fail { .. }, _) => continue,
-                (Outcome::Info { .. }, Op::Get { .. }) => continue,
-                (Outcome::Info { .. }, _) => (
+                (Outcome::Info { .. }, None) => continue,
+                (Outcome::Info { .. }, Some(_)) => (
                     Effect::Write {
                         value: written,
                         cond,
