@@ -451,19 +451,10 @@ impl<'a> ApplyCtx<'a> {
             .tenant_settings(tenant)?
             .history_depth(self.settings.history_depth);
         if version > depth {
-            let cutoff = version - depth;
-            let mut old = Vec::new();
-            self.scan_prefix(&keys::schema_versions_prefix(tenant, namespace), |k, _| {
-                if keys::trailing_version(k).is_some_and(|v| v <= cutoff) {
-                    old.push(k.to_vec());
-                    Ok(true)
-                } else {
-                    Ok(false)
-                }
-            })?;
-            for k in old {
-                self.remove(k);
-            }
+            self.prune_versions(
+                &keys::schema_versions_prefix(tenant, namespace),
+                version - depth,
+            )?;
         }
         let changes = envs
             .iter()
@@ -1112,20 +1103,26 @@ impl<'a> ApplyCtx<'a> {
             .tenant_settings(&path.tenant)?
             .history_depth(self.settings.history_depth);
         if version > depth {
-            let cutoff = version - depth;
-            let mut old = Vec::new();
-            // Versions sort by key: stop at the first one that stays.
-            self.scan_prefix(&keys::history_prefix(path), |k, _| {
-                if keys::trailing_version(k).is_some_and(|v| v <= cutoff) {
-                    old.push(k.to_vec());
-                    Ok(true)
-                } else {
-                    Ok(false)
-                }
-            })?;
-            for k in old {
-                self.remove(k);
+            self.prune_versions(&keys::history_prefix(path), version - depth)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the records under `prefix` (keys ending in a big-endian
+    /// version, so sorted by version) up to version `cutoff`; stops at the
+    /// first one that stays.
+    fn prune_versions(&mut self, prefix: &[u8], cutoff: u64) -> Result<()> {
+        let mut old = Vec::new();
+        self.scan_prefix(prefix, |k, _| {
+            if keys::trailing_version(k).is_some_and(|v| v <= cutoff) {
+                old.push(k.to_vec());
+                Ok(true)
+            } else {
+                Ok(false)
             }
+        })?;
+        for k in old {
+            self.remove(k);
         }
         Ok(())
     }

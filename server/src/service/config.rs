@@ -15,7 +15,7 @@ use raftconf_schema::{parse_document, EnvPath, NsPath, MAX_DOCUMENT_TEXT_BYTES};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, instrument};
 
-use super::{check, check_message, ServiceContext};
+use super::{check, check_message, check_text_size, ServiceContext};
 use crate::convert;
 use crate::forward::serve_write;
 use crate::status::ApiError;
@@ -103,13 +103,7 @@ impl ConfigService {
         let format = convert::document_format(req.format).ok_or_else(|| {
             ApiError::InvalidArgument(format!("unknown document format {}", req.format))
         })?;
-        if req.value.len() > MAX_DOCUMENT_TEXT_BYTES {
-            return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
-                limit: "document text size",
-                max: MAX_DOCUMENT_TEXT_BYTES as u64,
-                actual: req.value.len() as u64,
-            }));
-        }
+        check_text_size("document text size", &req.value)?;
         let value = parse_document(&req.value, format)?;
         if let Some(rejection) = self.precheck(&path, &value, req.write_id.as_ref()).await {
             return Err(ApiError::Write(WriteError::Rejected(rejection)));
@@ -287,13 +281,7 @@ impl ConfigService {
         let format = convert::document_format(req.format).ok_or_else(|| {
             ApiError::InvalidArgument(format!("unknown document format {}", req.format))
         })?;
-        if req.value.len() > MAX_DOCUMENT_TEXT_BYTES {
-            return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
-                limit: "document text size",
-                max: MAX_DOCUMENT_TEXT_BYTES as u64,
-                actual: req.value.len() as u64,
-            }));
-        }
+        check_text_size("document text size", &req.value)?;
         let value = parse_document(&req.value, format)?;
         let served_at = self.ctx.read_revision(0, 0).await?;
         let state = self.ctx.node.state();
@@ -360,13 +348,7 @@ impl ConfigService {
                         w.namespace, w.format
                     ))
                 })?;
-                if w.value.len() > MAX_DOCUMENT_TEXT_BYTES {
-                    return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
-                        limit: "document text size",
-                        max: MAX_DOCUMENT_TEXT_BYTES as u64,
-                        actual: w.value.len() as u64,
-                    }));
-                }
+                check_text_size("document text size", &w.value)?;
                 Some(
                     parse_document(&w.value, format)
                         .map_err(|e| ApiError::InvalidArgument(format!("{}: {e}", w.namespace)))?,

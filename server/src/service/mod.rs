@@ -204,6 +204,19 @@ pub fn check<R: raftconf_api::validate::Validate>(request: &R) -> Result<(), Api
         .map_err(|e| ApiError::InvalidArgument(raftconf_api::validate::describe(&e)))
 }
 
+/// Refuses submitted text (a document, a schema) longer than the server
+/// parses, naming the limit (`what`: e.g. "document text size").
+pub fn check_text_size(what: &'static str, text: &str) -> Result<(), ApiError> {
+    if text.len() > raftconf_schema::MAX_DOCUMENT_TEXT_BYTES {
+        return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
+            limit: what,
+            max: raftconf_schema::MAX_DOCUMENT_TEXT_BYTES as u64,
+            actual: text.len() as u64,
+        }));
+    }
+    Ok(())
+}
+
 /// The de-duplication key of a write: `("", 0)` when absent.
 pub fn write_id(id: Option<WriteId>) -> (String, u64) {
     id.map(|w| (w.client_id, w.request_id)).unwrap_or_default()

@@ -9,11 +9,11 @@ use raftconf_api::v1::schema_client::SchemaClient;
 use raftconf_api::v1::schema_server::Schema;
 use raftconf_raft::model::SchemaRecord;
 use raftconf_raft::Command;
-use raftconf_schema::{SchemaDocument, MAX_DOCUMENT_TEXT_BYTES};
+use raftconf_schema::SchemaDocument;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::{check, ServiceContext};
+use super::{check, check_text_size, ServiceContext};
 use crate::convert;
 use crate::forward::serve_write;
 use crate::status::ApiError;
@@ -38,13 +38,7 @@ impl SchemaService {
         let format = convert::document_format(req.format).ok_or_else(|| {
             ApiError::InvalidArgument(format!("unknown schema format {}", req.format))
         })?;
-        if req.schema.len() > MAX_DOCUMENT_TEXT_BYTES {
-            return Err(ApiError::Schema(raftconf_schema::Error::LimitExceeded {
-                limit: "schema text size",
-                max: MAX_DOCUMENT_TEXT_BYTES as u64,
-                actual: req.schema.len() as u64,
-            }));
-        }
+        check_text_size("schema text size", &req.schema)?;
         // Parse and compile here for a clear answer (and to store canonical
         // JSON); apply compiles again and checks the live documents.
         let schema = SchemaDocument::parse(&req.schema, format)?;
