@@ -146,6 +146,14 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.ctx.respond(self.subscribe(request.into_inner()).await)
     }
+
+    async fn clients(
+        &self,
+        _request: Request<pb::ClientsRequest>,
+    ) -> Result<Response<pb::ClientsResponse>, Status> {
+        // The wire contract is in place; the registry behind it comes next.
+        Err(Status::unimplemented("delivery tracking is not served yet"))
+    }
 }
 
 /// Parses the paths and prefixes of a `Subscribe`.
