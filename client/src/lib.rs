@@ -15,7 +15,8 @@
 //! | `types` | [`Document`], [`WriteResult`], [`Listing`], [`HistoryPage`] … converted from the wire types |
 //! | `watch` | [`WatchStream`] and [`WatchEvent`]: what a watch yields |
 //! | `watch_task` | the task behind a stream: subscribe, merge snapshot chunks, drop duplicates, reconnect and resume from `last_seen + 1` |
-//! | `watched` | [`Watched<T>`] and its builder: deserialize, validate, swap with `arc-swap`, refuse and report |
+//! | `view` | what a `Watched` follows (one namespace, or a set of one environment) and how each event changes its documents |
+//! | `watched` | [`Watched<T>`] and its builder: deserialize, validate, swap with `arc-swap`, refuse and report, counters ([`WatchedStats`]) |
 //!
 //! # Guarantees
 //!
@@ -51,6 +52,7 @@ mod plan;
 mod schema;
 mod transaction;
 mod types;
+mod view;
 mod watch;
 mod watch_task;
 mod watched;
@@ -70,4 +72,4 @@ pub use types::{
     TenantSettings, WriteOptions, WriteResult,
 };
 pub use watch::{Change, WatchEvent, WatchStream};
-pub use watched::{validation_reasons, Watched, WatchedBuilder};
+pub use watched::{validation_reasons, Watched, WatchedBuilder, WatchedStats};

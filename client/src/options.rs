@@ -158,16 +158,16 @@ impl ClientOptions {
     }
 
     /// The pause before retry round `round` (0-based): exponential from
-    /// `backoff_min` to `backoff_max`, with "equal jitter" (half fixed, half
-    /// random) so that many clients do not retry in lockstep.
+    /// `backoff_min` to `backoff_max`, with full jitter (uniform below the
+    /// exponential bound) so that many clients do not retry in lockstep.
     pub(crate) fn backoff_for(&self, round: u32) -> Duration {
         let exp = self
             .backoff_min
             .saturating_mul(1u32 << round.min(16))
             .min(self.backoff_max);
-        let half = exp / 2;
-        let jitter = rand::random::<f64>();
-        half + half.mul_f64(jitter)
+        // Full jitter: anywhere in [0, exp), so clients that lost the same
+        // server do not come back in lockstep.
+        exp.mul_f64(rand::random::<f64>())
     }
 }
 
@@ -176,17 +176,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_is_capped_and_jittered() {
+    fn backoff_is_capped_and_fully_jittered() {
         let o =
             ClientOptions::default().backoff(Duration::from_millis(100), Duration::from_secs(1));
         for round in 0..40 {
-            let d = o.backoff_for(round);
             let cap = Duration::from_millis(100)
                 .saturating_mul(1 << round.min(16))
                 .min(Duration::from_secs(1));
+            let pauses: Vec<Duration> = (0..200).map(|_| o.backoff_for(round)).collect();
             assert!(
-                d >= cap / 2 && d <= cap,
-                "round {round}: {d:?} vs cap {cap:?}"
+                pauses.iter().all(|d| *d < cap),
+                "round {round}: over {cap:?}"
+            );
+            // Full jitter spreads over the whole range, not just its top half
+            // (200 uniform draws all on one side: probability 2^-199).
+            assert!(
+                pauses.iter().any(|d| *d < cap / 2),
+                "round {round}: none low"
+            );
+            assert!(
+                pauses.iter().any(|d| *d >= cap / 2),
+                "round {round}: none high"
             );
         }
     }

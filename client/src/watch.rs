@@ -6,6 +6,7 @@
 //! bounded channel; this half is what the caller holds. Dropping it stops the task.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -136,6 +137,8 @@ pub struct WatchStream {
     pending_ack: Option<u64>,
     /// The last reason the stream had to reconnect, for diagnostics.
     last_error: Arc<Mutex<Option<String>>>,
+    /// Broken connections so far (each followed by a resume elsewhere).
+    reconnects: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -153,6 +156,7 @@ impl WatchStream {
         events: mpsc::Receiver<Result<WatchEvent>>,
         control: mpsc::UnboundedSender<Control>,
         last_error: Arc<Mutex<Option<String>>>,
+        reconnects: Arc<AtomicU64>,
         task: JoinHandle<()>,
     ) -> Self {
         WatchStream {
@@ -160,6 +164,7 @@ impl WatchStream {
             control,
             pending_ack: None,
             last_error,
+            reconnects,
             task,
         }
     }
@@ -187,6 +192,11 @@ impl WatchStream {
             path: path.to_string(),
             reasons,
         });
+    }
+
+    /// How many times the connection broke and the stream resubscribed.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
     }
 
     /// Why the stream last had to reconnect, if it did.

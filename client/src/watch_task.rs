@@ -2,6 +2,7 @@
 //! chunks, drops anything already seen, forwards acks and refusals, and on a
 //! broken stream resubscribes elsewhere from `last_seen + 1`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use raftconf_api::v1 as pb;
@@ -37,6 +38,22 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.watch_counted(targets, from_revision, Arc::default())
+            .await
+    }
+
+    /// [`Client::watch`], counting reconnects in `reconnects` (shared with
+    /// whoever reports them, across streams that replace one another).
+    pub(crate) async fn watch_counted<I, S>(
+        &self,
+        targets: I,
+        from_revision: u64,
+        reconnects: Arc<AtomicU64>,
+    ) -> Result<WatchStream>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let mut paths = Vec::new();
         for target in targets {
             let target: String = target.into();
@@ -59,9 +76,12 @@ impl Client {
             guard: RevisionGuard::default(),
             last_acked: 0,
             last_error: last_error.clone(),
+            reconnects: reconnects.clone(),
         };
         let handle = tokio::spawn(task.run());
-        Ok(WatchStream::new(events_rx, control_tx, last_error, handle))
+        Ok(WatchStream::new(
+            events_rx, control_tx, last_error, reconnects, handle,
+        ))
     }
 }
 
@@ -172,6 +192,8 @@ struct WatchTask {
     /// The highest revision acknowledged to a server, re-sent after a reconnect.
     last_acked: u64,
     last_error: Arc<Mutex<Option<String>>>,
+    /// Broken sessions so far.
+    reconnects: Arc<AtomicU64>,
 }
 
 /// Statuses that retrying cannot fix. `OUT_OF_RANGE` is one only for the
@@ -210,6 +232,7 @@ impl WatchTask {
                 }
                 SessionEnd::Broken { delivered, reason } => {
                     failures = if delivered { 0 } else { failures + 1 };
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         endpoint = %addr,
                         resume_from = self.guard.resume_from(self.from_revision),
@@ -323,7 +346,7 @@ impl WatchTask {
                     self.client
                         .inner
                         .seen_revision
-                        .fetch_max(event.revision(), std::sync::atomic::Ordering::Relaxed);
+                        .fetch_max(event.revision(), Ordering::Relaxed);
                     if self.events.send(Ok(event)).await.is_err() {
                         return SessionEnd::CallerGone;
                     }

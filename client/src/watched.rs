@@ -1,24 +1,24 @@
-//! [`Watched<T>`]: one namespace kept current as a typed value, swapped
-//! atomically, with a validation hook and refusal reporting.
+//! [`Watched<T>`]: one namespace, or several of one environment, kept
+//! current as a typed value, swapped atomically, with validation hooks and
+//! refusal reporting.
 //!
 //! The pieces: [`WatchedBuilder`] collects the hooks; `start` waits for the
 //! first good value; a background task feeds every later event to a
-//! `Processor`, which decides (deserialize, validate, swap, or refuse); readers
-//! only ever touch the `ArcSwap`.
+//! `Tracker` (which documents changed, does the new value deserialize and
+//! validate) and swaps or refuses; readers only ever touch the `ArcSwap`.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::types::ChangeKind;
+use crate::view::{changed_paths, view_revision, Shape, View};
 use crate::watch::{WatchEvent, WatchStream};
 use crate::{Client, Error, Result};
 
@@ -56,18 +56,25 @@ impl EventSource for WatchStream {
     }
 }
 
-/// Configures a [`Watched`]; made by [`Client::watched`].
+/// Configures a [`Watched`]; made by [`Client::watched`],
+/// [`Client::watched_set`] or [`Watched::from_file`].
 pub struct WatchedBuilder<T> {
-    client: Client,
-    path: String,
+    origin: Origin,
+    /// The paths and prefixes asked for; checked by `start`.
+    targets: Vec<String>,
     hooks: Hooks<T>,
     start_timeout: Duration,
+}
+
+/// Where a builder's events come from.
+enum Origin {
+    Server(Client),
 }
 
 impl<T> std::fmt::Debug for WatchedBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchedBuilder")
-            .field("path", &self.path)
+            .field("targets", &self.targets)
             .field("validators", &self.hooks.validators.len())
             .field("start_timeout", &self.start_timeout)
             .finish()
@@ -81,20 +88,69 @@ struct Hooks<T> {
     on_error: Option<ErrorHook>,
 }
 
+impl<T> Default for Hooks<T> {
+    fn default() -> Self {
+        Hooks {
+            validators: Vec::new(),
+            on_change: None,
+            on_error: None,
+        }
+    }
+}
+
 impl Client {
-    /// Starts configuring a [`Watched`] view of the namespace at `path`.
+    /// Starts configuring a [`Watched`] view of the namespace at `path`
+    /// (`tenant/env/namespace`: `T` is its document), or of every namespace
+    /// of an environment (`tenant/env/`: `T` is read from an object keyed by
+    /// namespace name, as for [`Client::watched_set`]).
     pub fn watched<T>(&self, path: &str) -> WatchedBuilder<T>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
+        self.watched_set([path])
+    }
+
+    /// Starts configuring one [`Watched`] value over several namespaces of one
+    /// environment, given as paths and/or the `tenant/env/` prefix. `T` is
+    /// read from a JSON object whose keys are the namespace names and whose
+    /// values are their documents (a namespace that does not exist is absent:
+    /// use `Option` or `#[serde(default)]` for ones that may be missing). It
+    /// changes atomically per revision: a transaction that publishes two of
+    /// the namespaces is never seen half applied.
+    ///
+    /// ```no_run
+    /// use raftconf_client::Client;
+    /// use serde::Deserialize;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Checkout { timeout_ms: u32 }
+    /// #[derive(Deserialize)]
+    /// struct Limits { max_items: u32 }
+    /// #[derive(Deserialize)]
+    /// struct Service { checkout: Checkout, limits: Limits }
+    ///
+    /// # async fn example() -> Result<(), raftconf_client::Error> {
+    /// let client = Client::connect(["127.0.0.1:7070"]).await?;
+    /// let config = client
+    ///     .watched_set::<Service>(["payments/prod/checkout", "payments/prod/limits"])
+    ///     .start()
+    ///     .await?;
+    /// let now = config.load();
+    /// println!("{} ms, {} items", now.checkout.timeout_ms, now.limits.max_items);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watched_set<T>(
+        &self,
+        targets: impl IntoIterator<Item = impl Into<String>>,
+    ) -> WatchedBuilder<T>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
         WatchedBuilder {
-            client: self.clone(),
-            path: path.to_string(),
-            hooks: Hooks {
-                validators: Vec::new(),
-                on_change: None,
-                on_error: None,
-            },
+            origin: Origin::Server(self.clone()),
+            targets: targets.into_iter().map(Into::into).collect(),
+            hooks: Hooks::default(),
             start_timeout: self.options().start_timeout,
         }
     }
@@ -129,7 +185,7 @@ where
     }
 
     /// Called for every refused document (does not deserialize, fails
-    /// validation, or the namespace was deleted) and if the watch ends with an error.
+    /// validation, or the namespace was deleted) and for stream errors.
     pub fn on_error<F>(mut self, hook: F) -> Self
     where
         F: Fn(&Error) + Send + Sync + 'static,
@@ -149,9 +205,16 @@ where
     /// namespace does not exist, its document is refused, or no value arrives
     /// within the start timeout.
     pub async fn start(self) -> Result<Watched<T>> {
-        let path = self.path.parse::<raftconf_schema::NsPath>()?.to_string();
-        let stream = self.client.watch([path.as_str()], 0).await?;
-        start_with(path, stream, self.hooks, self.start_timeout).await
+        let shape = Shape::for_targets(&self.targets)?;
+        match self.origin {
+            Origin::Server(client) => {
+                let reconnects = Arc::new(AtomicU64::new(0));
+                let stream = client
+                    .watch_counted(shape.targets(), 0, reconnects.clone())
+                    .await?;
+                start_with(shape, stream, self.hooks, self.start_timeout, reconnects).await
+            }
+        }
     }
 }
 
@@ -211,9 +274,9 @@ fn collect_reasons(prefix: &str, errors: &validator::ValidationErrors, out: &mut
     }
 }
 
-/// A namespace kept current as a `T`: the latest good value, swapped in
-/// atomically on every accepted change. Cheap to clone; the background task
-/// stops when the last clone is dropped.
+/// A namespace (or several of one environment) kept current as a `T`: the
+/// latest good value, swapped in atomically on every accepted change. Cheap
+/// to clone; the background task stops when the last clone is dropped.
 ///
 /// A document that does not deserialize into `T`, fails a validation hook, or
 /// is a delete is *refused*: the old value stays, a warning is logged, the
@@ -272,9 +335,8 @@ impl<T> Clone for Watched<T> {
 impl<T> std::fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watched")
-            .field("path", &self.inner.state.path)
-            .field("revision", &self.revision())
-            .field("errors", &self.errors())
+            .field("path", &self.inner.state.label)
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -291,27 +353,74 @@ impl<T> Drop for WatchedInner<T> {
     }
 }
 
+/// The value in effect and the revision it stands for, swapped as one.
+struct Current<T> {
+    value: Arc<T>,
+    revision: u64,
+}
+
 /// Shared by the readers and the task.
 struct State<T> {
-    path: String,
-    value: ArcSwap<T>,
-    /// The revision of the value in effect.
-    revision: AtomicU64,
-    /// Refused documents and stream errors so far.
-    errors: AtomicU64,
+    /// The path, or the targets joined by commas.
+    label: String,
+    current: ArcSwap<Current<T>>,
+    /// Values swapped in after the first.
+    reloads: AtomicU64,
+    /// Documents refused.
+    refusals: AtomicU64,
+    /// Errors of the source (a refused subscription, an unreadable file).
+    stream_errors: AtomicU64,
+    /// Broken connections the watch resumed from.
+    reconnects: Arc<AtomicU64>,
+    /// The value came from the local cache and no server has answered since.
+    from_cache: AtomicBool,
     /// The highest revision processed, taken or not.
     processed: watch::Sender<u64>,
 }
 
+/// Counters of a [`Watched`], for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchedStats {
+    /// The revision of the value in effect.
+    pub revision: u64,
+    /// The highest revision processed (taken, refused, or not about this value).
+    pub processed_revision: u64,
+    /// New values swapped in since start.
+    pub reloads: u64,
+    /// Documents refused since start (did not deserialize, failed
+    /// validation, or were deletes).
+    pub refusals: u64,
+    /// Errors of the source itself (a subscription the server refused, a
+    /// local file that does not parse).
+    pub stream_errors: u64,
+    /// Times the watch lost its server and resumed on another (or the same).
+    pub reconnects: u64,
+    /// Whether the value in effect came from the local cache and no server
+    /// has answered yet.
+    pub from_cache: bool,
+}
+
 impl<T> Watched<T> {
-    /// The current value. Lock-free; never a half-applied configuration.
+    /// The current value. Lock-free and allocation-free; never a half-applied
+    /// configuration.
     pub fn load(&self) -> Arc<T> {
-        self.inner.state.value.load_full()
+        self.inner.state.current.load().value.clone()
     }
 
-    /// The revision of the value in effect (the revision that wrote it).
+    /// The current value and the revision it stands for, read together (two
+    /// separate calls to [`Watched::load`] and [`Watched::revision`] may
+    /// straddle a swap).
+    pub fn load_with_revision(&self) -> (Arc<T>, u64) {
+        let current = self.inner.state.current.load();
+        (current.value.clone(), current.revision)
+    }
+
+    /// The revision of the value in effect: the newest revision that wrote
+    /// one of its documents. The committed state at this revision is exactly
+    /// the value.
     pub fn revision(&self) -> u64 {
-        self.inner.state.revision.load(Ordering::Acquire)
+        self.inner.state.current.load().revision
     }
 
     /// The highest revision processed so far, whether it changed the value or
@@ -320,23 +429,38 @@ impl<T> Watched<T> {
         *self.inner.state.processed.borrow()
     }
 
-    /// How many documents were refused (plus stream errors) since start.
+    /// How many documents were refused, plus source errors, since start.
     pub fn errors(&self) -> u64 {
-        self.inner.state.errors.load(Ordering::Relaxed)
+        let s = &self.inner.state;
+        s.refusals.load(Ordering::Relaxed) + s.stream_errors.load(Ordering::Relaxed)
     }
 
-    /// The namespace watched.
+    /// Counters and the current revision, for metrics.
+    pub fn stats(&self) -> WatchedStats {
+        let s = &self.inner.state;
+        WatchedStats {
+            revision: self.revision(),
+            processed_revision: self.processed_revision(),
+            reloads: s.reloads.load(Ordering::Relaxed),
+            refusals: s.refusals.load(Ordering::Relaxed),
+            stream_errors: s.stream_errors.load(Ordering::Relaxed),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            from_cache: s.from_cache.load(Ordering::Acquire),
+        }
+    }
+
+    /// What is watched: the namespace path, or the targets joined by commas.
     pub fn path(&self) -> &str {
-        &self.inner.state.path
+        &self.inner.state.label
     }
 
-    /// Whether the background task still runs (it stops after a final error).
+    /// Whether the background task still runs (it stops when its source ends).
     pub fn is_running(&self) -> bool {
         !self.inner.task.is_finished()
     }
 
     /// Waits until revision `revision` has been processed (taken, refused, or
-    /// not about this namespace). `false` if `timeout` passed first.
+    /// not about this value). `false` if `timeout` passed first.
     pub async fn wait_for_revision(&self, revision: u64, timeout: Duration) -> bool {
         let mut processed = self.inner.state.processed.subscribe();
         let reached = tokio::time::timeout(timeout, processed.wait_for(|r| *r >= revision))
@@ -346,56 +470,97 @@ impl<T> Watched<T> {
     }
 }
 
-/// What one event did to the value.
-#[derive(Debug)]
-enum Verdict {
-    /// A new value was swapped in.
-    Taken,
-    /// Nothing about this namespace, or the same document again.
+/// What one event does to the value.
+enum Decision<T> {
+    /// A new value to swap in.
+    Take(T),
+    /// Nothing about the followed documents, or the same documents again.
     Unchanged,
-    /// The document was refused; the old value stays.
-    Refused(Error),
+    /// Refused; the old value stays. The documents to report, with the
+    /// revision of each.
+    Refuse(Error, Vec<(String, u64)>),
 }
 
-/// Decides what each event does; owned by the task.
-struct Processor<T> {
-    state: Arc<State<T>>,
+/// Follows the documents and decides; owned by whoever processes events.
+struct Tracker<T> {
+    shape: Shape,
     hooks: Hooks<T>,
+    /// The followed documents as of the last event processed.
+    view: View,
+    /// The documents of the value in effect.
+    taken: View,
 }
 
-/// Deserializes and validates a document of `path` at `revision`.
-fn accept<T: DeserializeOwned>(
-    hooks: &Hooks<T>,
-    path: &str,
-    revision: u64,
-    value: Option<&Value>,
-) -> Result<T> {
-    let value = value.ok_or_else(|| Error::Deserialize {
-        path: path.to_string(),
-        revision,
-        message: "the document is missing or unreadable".into(),
-    })?;
-    let typed = T::deserialize(value).map_err(|e| Error::Deserialize {
-        path: path.to_string(),
-        revision,
-        message: e.to_string(),
-    })?;
-    let mut reasons = Vec::new();
-    for validator in &hooks.validators {
-        match catch_unwind(AssertUnwindSafe(|| validator(&typed))) {
-            Ok(Ok(())) => {}
-            Ok(Err(mut r)) => reasons.append(&mut r),
-            Err(_) => reasons.push("the validation hook panicked".into()),
+impl<T: DeserializeOwned> Tracker<T> {
+    fn new(shape: Shape, hooks: Hooks<T>) -> Self {
+        Tracker {
+            shape,
+            hooks,
+            view: View::new(),
+            taken: View::new(),
         }
     }
-    if reasons.is_empty() {
-        Ok(typed)
-    } else {
-        Err(Error::Validation {
-            path: path.to_string(),
-            revision,
-            reasons,
-        })
+
+    /// Deserializes and validates the value of `view`.
+    fn accept(&self, view: &View, revision: u64, starting: bool) -> Result<T> {
+        let label = self.shape.label();
+        let at = match self.shape {
+            Shape::One(_) => view_revision(view),
+            Shape::Set { .. } => revision,
+        };
+        let value = self.shape.value_of(view, revision, starting)?;
+        let typed = T::deserialize(&value).map_err(|e| Error::Deserialize {
+            path: label.clone(),
+            revision: at,
+            message: e.to_string(),
+        })?;
+        let mut reasons = Vec::new();
+        for validator in &self.hooks.validators {
+            match catch_unwind(AssertUnwindSafe(|| validator(&typed))) {
+                Ok(Ok(())) => {}
+                Ok(Err(mut r)) => reasons.append(&mut r),
+                Err(_) => reasons.push("the validation hook panicked".into()),
+            }
+        }
+        if reasons.is_empty() {
+            Ok(typed)
+        } else {
+            Err(Error::Validation {
+                path: label,
+                revision: at,
+                reasons,
+            })
+        }
+    }
+
+    /// What `event` does. The view always follows the server; the taken
+    /// documents only when the new value is accepted.
+    fn decide(&mut self, event: &WatchEvent) -> Decision<T> {
+        let Some(next) = self.shape.apply(&self.view, event) else {
+            return Decision::Unchanged;
+        };
+        let previous = std::mem::replace(&mut self.view, next);
+        if self.view == self.taken {
+            return Decision::Unchanged;
+        }
+        let revision = event.revision();
+        // A refusal is reported for what this event changed, not again for
+        // documents refused before.
+        let changed = changed_paths(&previous, &self.view, revision);
+        if let Some(gone) = self.taken.keys().find(|p| !self.view.contains_key(*p)) {
+            let err = Error::Deleted {
+                path: gone.clone(),
+                revision,
+            };
+            return Decision::Refuse(err, changed);
+        }
+        match self.accept(&self.view, revision, false) {
+            Ok(typed) => {
+                self.taken = self.view.clone();
+                Decision::Take(typed)
+            }
+            Err(err) => Decision::Refuse(err, changed),
+        }
     }
 }
 
@@ -404,91 +569,53 @@ fn refusal_reasons(err: &Error) -> Vec<String> {
     match err {
         Error::Validation { reasons, .. } => reasons.clone(),
         Error::Deserialize { message, .. } => vec![format!("does not deserialize: {message}")],
-        Error::Deleted { .. } => vec!["the namespace was deleted".into()],
+        Error::Deleted { path, .. } => vec![format!("namespace {path} was deleted")],
         other => vec![other.to_string()],
     }
 }
 
-/// The revision of the refused document (the revision that wrote it, which is
-/// older than the event's for a snapshot entry).
-fn refused_revision(err: &Error) -> Option<u64> {
-    match err {
-        Error::Validation { revision, .. }
-        | Error::Deserialize { revision, .. }
-        | Error::Deleted { revision, .. } => Some(*revision),
-        _ => None,
+/// Tells the source about a refusal, once per document concerned.
+fn send_refusals<S: EventSource>(source: &mut S, err: &Error, paths: &[(String, u64)]) {
+    let reasons = refusal_reasons(err);
+    for (path, revision) in paths {
+        source.refuse(*revision, path, reasons.clone());
     }
 }
 
-/// The document an event holds for `path`: `Some(Some(value))` for a put or a
-/// snapshot entry (with the revision that wrote it), `Some(None)` for a delete
-/// or absence from a snapshot, `None` if the event says nothing about `path`.
-fn document_in<'e>(event: &'e WatchEvent, path: &str) -> Option<Option<(Option<&'e Value>, u64)>> {
-    match event {
-        WatchEvent::Snapshot { entries, .. } => Some(
-            entries
-                .iter()
-                .find(|e| e.path == path)
-                .map(|e| (e.value.as_ref(), e.mod_revision)),
-        ),
-        WatchEvent::Change {
-            revision, changes, ..
-        } => {
-            let change = changes.iter().rev().find(|c| c.path == path)?;
-            match change.kind {
-                ChangeKind::Put => Some(Some((change.value.as_ref(), *revision))),
-                ChangeKind::Delete => Some(None),
-                _ => None,
+/// The task: every event after the first value, until the source ends.
+struct Task<T> {
+    state: Arc<State<T>>,
+    tracker: Tracker<T>,
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
+    /// Swaps in a new value and runs the `on_change` hook.
+    fn swap(&self, typed: T) {
+        let revision = view_revision(&self.tracker.taken);
+        let new = Arc::new(typed);
+        let old = self.state.current.swap(Arc::new(Current {
+            value: new.clone(),
+            revision,
+        }));
+        self.state.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(path = %self.state.label, revision, "configuration reloaded");
+        if let Some(hook) = &self.tracker.hooks.on_change {
+            if catch_unwind(AssertUnwindSafe(|| hook(&old.value, &new, revision))).is_err() {
+                tracing::error!(path = %self.state.label, revision, "on_change hook panicked");
             }
         }
-        WatchEvent::Progress { .. } => None,
-    }
-}
-
-impl<T: DeserializeOwned + Send + Sync + 'static> Processor<T> {
-    fn handle(&self, event: &WatchEvent) -> Verdict {
-        let path = &self.state.path;
-        let revision = event.revision();
-        match document_in(event, path) {
-            None => Verdict::Unchanged,
-            Some(None) => Verdict::Refused(Error::Deleted {
-                path: path.clone(),
-                revision,
-            }),
-            Some(Some((_, written))) if written == self.revision() => Verdict::Unchanged,
-            Some(Some((value, written))) => match accept(&self.hooks, path, written, value) {
-                Ok(typed) => {
-                    let new = Arc::new(typed);
-                    let old = self.state.value.swap(new.clone());
-                    self.state.revision.store(written, Ordering::Release);
-                    tracing::info!(path = %path, revision = written, "configuration reloaded");
-                    if let Some(hook) = &self.hooks.on_change {
-                        if catch_unwind(AssertUnwindSafe(|| hook(&old, &new, written))).is_err() {
-                            tracing::error!(path = %path, revision = written, "on_change hook panicked");
-                        }
-                    }
-                    Verdict::Taken
-                }
-                Err(err) => Verdict::Refused(err),
-            },
-        }
     }
 
-    fn revision(&self) -> u64 {
-        self.state.revision.load(Ordering::Acquire)
-    }
-
-    /// Logs, counts and reports an error to the `on_error` hook.
+    /// Logs an error and passes it to the `on_error` hook.
     fn report(&self, err: &Error) {
         tracing::warn!(
-            path = %self.state.path,
+            path = %self.state.label,
             error = %err,
             "configuration refused; keeping the last good value"
         );
-        self.state.errors.fetch_add(1, Ordering::Relaxed);
-        if let Some(hook) = &self.hooks.on_error {
+        if let Some(hook) = &self.tracker.hooks.on_error {
             if catch_unwind(AssertUnwindSafe(|| hook(err))).is_err() {
-                tracing::error!(path = %self.state.path, "on_error hook panicked");
+                tracing::error!(path = %self.state.label, "on_error hook panicked");
             }
         }
     }
@@ -503,42 +630,52 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Processor<T> {
         });
     }
 
-    /// Feeds every event after the first value until the source ends.
-    async fn run<S: EventSource>(self, mut source: S) {
+    async fn run<S: EventSource>(mut self, mut source: S) {
         while let Some(item) = source.next_event().await {
             match item {
                 Ok(event) => {
                     let revision = event.revision();
-                    match self.handle(&event) {
-                        Verdict::Refused(err) => {
-                            self.report(&err);
-                            let refused = refused_revision(&err).unwrap_or(revision);
-                            source.refuse(refused, &self.state.path, refusal_reasons(&err));
+                    match self.tracker.decide(&event) {
+                        Decision::Take(typed) => {
+                            self.swap(typed);
+                            source.ack(revision);
                         }
-                        Verdict::Taken | Verdict::Unchanged => source.ack(revision),
+                        Decision::Unchanged => source.ack(revision),
+                        Decision::Refuse(err, paths) => {
+                            self.state.refusals.fetch_add(1, Ordering::Relaxed);
+                            self.report(&err);
+                            send_refusals(&mut source, &err, &paths);
+                        }
                     }
+                    self.state.from_cache.store(false, Ordering::Release);
                     self.processed(revision);
                 }
-                Err(err) => self.report(&err),
+                Err(err) => {
+                    self.state.stream_errors.fetch_add(1, Ordering::Relaxed);
+                    self.report(&err);
+                }
             }
         }
-        tracing::warn!(path = %self.state.path, "watch ended; the last value stays in effect");
+        tracing::warn!(path = %self.state.label, "watch ended; the last value stays in effect");
     }
 }
 
 /// Waits for the first good value from `source`, then spawns the task.
 async fn start_with<T, S>(
-    path: String,
+    shape: Shape,
     mut source: S,
     hooks: Hooks<T>,
     timeout: Duration,
+    reconnects: Arc<AtomicU64>,
 ) -> Result<Watched<T>>
 where
     T: DeserializeOwned + Send + Sync + 'static,
     S: EventSource,
 {
-    let first = tokio::time::timeout(timeout, first_value(&path, &mut source, &hooks)).await;
-    let (value, written, processed) = match first {
+    let label = shape.label();
+    let mut tracker = Tracker::new(shape, hooks);
+    let first = tokio::time::timeout(timeout, first_value(&mut tracker, &mut source)).await;
+    let (value, processed) = match first {
         Ok(result) => result?,
         Err(_) => {
             let cause = source
@@ -546,34 +683,39 @@ where
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default();
             return Err(Error::Timeout(format!(
-                "no value for {path} within {timeout:?}{cause}"
+                "no value for {label} within {timeout:?}{cause}"
             )));
         }
     };
     source.ack(processed);
-    tracing::info!(path = %path, revision = written, "configuration loaded");
-    let (processed_tx, _) = watch::channel(processed);
+    let revision = view_revision(&tracker.taken);
+    tracing::info!(path = %label, revision, "configuration loaded");
     let state = Arc::new(State {
-        path,
-        value: ArcSwap::from_pointee(value),
-        revision: AtomicU64::new(written),
-        errors: AtomicU64::new(0),
-        processed: processed_tx,
+        label,
+        current: ArcSwap::from_pointee(Current {
+            value: Arc::new(value),
+            revision,
+        }),
+        reloads: AtomicU64::new(0),
+        refusals: AtomicU64::new(0),
+        stream_errors: AtomicU64::new(0),
+        reconnects,
+        from_cache: AtomicBool::new(false),
+        processed: watch::channel(processed).0,
     });
-    let processor = Processor {
+    let task = Task {
         state: state.clone(),
-        hooks,
+        tracker,
     };
-    let task = tokio::spawn(processor.run(source));
+    let task = tokio::spawn(task.run(source));
     Ok(Watched {
         inner: Arc::new(WatchedInner { state, task }),
     })
 }
 
 /// The first value: from the opening snapshot (or a put, should the server
-/// start with changes). Returns the value, the revision that wrote it, and the
-/// revision processed.
-async fn first_value<T, S>(path: &str, source: &mut S, hooks: &Hooks<T>) -> Result<(T, u64, u64)>
+/// start with changes). Returns the value and the revision processed.
+async fn first_value<T, S>(tracker: &mut Tracker<T>, source: &mut S) -> Result<(T, u64)>
 where
     T: DeserializeOwned,
     S: EventSource,
@@ -583,29 +725,27 @@ where
             Some(event) => event?,
             None => {
                 return Err(Error::Unavailable(format!(
-                    "the watch of {path} ended before the first value"
+                    "the watch of {} ended before the first value",
+                    tracker.shape.label()
                 )))
             }
         };
         let revision = event.revision();
-        match document_in(&event, path) {
-            None => continue,
-            Some(None) => {
-                return Err(Error::NotFound(format!(
-                    "{path} does not exist at revision {revision}"
-                )))
+        let Some(view) = tracker.shape.apply(&tracker.view, &event) else {
+            continue;
+        };
+        tracker.view = view;
+        return match tracker.accept(&tracker.view, revision, true) {
+            Ok(typed) => {
+                tracker.taken = tracker.view.clone();
+                Ok((typed, revision))
             }
-            Some(Some((value, written))) => {
-                return match accept(hooks, path, written, value) {
-                    Ok(typed) => Ok((typed, written, revision)),
-                    Err(err) => {
-                        let refused = refused_revision(&err).unwrap_or(revision);
-                        source.refuse(refused, path, refusal_reasons(&err));
-                        Err(err)
-                    }
-                }
+            Err(err) => {
+                let paths = changed_paths(&tracker.taken, &tracker.view, revision);
+                send_refusals(source, &err, &paths);
+                Err(err)
             }
-        }
+        };
     }
 }
 

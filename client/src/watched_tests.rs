@@ -5,12 +5,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use validator::Validate;
 
 use super::*;
-use crate::types::NamespaceEntry;
+use crate::types::{ChangeKind, NamespaceEntry};
 use crate::watch::Change;
 
 const PATH: &str = "pay/prod/checkout";
@@ -165,7 +165,14 @@ async fn start(first: Vec<WatchEvent>, timeout: Duration) -> (Harness, Result<Wa
                 .push((old.workers, new.workers, revision))
         })
         .on_error(move |err| errors.lock().expect("errors").push(err.to_string()));
-    let watched = start_with(PATH.to_string(), source, builder.hooks, timeout).await;
+    let watched = start_with(
+        Shape::One(PATH.into()),
+        source,
+        builder.hooks,
+        timeout,
+        Arc::default(),
+    )
+    .await;
     (harness, watched)
 }
 
@@ -293,7 +300,7 @@ async fn bad_documents_are_refused_and_the_old_value_stays() {
     assert!(log[3].contains("must not be \"forbidden\""), "{log:?}");
     assert_eq!(
         log[4],
-        "refuse 9 pay/prod/checkout: the namespace was deleted"
+        "refuse 9 pay/prod/checkout: namespace pay/prod/checkout was deleted"
     );
     let errors = h.errors.lock().expect("errors").clone();
     assert_eq!(errors.len(), 4);
@@ -415,4 +422,228 @@ fn validation_reasons_name_nested_fields() {
             "name: too short (min=2, value=\"x\")",
         ]
     );
+}
+
+/// A document that says which revision wrote it, three times over: a value
+/// mixed from two revisions would not agree with itself.
+#[derive(Debug, Deserialize)]
+struct Stamped {
+    rev: u64,
+    copy: u64,
+    pad: Vec<u64>,
+}
+
+impl Stamped {
+    fn json(rev: u64) -> Value {
+        json!({"rev": rev, "copy": rev, "pad": vec![rev; 16]})
+    }
+
+    fn whole(&self) -> bool {
+        self.copy == self.rev && self.pad.iter().all(|p| *p == self.rev)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Pair {
+    a: Stamped,
+    b: Stamped,
+}
+
+/// A fake source fed by the test; acks and refusals go to the log.
+fn fake_source() -> (Harness, FakeSource) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let harness = Harness {
+        events: tx,
+        log: Arc::default(),
+        dropped: Arc::default(),
+        changes: Arc::default(),
+        errors: Arc::default(),
+    };
+    let source = FakeSource {
+        events: rx,
+        log: harness.log.clone(),
+        dropped: harness.dropped.clone(),
+    };
+    (harness, source)
+}
+
+/// Readers on plain threads call `load()` in a loop while revisions arrive.
+/// Returns how many loads were made.
+fn spawn_readers<T: Send + Sync + 'static>(
+    watched: &Watched<T>,
+    stop: &Arc<AtomicBool>,
+    check: fn(&T, u64) -> u64,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    (0..3)
+        .map(|_| {
+            let watched = watched.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut last = 0;
+                let mut loads = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let (value, revision) = watched.load_with_revision();
+                    let seen = check(&value, revision);
+                    assert!(seen >= last, "went back from {last} to {seen}");
+                    last = seen;
+                    loads += 1;
+                }
+                loads
+            })
+        })
+        .collect()
+}
+
+/// The concurrency guarantee of `load()`: while thousands of revisions are
+/// swapped in, every value a reader sees is one whole committed document
+/// (never fields of two revisions), it agrees with the revision read with it,
+/// and one reader never sees revisions go backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_a_torn_or_older_value_while_thousands_of_revisions_apply() {
+    const REVISIONS: u64 = 5_000;
+    let (h, source) = fake_source();
+    h.send(snapshot(1, &[(PATH, 1, Stamped::json(1))]));
+    let hooks = Hooks::default();
+    let watched: Watched<Stamped> = start_with(
+        Shape::One(PATH.into()),
+        source,
+        hooks,
+        SECOND,
+        Arc::default(),
+    )
+    .await
+    .expect("first value");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers = spawn_readers(&watched, &stop, |v: &Stamped, revision| {
+        assert!(v.whole(), "torn value {v:?}");
+        assert_eq!(v.rev, revision, "value and revision read together");
+        v.rev
+    });
+    for rev in 2..=REVISIONS {
+        h.send(put(rev, PATH, Stamped::json(rev)));
+    }
+    assert!(
+        watched
+            .wait_for_revision(REVISIONS, Duration::from_secs(30))
+            .await
+    );
+    stop.store(true, Ordering::Relaxed);
+    let loads: u64 = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+    assert!(loads > 0);
+    assert_eq!(watched.load().rev, REVISIONS);
+    let stats = watched.stats();
+    assert_eq!(stats.reloads, REVISIONS - 1);
+    assert_eq!(stats.refusals, 0);
+}
+
+/// A transaction that writes two namespaces of a set is one event; readers
+/// of the set see both new documents or neither, never one of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_changes_atomically_per_transaction() {
+    const REVISIONS: u64 = 2_000;
+    let (h, source) = fake_source();
+    h.send(snapshot(
+        1,
+        &[
+            ("t/e/a", 1, Stamped::json(1)),
+            ("t/e/b", 1, Stamped::json(1)),
+            ("t/e/other", 1, json!("not part of the set")),
+        ],
+    ));
+    let shape = Shape::for_targets(&["t/e/a".into(), "t/e/b".into()]).expect("a set");
+    let watched: Watched<Pair> =
+        start_with(shape, source, Hooks::default(), SECOND, Arc::default())
+            .await
+            .expect("first value");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers = spawn_readers(&watched, &stop, |v: &Pair, revision| {
+        assert!(v.a.whole() && v.b.whole(), "torn document {v:?}");
+        assert_eq!(v.a.rev, v.b.rev, "half a transaction: {v:?}");
+        assert_eq!(v.a.rev, revision);
+        v.a.rev
+    });
+    for rev in 2..=REVISIONS {
+        h.send(WatchEvent::Change {
+            revision: rev,
+            changes: ["t/e/a", "t/e/b"]
+                .iter()
+                .map(|path| Change {
+                    kind: ChangeKind::Put,
+                    path: path.to_string(),
+                    version: rev,
+                    value: Some(Stamped::json(rev)),
+                })
+                .collect(),
+            author: "ops".into(),
+            time_ms: 0,
+            message: String::new(),
+        });
+    }
+    assert!(
+        watched
+            .wait_for_revision(REVISIONS, Duration::from_secs(30))
+            .await
+    );
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("reader");
+    }
+    assert_eq!(watched.load().b.rev, REVISIONS);
+    assert_eq!(watched.path(), "t/e/a,t/e/b");
+}
+
+/// In a set, a change that breaks the whole value is refused for the
+/// namespace that changed, a deleted member keeps the last value, and an
+/// unrelated namespace of the environment is not looked at.
+#[tokio::test]
+async fn a_set_refuses_per_changed_namespace_and_keeps_deleted_members() {
+    let (h, source) = fake_source();
+    h.send(snapshot(
+        3,
+        &[
+            ("t/e/a", 2, Stamped::json(2)),
+            ("t/e/b", 3, Stamped::json(3)),
+        ],
+    ));
+    let shape = Shape::for_targets(&["t/e/".into()]).expect("a prefix");
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hooks = Hooks {
+        on_error: Some(Box::new({
+            let errors = errors.clone();
+            move |e: &Error| errors.lock().expect("errors").push(e.to_string())
+        })),
+        ..Hooks::default()
+    };
+    let watched: Watched<Pair> = start_with(shape, source, hooks, SECOND, Arc::default())
+        .await
+        .expect("first value");
+    assert_eq!(watched.revision(), 3, "the newest document's revision");
+
+    h.send(put(4, "t/e/b", json!({"rev": "not a number"})));
+    h.send(delete(5, "t/e/a"));
+    // A new namespace with a good b: still refused, `a` is gone.
+    h.send(put(6, "t/e/b", Stamped::json(6)));
+    assert!(watched.wait_for_revision(6, SECOND).await);
+    assert_eq!(watched.load().b.rev, 3);
+    assert_eq!(watched.stats().refusals, 3);
+    let log = h.log();
+    assert!(
+        log[1].starts_with("refuse 4 t/e/b: does not deserialize"),
+        "{log:?}"
+    );
+    assert_eq!(log[2], "refuse 5 t/e/a: namespace t/e/a was deleted");
+    assert_eq!(log[3], "refuse 6 t/e/b: namespace t/e/a was deleted");
+    assert_eq!(log.len(), 4, "each refused document reported once: {log:?}");
+    assert!(
+        errors.lock().expect("errors")[1].contains("t/e/a was deleted"),
+        "{errors:?}"
+    );
+
+    // `a` comes back: the set is whole again and taken.
+    h.send(put(7, "t/e/a", Stamped::json(7)));
+    assert!(watched.wait_for_revision(7, SECOND).await);
+    let now = watched.load();
+    assert_eq!((now.a.rev, now.b.rev), (7, 6));
+    assert_eq!(watched.revision(), 7);
+    assert_eq!(watched.stats().reloads, 1);
 }
