@@ -37,8 +37,9 @@ pub struct ClientOptions {
     pub backoff_min: Duration,
     /// Longest such pause.
     pub backoff_max: Duration,
-    /// HTTP/2 keep-alive ping interval: how a blackholed connection (and the
-    /// watch streams on it) is noticed.
+    /// HTTP/2 keep-alive ping interval, also while idle: how a dead or
+    /// blackholed server (and the watch streams on it) is noticed. With the
+    /// defaults (4 s + 2 s) a silent server is left within about 6 s.
     pub keep_alive_interval: Duration,
     /// How long a keep-alive ping may go unanswered before the connection is dropped.
     pub keep_alive_timeout: Duration,
@@ -70,8 +71,8 @@ impl Default for ClientOptions {
             max_write_retries: 3,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
-            keep_alive_interval: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(5),
+            keep_alive_interval: Duration::from_secs(4),
+            keep_alive_timeout: Duration::from_secs(2),
             max_response_bytes: 64 * 1024 * 1024,
             author: None,
             client_id: None,
