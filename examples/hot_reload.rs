@@ -11,8 +11,9 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use raftconf_client::Client;
+use raftconf_examples::{init_logging, parse_flags, Flag};
 use serde::Deserialize;
 use validator::Validate;
 
@@ -26,14 +27,27 @@ struct AppConfig {
     workers: u32,
 }
 
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--endpoints",
+        env: "RAFTCONF_ENDPOINTS",
+        default: "127.0.0.1:7070",
+    },
+    Flag {
+        name: "--path",
+        env: "RAFTCONF_PATH",
+        default: "demo/dev/app",
+    },
+];
+const USAGE: &str =
+    "hot_reload [--endpoints host:port[,host:port...]] [--path tenant/env/namespace]";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let (endpoints, path) = parse_args()?;
+    init_logging();
+    let mut flags = parse_flags(FLAGS, USAGE)?;
+    let endpoints = flags.remove("--endpoints").unwrap_or_default();
+    let path = flags.remove("--path").unwrap_or_default();
 
     let client = Client::connect(endpoints.split(',').map(str::trim)).await?;
     let config = client
@@ -61,24 +75,4 @@ async fn main() -> anyhow::Result<()> {
         config.errors()
     );
     Ok(())
-}
-
-/// `--endpoints a,b` and `--path t/e/n`, else the environment, else defaults.
-fn parse_args() -> anyhow::Result<(String, String)> {
-    let mut endpoints =
-        std::env::var("RAFTCONF_ENDPOINTS").unwrap_or_else(|_| "127.0.0.1:7070".into());
-    let mut path = std::env::var("RAFTCONF_PATH").unwrap_or_else(|_| "demo/dev/app".into());
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--endpoints" => endpoints = args.next().context("--endpoints needs a value")?,
-            "--path" => path = args.next().context("--path needs a value")?,
-            "-h" | "--help" => {
-                println!("usage: hot_reload [--endpoints host:port[,host:port...]] [--path tenant/env/namespace]");
-                std::process::exit(0);
-            }
-            other => bail!("unexpected argument {other:?} (try --help)"),
-        }
-    }
-    Ok((endpoints, path))
 }
