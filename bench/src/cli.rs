@@ -67,8 +67,60 @@ pub enum Command {
     WatchLatency(WatchArgs),
     /// Sequential (or --concurrency C closed-loop) linearizable gets.
     GetLatency(LoadArgs),
+    /// `Watched::load()` cost: threads calling it in a loop.
+    LoadCost(LoadCostArgs),
+    /// Time from a put's reply to the new value returned by `load()` in
+    /// another process (a `Watched` in a child `raftconf-bench reloader`).
+    ReloadLatency(ReloadArgs),
+    /// Server memory per idle subscription and subscription set-up rate
+    /// (needs --spawn: the server's RSS is read from /proc).
+    IdleSubscriptions(IdleArgs),
     /// Everything with defaults, in one table.
     All(AllArgs),
+    /// The child process of reload-latency (prints what it swaps in).
+    #[command(hide = true)]
+    Reloader(ReloaderArgs),
+}
+
+/// Flags of `load-cost`.
+#[derive(Debug, Args)]
+pub struct LoadCostArgs {
+    /// Reader threads [default: every core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// How long they read, in milliseconds [default: 2000; --quick: 200].
+    #[arg(long)]
+    pub millis: Option<u64>,
+}
+
+/// Flags of `reload-latency`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Measured puts [default: 300; --quick: 30].
+    #[arg(long, short = 'n')]
+    pub count: Option<usize>,
+    /// Pause between two puts, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub interval_ms: u64,
+}
+
+/// Flags of `idle-subscriptions`.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Subscriptions [default: 1000; --quick: 50].
+    #[arg(long, short = 'n')]
+    pub count: Option<usize>,
+    /// Subscriptions sharing one client connection (1: each its own).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub per_connection: u32,
+}
+
+/// Flags of the hidden `reloader`.
+#[derive(Debug, Args)]
+pub struct ReloaderArgs {
+    /// The namespace to follow.
+    #[arg(long)]
+    pub path: String,
 }
 
 /// Flags of `put-latency` and `get-latency`.

@@ -9,7 +9,10 @@
 //! | `put-latency` | sequential puts of a ~200 B document to one namespace (`-c C`: C closed-loop tasks on one client) |
 //! | `get-latency` | linearizable gets, the same way |
 //! | `watch-latency` | a put's revision reaching `-w W` watchers (each on its own connection): from the put's reply, and from its sending |
-//! | `all` | the three with defaults, plus concurrent and fan-out rows, in one table |
+//! | `load-cost` | `Watched::load()` called in a loop by every core: ns per call |
+//! | `reload-latency` | a put's reply → the new value returned by `load()` in another process |
+//! | `idle-subscriptions` | server RSS per idle `Watched` subscription, and set-up rate (`--spawn`) |
+//! | `all` | put, get and watch with defaults, plus concurrent, fan-out and hot-reload rows, in one table |
 //!
 //! Against `--endpoints` (default `127.0.0.1:7070`), or `--spawn` a fresh
 //! single-node server (`--bin`, default `raftconf` next to this executable).
@@ -27,11 +30,13 @@
 //! | `spawned` | `--spawn`: start, await and kill a server |
 //! | `load` | closed-loop put/get tasks; the benchmark document |
 //! | `watch_latency` | the writer, the watchers, and pairing their clocks |
+//! | `reload` | `load()` cost, reload latency across processes, idle subscription cost |
 //! | `stats` | nearest-rank percentiles |
 //! | `report` | the text table and the JSON object |
 
 mod cli;
 mod load;
+mod reload;
 mod report;
 mod runner;
 mod spawned;
@@ -45,6 +50,15 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let cli::Command::Reloader(args) = &cli.command {
+        return match reload::reloader(&cli.global.endpoints, &args.path).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("reloader: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let json = cli.global.json;
     match runner::run(cli).await {
         Ok(report) if json => {

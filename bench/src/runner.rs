@@ -7,8 +7,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use raftconf_client::{Client, ClientOptions, Error};
 
-use crate::cli::{load_sizes, watch_count, Cli, Command, GlobalArgs, LoadArgs, WatchArgs};
+use crate::cli::{
+    load_sizes, watch_count, Cli, Command, GlobalArgs, IdleArgs, LoadArgs, LoadCostArgs,
+    ReloadArgs, WatchArgs,
+};
 use crate::load::{self, document, Op};
+use crate::reload;
 use crate::report::{Report, Row};
 use crate::spawned::{default_binary, SpawnedServer};
 use crate::stats::Summary;
@@ -19,6 +23,9 @@ const ENV: &str = "run";
 const PUT_PATH: &str = "bench/run/put";
 const GET_PATH: &str = "bench/run/get";
 const WATCH_PATH: &str = "bench/run/watch";
+const LOAD_PATH: &str = "bench/run/load";
+const RELOAD_PATH: &str = "bench/run/reload";
+const IDLE_PATH: &str = "bench/run/idle";
 
 /// Runs what `cli` asks for. A spawned server is killed at the end, also
 /// when a measurement fails (its log tail is printed then).
@@ -38,7 +45,7 @@ pub async fn run(cli: Cli) -> Result<Report> {
         Some(s) => vec![s.addr.clone()],
         None => g.endpoints.clone(),
     };
-    let mut result = measure(&cli, &endpoints).await;
+    let mut result = measure(&cli, &endpoints, server.as_ref()).await;
     if let Some(server) = server {
         match &mut result {
             Ok(report) => {
@@ -56,7 +63,11 @@ pub async fn run(cli: Cli) -> Result<Report> {
     result
 }
 
-async fn measure(cli: &Cli, endpoints: &[String]) -> Result<Report> {
+async fn measure(
+    cli: &Cli,
+    endpoints: &[String],
+    server: Option<&SpawnedServer>,
+) -> Result<Report> {
     let g = &cli.global;
     let options = ClientOptions::default().prefer_leader(!g.via_endpoint);
     let client = Client::connect_with(endpoints.to_vec(), options).await?;
@@ -98,6 +109,16 @@ async fn measure(cli: &Cli, endpoints: &[String]) -> Result<Report> {
         Command::PutLatency(args) => load_row(&mut report, &client, Op::Put, args, g).await?,
         Command::GetLatency(args) => load_row(&mut report, &client, Op::Get, args, g).await?,
         Command::WatchLatency(args) => watch_rows(&mut report, endpoints, &client, args, g).await?,
+        Command::LoadCost(args) => load_cost_note(&mut report, &client, args, g).await?,
+        Command::ReloadLatency(args) => {
+            reload_rows(&mut report, endpoints, &client, args, g).await?
+        }
+        Command::IdleSubscriptions(args) => {
+            let server =
+                server.context("idle-subscriptions reads the server's memory: use --spawn")?;
+            idle_note(&mut report, server, args, g).await?
+        }
+        Command::Reloader(_) => unreachable!("main runs the reloader without a report"),
         Command::All(args) => {
             let tasks = args.concurrency.unwrap_or(if g.quick { 4 } else { 64 });
             let watchers = args.watchers.unwrap_or(if g.quick { 4 } else { 10 });
@@ -119,9 +140,91 @@ async fn measure(cli: &Cli, endpoints: &[String]) -> Result<Report> {
                 };
                 watch_rows(&mut report, endpoints, &client, &args, g).await?;
             }
+            let cost = LoadCostArgs {
+                threads: None,
+                millis: None,
+            };
+            load_cost_note(&mut report, &client, &cost, g).await?;
+            let reload = ReloadArgs {
+                count: None,
+                interval_ms: 5,
+            };
+            reload_rows(&mut report, endpoints, &client, &reload, g).await?;
+            if let Some(server) = server {
+                for per_connection in [1, 10] {
+                    let idle = IdleArgs {
+                        count: None,
+                        per_connection,
+                    };
+                    idle_note(&mut report, server, &idle, g).await?;
+                }
+            }
         }
     }
     Ok(report)
+}
+
+async fn load_cost_note(
+    report: &mut Report,
+    client: &Client,
+    args: &LoadCostArgs,
+    g: &GlobalArgs,
+) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let duration = Duration::from_millis(args.millis.unwrap_or(if g.quick { 200 } else { 2000 }));
+    let mut parts = Vec::new();
+    for threads in dedup([1, args.threads.unwrap_or(cores) as u32]) {
+        eprintln!("load() on {threads} thread(s) for {duration:?} …");
+        let ns = reload::load_cost(client, LOAD_PATH, threads as usize, duration).await?;
+        parts.push(format!("{ns:.1} ns per call on {threads} thread(s)"));
+    }
+    report.note(format!("Watched::load(): {}", parts.join(", ")));
+    Ok(())
+}
+
+async fn reload_rows(
+    report: &mut Report,
+    endpoints: &[String],
+    client: &Client,
+    args: &ReloadArgs,
+    g: &GlobalArgs,
+) -> Result<()> {
+    let count = args.count.unwrap_or(if g.quick { 30 } else { 300 });
+    eprintln!("reload in another process: {count} puts …");
+    let interval = Duration::from_millis(args.interval_ms);
+    let run = reload::reload_latency(client, endpoints, RELOAD_PATH, count, interval).await?;
+    for (scenario, samples) in [
+        ("put ack->load() elsewhere", run.ack_to_visible),
+        ("put sent->load() elsewhere", run.sent_to_visible),
+    ] {
+        if let Some(latency) = Summary::of(samples) {
+            report.rows.push(Row {
+                scenario: scenario.to_string(),
+                clients: "1 process".into(),
+                ops_per_sec: None,
+                latency,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn idle_note(
+    report: &mut Report,
+    server: &SpawnedServer,
+    args: &IdleArgs,
+    g: &GlobalArgs,
+) -> Result<()> {
+    let count = args.count.unwrap_or(if g.quick { 50 } else { 1000 });
+    let per = args.per_connection as usize;
+    eprintln!("{count} idle subscriptions, {per} per connection …");
+    let cost = reload::idle_cost(server, IDLE_PATH, count, per).await?;
+    report.note(format!(
+        "idle subscriptions: {} with {} per connection: {:.1} KiB of server RSS each, \
+         set up at {:.0}/s",
+        cost.subscriptions, cost.per_connection, cost.kib_each, cost.setup_per_sec
+    ));
+    Ok(())
 }
 
 /// `[1, n]`, or `[1]` when `n` is 1 (or 0).
