@@ -41,6 +41,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 mod admin;
 mod client;
 mod edits;
