@@ -23,13 +23,23 @@ pub fn unix_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// `load()` called in a loop by `threads` plain threads for `duration`:
-/// nanoseconds per call, per thread (each thread's calls over its time).
+/// How a reader gets the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// `Watched::load()`: an `Arc<T>` (one shared reference-count increment).
+    Load,
+    /// `Watched::read()`: a borrowed guard (no shared counter touched).
+    Guard,
+}
+
+/// `load()` (or `read()`) called in a loop by `threads` plain threads for
+/// `duration`: nanoseconds per call, per thread (each thread's calls over its time).
 pub async fn load_cost(
     client: &Client,
     path: &str,
     threads: usize,
     duration: Duration,
+    how: Read,
 ) -> Result<f64> {
     client.put(path, &document(200, 0)).await?;
     let watched: Watched<Value> = client.watched(path).start().await?;
@@ -42,8 +52,17 @@ pub async fn load_cost(
                 let start = Instant::now();
                 let mut calls = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..1000 {
-                        std::hint::black_box(watched.load());
+                    match how {
+                        Read::Load => {
+                            for _ in 0..1000 {
+                                std::hint::black_box(watched.load());
+                            }
+                        }
+                        Read::Guard => {
+                            for _ in 0..1000 {
+                                std::hint::black_box(watched.read().revision());
+                            }
+                        }
                     }
                     calls += 1000;
                 }

@@ -12,7 +12,7 @@ use crate::cli::{
     ReloadArgs, WatchArgs,
 };
 use crate::load::{self, document, Op};
-use crate::reload;
+use crate::reload::{self, Read};
 use crate::report::{Report, Row};
 use crate::spawned::{default_binary, SpawnedServer};
 use crate::stats::Summary;
@@ -172,13 +172,15 @@ async fn load_cost_note(
 ) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let duration = Duration::from_millis(args.millis.unwrap_or(if g.quick { 200 } else { 2000 }));
-    let mut parts = Vec::new();
-    for threads in dedup([1, args.threads.unwrap_or(cores) as u32]) {
-        eprintln!("load() on {threads} thread(s) for {duration:?} …");
-        let ns = reload::load_cost(client, LOAD_PATH, threads as usize, duration).await?;
-        parts.push(format!("{ns:.1} ns per call on {threads} thread(s)"));
+    for (how, name) in [(Read::Load, "load()"), (Read::Guard, "read()")] {
+        let mut parts = Vec::new();
+        for threads in dedup([1, args.threads.unwrap_or(cores) as u32]) {
+            eprintln!("{name} on {threads} thread(s) for {duration:?} …");
+            let ns = reload::load_cost(client, LOAD_PATH, threads as usize, duration, how).await?;
+            parts.push(format!("{ns:.1} ns per call on {threads} thread(s)"));
+        }
+        report.note(format!("Watched::{name}: {}", parts.join(", ")));
     }
-    report.note(format!("Watched::load(): {}", parts.join(", ")));
     Ok(())
 }
 

@@ -74,4 +74,4 @@ pub use types::{
     TenantSettings, WriteOptions, WriteResult,
 };
 pub use watch::{Change, WatchEvent, WatchStream};
-pub use watched::{validation_reasons, Watched, WatchedBuilder, WatchedStats};
+pub use watched::{validation_reasons, ReadGuard, Watched, WatchedBuilder, WatchedStats};
