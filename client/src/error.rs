@@ -116,6 +116,15 @@ pub enum Error {
         /// The revision of the delete.
         revision: u64,
     },
+    /// A local configuration file (a file source) could not be read or parsed;
+    /// the message names the line and column of a syntax error.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Waiting for something (e.g. the first value of a `Watched`) took too long.
     #[error("timed out: {0}")]
     Timeout(String),

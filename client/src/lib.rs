@@ -10,12 +10,14 @@
 //! | `schema` | schemas of `tenant/namespace`: [`Client::set_schema`] (refused when live documents would break, unless forced), `get_schema`, `schema_history`, `delete_schema` |
 //! | `failover` | the loop every call goes through: endpoint order, backoff, same-id re-sends of uncertain writes |
 //! | `endpoints` | one lazily connected channel per server, the leader hint, and the rule that decides whether a failed write may have been applied |
+//! | `file_source` | a `Watched` fed from a local JSON/YAML/TOML file watched with `notify` |
 //! | `options` | [`ClientOptions`]: timeouts, retry bounds, author, watch labels |
 //! | `error` | [`Error`], the one mapping from a gRPC status (schema refusals with every [`FieldViolation`]), and the metadata keys the server sends |
 //! | `types` | [`Document`], [`WriteResult`], [`Listing`], [`HistoryPage`] … converted from the wire types |
 //! | `watch` | [`WatchStream`] and [`WatchEvent`]: what a watch yields |
 //! | `watch_task` | the task behind a stream: subscribe, merge snapshot chunks, drop duplicates, reconnect and resume from `last_seen + 1` |
 //! | `view` | what a `Watched` follows (one namespace, or a set of one environment) and how each event changes its documents |
+//! | `cache` | the local cache file of a `Watched`: last good documents and revision, written atomically, read back only if whole |
 //! | `watched` | [`Watched<T>`] and its builder: deserialize, validate, swap with `arc-swap`, refuse and report, counters ([`WatchedStats`]) |
 //!
 //! # Guarantees
@@ -44,11 +46,13 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod cache;
 mod client;
 mod edits;
 mod endpoints;
 mod error;
 mod failover;
+mod file_source;
 mod options;
 mod plan;
 mod schema;

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cache::{self, CachedConfig};
+use crate::file_source::FileSource;
 use crate::view::{changed_paths, view_revision, Shape, View};
 use crate::watch::{WatchEvent, WatchStream};
 use crate::{Client, Error, Result};
@@ -64,11 +67,13 @@ pub struct WatchedBuilder<T> {
     targets: Vec<String>,
     hooks: Hooks<T>,
     start_timeout: Duration,
+    cache_dir: Option<PathBuf>,
 }
 
 /// Where a builder's events come from.
 enum Origin {
     Server(Client),
+    File(PathBuf),
 }
 
 impl<T> std::fmt::Debug for WatchedBuilder<T> {
@@ -77,6 +82,7 @@ impl<T> std::fmt::Debug for WatchedBuilder<T> {
             .field("targets", &self.targets)
             .field("validators", &self.hooks.validators.len())
             .field("start_timeout", &self.start_timeout)
+            .field("cache_dir", &self.cache_dir)
             .finish()
     }
 }
@@ -152,6 +158,7 @@ impl Client {
             targets: targets.into_iter().map(Into::into).collect(),
             hooks: Hooks::default(),
             start_timeout: self.options().start_timeout,
+            cache_dir: None,
         }
     }
 }
@@ -201,18 +208,43 @@ where
         self
     }
 
+    /// Keeps the last good documents and their revision in a cache file in
+    /// `dir` (written atomically after each new value: temp file, fsync,
+    /// rename). When no server answers within the start timeout,
+    /// [`WatchedBuilder::start`] starts from the cache instead
+    /// ([`WatchedStats::from_cache`]), keeps trying in the background, and
+    /// resumes the watch right after the cached revision when a server
+    /// answers. A damaged cache file is ignored with a warning, never loaded.
+    /// Several handles may share a directory (one file per subscription).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
     /// Opens the watch and waits for the first good value. Fails if the
     /// namespace does not exist, its document is refused, or no value arrives
-    /// within the start timeout.
+    /// within the start timeout (and there is no usable cache).
     pub async fn start(self) -> Result<Watched<T>> {
-        let shape = Shape::for_targets(&self.targets)?;
-        match self.origin {
+        let WatchedBuilder {
+            origin,
+            targets,
+            hooks,
+            start_timeout,
+            cache_dir,
+        } = self;
+        match origin {
+            Origin::File(file) => {
+                let source = FileSource::open(&file)?;
+                let shape = Shape::One(source.label().to_string());
+                start_with(shape, source, hooks, start_timeout, Arc::default()).await
+            }
             Origin::Server(client) => {
-                let reconnects = Arc::new(AtomicU64::new(0));
-                let stream = client
-                    .watch_counted(shape.targets(), 0, reconnects.clone())
-                    .await?;
-                start_with(shape, stream, self.hooks, self.start_timeout, reconnects).await
+                let shape = Shape::for_targets(&targets)?;
+                let cache = cache_dir.map(|dir| CacheSpec {
+                    dir,
+                    subscription: shape.label(),
+                });
+                start_server(client, shape, hooks, start_timeout, cache).await
             }
         }
     }
@@ -357,6 +389,45 @@ impl<T> Drop for WatchedInner<T> {
 struct Current<T> {
     value: Arc<T>,
     revision: u64,
+}
+
+impl<T> Watched<T>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    /// Starts configuring a `Watched` fed from a local JSON, YAML or TOML
+    /// file (by extension) instead of a cluster: for development, tests and
+    /// sidecars. The file is watched with `notify` (its directory, so editors
+    /// that save by renaming a temp file over it are seen too); every version
+    /// that parses, deserializes and validates is swapped in, one that does
+    /// not is refused with the line and column of a syntax error and the old
+    /// value stays. Revisions are local: 1 for the first read, then one more
+    /// per version read. `cache_dir` does not apply.
+    ///
+    /// ```no_run
+    /// use raftconf_client::Watched;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct AppConfig { workers: u32 }
+    ///
+    /// # async fn example() -> Result<(), raftconf_client::Error> {
+    /// let config = Watched::<AppConfig>::from_file("/etc/app/config.yaml")
+    ///     .on_error(|err| eprintln!("refused: {err}"))
+    ///     .start()
+    ///     .await?;
+    /// println!("{} workers", config.load().workers);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_file(path: impl Into<PathBuf>) -> WatchedBuilder<T> {
+        WatchedBuilder {
+            origin: Origin::File(path.into()),
+            targets: Vec::new(),
+            hooks: Hooks::default(),
+            start_timeout: crate::ClientOptions::default().start_timeout,
+            cache_dir: None,
+        }
+    }
 }
 
 /// The value in effect when [`Watched::read`] was called, borrowed.
@@ -632,6 +703,7 @@ fn send_refusals<S: EventSource>(source: &mut S, err: &Error, paths: &[(String, 
 struct Task<T> {
     state: Arc<State<T>>,
     tracker: Tracker<T>,
+    cache: Option<CacheSpec>,
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
@@ -676,6 +748,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
         });
     }
 
+    /// Caches the taken documents as of event revision `revision`.
+    async fn save(&self, revision: u64) {
+        if let Some(cache) = &self.cache {
+            save(cache, &self.state.label, revision, &self.tracker.taken).await;
+        }
+    }
+
+    /// Processes events until the source ends.
     async fn run<S: EventSource>(mut self, mut source: S) {
         while let Some(item) = source.next_event().await {
             match item {
@@ -685,6 +765,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
                         Decision::Take(typed) => {
                             self.swap(typed);
                             source.ack(revision);
+                            // Before `processed`: once a caller saw the
+                            // revision processed, a restart finds it cached.
+                            self.save(revision).await;
                         }
                         Decision::Unchanged => source.ack(revision),
                         Decision::Refuse(err, paths) => {
@@ -706,6 +789,38 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
     }
 }
 
+/// Where a handle keeps its cache file.
+#[derive(Debug, Clone)]
+struct CacheSpec {
+    dir: PathBuf,
+    subscription: String,
+}
+
+/// The error of a start that got no value in time.
+fn timed_out(label: &str, timeout: Duration, last_error: Option<String>) -> Error {
+    let cause = last_error
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default();
+    Error::Timeout(format!("no value for {label} within {timeout:?}{cause}"))
+}
+
+/// The first value and the revision processed, or `None` if `timeout`
+/// passed first.
+async fn first_in_time<T, S>(
+    tracker: &mut Tracker<T>,
+    source: &mut S,
+    timeout: Duration,
+) -> Result<Option<(T, u64)>>
+where
+    T: DeserializeOwned,
+    S: EventSource,
+{
+    match tokio::time::timeout(timeout, first_value(tracker, source)).await {
+        Ok(first) => first.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Waits for the first good value from `source`, then spawns the task.
 async fn start_with<T, S>(
     shape: Shape,
@@ -718,24 +833,141 @@ where
     T: DeserializeOwned + Send + Sync + 'static,
     S: EventSource,
 {
-    let label = shape.label();
     let mut tracker = Tracker::new(shape, hooks);
-    let first = tokio::time::timeout(timeout, first_value(&mut tracker, &mut source)).await;
-    let (value, processed) = match first {
-        Ok(result) => result?,
-        Err(_) => {
-            let cause = source
-                .last_error()
-                .map(|e| format!(" (last error: {e})"))
-                .unwrap_or_default();
-            return Err(Error::Timeout(format!(
-                "no value for {label} within {timeout:?}{cause}"
-            )));
+    match first_in_time(&mut tracker, &mut source, timeout).await? {
+        Some((value, processed)) => {
+            source.ack(processed);
+            Ok(spawn_task(
+                tracker, source, value, processed, reconnects, None, false,
+            ))
+        }
+        None => Err(timed_out(
+            &tracker.shape.label(),
+            timeout,
+            source.last_error(),
+        )),
+    }
+}
+
+/// A server-fed handle: the first value from a server within `timeout`, or
+/// else from the cache (then the watch resumes right after its revision).
+async fn start_server<T>(
+    client: Client,
+    shape: Shape,
+    hooks: Hooks<T>,
+    timeout: Duration,
+    cache: Option<CacheSpec>,
+) -> Result<Watched<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let reconnects = Arc::new(AtomicU64::new(0));
+    let targets = shape.targets();
+    let mut stream = client
+        .watch_counted(targets.clone(), 0, reconnects.clone())
+        .await?;
+    let mut tracker = Tracker::new(shape, hooks);
+    if let Some((value, processed)) = first_in_time(&mut tracker, &mut stream, timeout).await? {
+        stream.ack(processed);
+        if let Some(cache) = &cache {
+            save(cache, &tracker.shape.label(), processed, &tracker.taken).await;
+        }
+        return Ok(spawn_task(
+            tracker, stream, value, processed, reconnects, cache, false,
+        ));
+    }
+    let label = tracker.shape.label();
+    let error = timed_out(&label, timeout, stream.last_error());
+    let Some(cache) = cache else {
+        return Err(error);
+    };
+    let cached = match cache::read(&cache.dir, &cache.subscription) {
+        Ok(Some(cached)) => cached,
+        Ok(None) => return Err(error),
+        Err(e) => {
+            tracing::warn!(path = %label, error = %e, "ignoring the cache file");
+            return Err(error);
         }
     };
-    source.ack(processed);
+    tracker.view = cached.documents;
+    let value = match tracker.accept(&tracker.view, cached.revision, true) {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::warn!(
+                path = %label,
+                error = %e,
+                "ignoring the cache file: this process refuses its configuration"
+            );
+            return Err(error);
+        }
+    };
+    tracker.taken = tracker.view.clone();
+    drop(stream);
+    tracing::warn!(
+        path = %label,
+        revision = cached.revision,
+        %error,
+        "starting from the cache; the watch resumes after its revision when a server answers"
+    );
+    let stream = client
+        .watch_counted(targets.clone(), cached.revision + 1, reconnects.clone())
+        .await?;
+    let source = ResumeSource {
+        client,
+        targets,
+        reconnects: reconnects.clone(),
+        stream,
+        delivered: false,
+    };
+    Ok(spawn_task(
+        tracker,
+        source,
+        value,
+        cached.revision,
+        reconnects,
+        Some(cache),
+        true,
+    ))
+}
+
+/// Writes `documents`, taken at event revision `revision`, to the cache (on a
+/// blocking thread: it fsyncs). A failure is logged: the handle works on.
+async fn save(cache: &CacheSpec, label: &str, revision: u64, documents: &View) {
+    let config = CachedConfig {
+        subscription: cache.subscription.clone(),
+        revision,
+        documents: documents.clone(),
+    };
+    let dir = cache.dir.clone();
+    match tokio::task::spawn_blocking(move || cache::write(&dir, &config)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(
+            path = %label,
+            dir = %cache.dir.display(),
+            error = %e,
+            "could not write the cache file"
+        ),
+        Err(e) => tracing::warn!(path = %label, error = %e, "cache write failed"),
+    }
+}
+
+/// Starts the task that processes every later event.
+fn spawn_task<T, S>(
+    tracker: Tracker<T>,
+    source: S,
+    value: T,
+    processed: u64,
+    reconnects: Arc<AtomicU64>,
+    cache: Option<CacheSpec>,
+    from_cache: bool,
+) -> Watched<T>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    S: EventSource,
+{
+    let label = tracker.shape.label();
     let revision = view_revision(&tracker.taken);
-    tracing::info!(path = %label, revision, "configuration loaded");
+    tracing::info!(path = %label, revision, from_cache, "configuration loaded");
     let state = Arc::new(State {
         label,
         current: ArcSwap::from_pointee(Current {
@@ -746,17 +978,73 @@ where
         refusals: AtomicU64::new(0),
         stream_errors: AtomicU64::new(0),
         reconnects,
-        from_cache: AtomicBool::new(false),
+        from_cache: AtomicBool::new(from_cache),
         processed: watch::channel(processed).0,
     });
     let task = Task {
         state: state.clone(),
         tracker,
+        cache,
     };
     let task = tokio::spawn(task.run(source));
-    Ok(Watched {
+    Watched {
         inner: Arc::new(WatchedInner { state, task }),
-    })
+    }
+}
+
+/// A watch resumed after a cached revision. Should the servers refuse to
+/// resume there before anything arrived (their history was rebuilt, say), it
+/// starts over from their current state instead.
+struct ResumeSource {
+    client: Client,
+    targets: Vec<String>,
+    reconnects: Arc<AtomicU64>,
+    stream: WatchStream,
+    delivered: bool,
+}
+
+impl ResumeSource {
+    async fn next(&mut self) -> Option<Result<WatchEvent>> {
+        loop {
+            match self.stream.next().await {
+                Some(Err(err)) if !self.delivered => {
+                    tracing::warn!(
+                        error = %err,
+                        "the servers cannot resume after the cached revision; starting over from their state"
+                    );
+                    self.delivered = true;
+                    match self
+                        .client
+                        .watch_counted(self.targets.clone(), 0, self.reconnects.clone())
+                        .await
+                    {
+                        Ok(stream) => self.stream = stream,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Some(Ok(event)) => {
+                    self.delivered = true;
+                    return Some(Ok(event));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl EventSource for ResumeSource {
+    fn next_event(&mut self) -> impl Future<Output = Option<Result<WatchEvent>>> + Send {
+        self.next()
+    }
+    fn ack(&mut self, revision: u64) {
+        self.stream.ack(revision)
+    }
+    fn refuse(&mut self, revision: u64, path: &str, reasons: Vec<String>) {
+        self.stream.refuse(revision, path, reasons)
+    }
+    fn last_error(&self) -> Option<String> {
+        self.stream.last_error()
+    }
 }
 
 /// The first value: from the opening snapshot (or a put, should the server

@@ -647,3 +647,47 @@ async fn a_set_refuses_per_changed_namespace_and_keeps_deleted_members() {
     assert_eq!(watched.revision(), 7);
     assert_eq!(watched.stats().reloads, 1);
 }
+
+/// The file source behind the public builder: edits reload, an edit that
+/// does not parse or fails validation is refused and the old value stays.
+#[tokio::test]
+async fn a_file_handle_reloads_edits_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("app.yaml");
+    std::fs::write(&file, "greeting: hi\nworkers: 2\n").expect("write");
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = errors.clone();
+    let watched = Watched::<Config>::from_file(&file)
+        .validate()
+        .on_error(move |e| record.lock().expect("errors").push(e.to_string()))
+        .start()
+        .await
+        .expect("first value");
+    assert_eq!(watched.load().workers, 2);
+    assert_eq!(watched.revision(), 1);
+
+    let wait = Duration::from_secs(10);
+    std::fs::write(&file, "greeting: hi\nworkers: 0\n").expect("write");
+    assert!(
+        watched.wait_for_revision(2, wait).await,
+        "refused version processed"
+    );
+    std::fs::write(&file, "greeting: [\n").expect("write");
+    let deadline = tokio::time::Instant::now() + wait;
+    while watched.stats().stream_errors == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(watched.load().workers, 2, "the old value stays");
+    let stats = watched.stats();
+    assert_eq!((stats.refusals, stats.stream_errors), (1, 1), "{stats:?}");
+    let errors = errors.lock().expect("errors").clone();
+    assert!(errors[0].contains("workers: range"), "{errors:?}");
+    assert!(errors[1].contains("line"), "{errors:?}");
+
+    // Save by rename, valid again.
+    let tmp = dir.path().join("app.yaml.new");
+    std::fs::write(&tmp, "greeting: hello\nworkers: 8\n").expect("write");
+    std::fs::rename(&tmp, &file).expect("rename");
+    assert!(watched.wait_for_revision(3, wait).await);
+    assert_eq!(watched.load().greeting, "hello");
+}

@@ -34,6 +34,63 @@ pub fn binary() -> PathBuf {
     profile_dir.join("raftconf")
 }
 
+/// A running example program whose stdout is read line by line.
+pub struct Example {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Example {
+    /// Starts example `name` (built by `cargo test --workspace`) with `args`.
+    pub fn start(name: &str, args: &[&str]) -> Result<Example> {
+        let bin = example_binary(name);
+        let mut child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (built by cargo test --workspace)",
+                    bin.display()
+                )
+            })?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Example { child, lines })
+    }
+
+    /// Waits for a line starting with `prefix`; fails on timeout, showing what came.
+    pub fn expect_line(&self, prefix: &str) -> Result<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.starts_with(prefix) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => bail!("no line starting with {prefix:?}; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Path of a built example (`target/<profile>/examples/<name>`).
 pub fn example_binary(name: &str) -> PathBuf {
     binary()
