@@ -42,6 +42,7 @@ has_header!(
     pb::ListResponse,
     pb::PutResponse,
     pb::ApplyResponse,
+    pb::ClientsResponse,
     pb::PlanResponse,
     pb::DeleteResponse,
     pb::HistoryResponse,

@@ -6,6 +6,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | `client` | [`Client`]: connect, reads (`get`, `get_with`, `list`, `history`), writes (`put`, `put_text` with dry runs, `delete`) |
+//! | `delivery` | [`Client::clients`]: which subscribers of a namespace run which revision, across the cluster |
 //! | `admin` | tenants, environments, cluster `status` |
 //! | `schema` | schemas of `tenant/namespace`: [`Client::set_schema`] (refused when live documents would break, unless forced), `get_schema`, `schema_history`, `delete_schema` |
 //! | `failover` | the loop every call goes through: endpoint order, backoff, same-id re-sends of uncertain writes |
@@ -48,6 +49,7 @@
 mod admin;
 mod cache;
 mod client;
+mod delivery;
 mod edits;
 mod endpoints;
 mod error;
@@ -64,6 +66,7 @@ mod watch_task;
 mod watched;
 
 pub use client::Client;
+pub use delivery::{ClientsReport, Subscriber, SubscriberRefusal, SubscriberState};
 pub use error::{
     Error, FieldViolation, Result, AUTHOR_METADATA, CURRENT_VERSION_METADATA, LEADER_METADATA,
 };

@@ -74,6 +74,12 @@ impl Forwarder {
         Forwarder { channels }
     }
 
+    /// The shared channel to another node's client address (also used to
+    /// gather from every node, e.g. delivery tracking).
+    pub fn client_channel(&self, addr: &str) -> Result<Channel, String> {
+        self.channels.get(addr)
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         self.channels
             .get(addr)

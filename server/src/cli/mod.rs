@@ -104,6 +104,9 @@ pub enum Command {
     Apply(publish::ApplyArgs),
     /// Follow changes of namespaces or prefixes until Ctrl-C.
     Watch(WatchArgs),
+    /// Which subscribers of a namespace run which revision (every node's
+    /// watch streams: current, lagging, refusing), for delivery tracking.
+    Clients(ClientsArgs),
     /// Manage the JSON Schema of a namespace (`TENANT/NAMESPACE`: it binds
     /// that namespace in every environment of the tenant).
     #[command(subcommand)]
@@ -369,6 +372,13 @@ pub struct HistoryArgs {
     /// At most this many versions (default 50, at most 1000).
     #[arg(long)]
     pub limit: Option<u32>,
+}
+
+/// `raftconf clients`
+#[derive(Debug, Args)]
+pub struct ClientsArgs {
+    /// `TENANT/ENV/NAMESPACE`.
+    pub path: String,
 }
 
 /// `raftconf watch`

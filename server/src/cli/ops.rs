@@ -208,6 +208,12 @@ pub async fn run(endpoints: &[String], out: OutputFormat, command: Command) -> a
             let c = conn::connect(endpoints).await?;
             super::watch::run(&c, endpoints, &a.targets, a.from_revision, json).await?;
         }
+        Command::Clients(a) => {
+            let path: NsPath = a.path.parse()?;
+            let c = conn::connect(endpoints).await?;
+            let report = c.clients(&path.to_string()).await.map_err(failed)?;
+            println!("{}", output::clients(&report, json));
+        }
         Command::Schema(command) => super::schema::run(endpoints, json, command).await?,
         Command::Status => {
             let c = conn::connect(endpoints).await?;

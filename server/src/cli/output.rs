@@ -13,8 +13,8 @@
 //! - schema commands: see [`super::schema`].
 
 use raftconf_client::{
-    ChangeKind, ClusterStatus, Document, EnvInfo, HistoryPage, Listing, Member, TenantInfo,
-    WatchEvent,
+    ChangeKind, ClientsReport, ClusterStatus, Document, EnvInfo, HistoryPage, Listing, Member,
+    TenantInfo, WatchEvent,
 };
 use raftconf_schema::canonical_json;
 use serde::Serialize;
@@ -655,4 +655,116 @@ mod tests {
         assert_eq!(kind_name(ChangeKind::EnvCreate), "env-create");
         assert_eq!(kind_name(ChangeKind::Unknown(42)), "unknown");
     }
+}
+
+#[derive(Serialize)]
+struct ClientsJson<'a> {
+    path: &'a str,
+    latest_revision: u64,
+    current: u64,
+    lagging: u64,
+    refusing: u64,
+    unreachable_nodes: &'a [u64],
+    subscribers: Vec<SubscriberJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SubscriberJson<'a> {
+    client_id: &'a str,
+    node_id: u64,
+    applied_revision: u64,
+    state: &'static str,
+    connected: bool,
+    labels: &'a std::collections::BTreeMap<String, String>,
+    paths: &'a [String],
+    updated_ms: i64,
+    refusal: Option<RefusalJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RefusalJson<'a> {
+    revision: u64,
+    reasons: &'a [String],
+}
+
+/// `clients`: a summary line, then one row per subscriber.
+pub fn clients(r: &ClientsReport, json: bool) -> String {
+    if json {
+        let subscribers = r
+            .subscribers
+            .iter()
+            .map(|s| SubscriberJson {
+                client_id: &s.client_id,
+                node_id: s.node_id,
+                applied_revision: s.applied_revision,
+                state: s.state.as_str(),
+                connected: s.connected,
+                labels: &s.labels,
+                paths: &s.paths,
+                updated_ms: s.updated_ms,
+                refusal: s.last_refusal.as_ref().map(|f| RefusalJson {
+                    revision: f.revision,
+                    reasons: &f.reasons,
+                }),
+            })
+            .collect();
+        return to_line(&ClientsJson {
+            path: &r.path,
+            latest_revision: r.latest_revision,
+            current: r.current,
+            lagging: r.lagging,
+            refusing: r.refusing,
+            unreachable_nodes: &r.unreachable_nodes,
+            subscribers,
+        });
+    }
+    let mut out = format!(
+        "{} at revision {}: {} current, {} lagging, {} refusing",
+        r.path, r.latest_revision, r.current, r.lagging, r.refusing
+    );
+    if !r.unreachable_nodes.is_empty() {
+        let nodes: Vec<String> = r.unreachable_nodes.iter().map(u64::to_string).collect();
+        out.push_str(&format!(
+            " (node(s) {} did not answer: their subscribers are missing)",
+            nodes.join(", ")
+        ));
+    }
+    if r.subscribers.is_empty() {
+        return out;
+    }
+    let rows = r
+        .subscribers
+        .iter()
+        .map(|s| {
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let refusal = s
+                .last_refusal
+                .as_ref()
+                .map(|f| format!("revision {}: {}", f.revision, f.reasons.join("; ")))
+                .unwrap_or_default();
+            vec![
+                s.client_id.clone(),
+                s.node_id.to_string(),
+                s.applied_revision.to_string(),
+                s.state.as_str().to_string(),
+                if s.connected { "yes" } else { "no" }.to_string(),
+                labels.join(","),
+                refusal,
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "CLIENT",
+            "NODE",
+            "APPLIED",
+            "STATE",
+            "CONNECTED",
+            "LABELS",
+            "REFUSED",
+        ],
+        rows,
+    ));
+    out
 }

@@ -57,6 +57,8 @@ pub async fn run(
                 for line in output::watch_lines(&event, json) {
                     println!("{line}");
                 }
+                // This subscriber applied what it printed (`raftconf clients`).
+                stream.ack(event.revision());
                 notice.next = event.revision() + 1;
             }
             Some(Some(Err(e))) => return Err(failed(e)),

@@ -4,6 +4,8 @@
 //! - [`admin`]: tenants and environments.
 //! - [`schema`]: the JSON Schema of each `tenant/namespace`.
 //! - [`watch`]: the bidirectional watch stream.
+//! - [`clients`]: delivery tracking (`Watch.Clients`): which subscribers run
+//!   which revision, gathered from every node.
 //! - [`cluster`]: the `Status` of this node and its cluster.
 //! - [`peer`]: Raft traffic between nodes (on the peer port only).
 //!
@@ -19,6 +21,7 @@
 //! ([`ServiceContext::read_revision`]).
 
 pub mod admin;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod peer;

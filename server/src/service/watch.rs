@@ -29,9 +29,10 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, instrument, warn};
 
+use super::clients;
 use super::ServiceContext;
 use crate::convert;
-use crate::delivery::{DeliveryRegistry, Refused};
+use crate::delivery::{DeliveryRegistry, Refused, SubscriptionId};
 use crate::status::{self, ApiError, WatchEnd};
 
 /// Most entries in one snapshot chunk.
@@ -108,13 +109,17 @@ impl WatchService {
             "watch subscribed"
         );
         let labels: BTreeMap<String, String> = sub.labels.into_iter().collect();
-        self.ctx.delivery.subscribed(&sub.client_id, labels);
+        let id = self
+            .ctx
+            .delivery
+            .subscribed(&sub.client_id, labels, sub.paths.clone());
 
         let (tx, rx) = mpsc::channel(self.ctx.settings.watch_queue.max(1));
         let (end_tx, end_rx) = oneshot::channel();
         let reader = tokio::spawn(read_reports(
             Arc::clone(&self.ctx.delivery),
             inbound,
+            id,
             sub.client_id.clone(),
         ));
         tokio::spawn(pump(
@@ -123,7 +128,7 @@ impl WatchService {
             tx,
             end_tx,
             reader,
-            sub.client_id,
+            (id, sub.client_id),
         ));
         let ctx = Arc::clone(&self.ctx);
         Ok(OutboundStream::new(
@@ -147,12 +152,13 @@ impl Watch for WatchService {
         self.ctx.respond(self.subscribe(request.into_inner()).await)
     }
 
+    #[instrument(skip_all, fields(path = %request.get_ref().path))]
     async fn clients(
         &self,
-        _request: Request<pb::ClientsRequest>,
+        request: Request<pb::ClientsRequest>,
     ) -> Result<Response<pb::ClientsResponse>, Status> {
-        // The wire contract is in place; the registry behind it comes next.
-        Err(Status::unimplemented("delivery tracking is not served yet"))
+        self.ctx
+            .respond(clients::clients(&self.ctx, request.into_inner()).await)
     }
 }
 
@@ -266,7 +272,7 @@ async fn pump(
     tx: mpsc::Sender<Outgoing>,
     end: oneshot::Sender<WatchEnd>,
     reader: JoinHandle<()>,
-    client_id: String,
+    (id, client_id): (SubscriptionId, String),
 ) {
     let mut shutdown = ctx.shutdown.clone();
     let send_timeout = ctx.settings.watch_send_timeout;
@@ -308,6 +314,7 @@ async fn pump(
         }
     };
     debug!(%client_id, ?reason, "watch ended");
+    ctx.delivery.disconnected(id);
     if let Some(reason) = reason {
         let _ = end.send(reason);
     }
@@ -318,6 +325,7 @@ async fn pump(
 async fn read_reports(
     delivery: Arc<DeliveryRegistry>,
     mut inbound: Streaming<pb::WatchRequest>,
+    id: SubscriptionId,
     client_id: String,
 ) {
     loop {
@@ -325,7 +333,7 @@ async fn read_reports(
             Ok(Some(pb::WatchRequest { request: Some(r) })) => match r {
                 Incoming::Ack(a) => {
                     debug!(%client_id, revision = a.revision, "watch ack");
-                    delivery.acked(&client_id, a.revision);
+                    delivery.acked(id, a.revision);
                 }
                 Incoming::Refusal(r) => {
                     info!(
@@ -336,7 +344,7 @@ async fn read_reports(
                         "subscriber refused a document"
                     );
                     delivery.refused(
-                        &client_id,
+                        id,
                         Refused {
                             revision: r.revision,
                             path: r.path,
