@@ -209,8 +209,9 @@ where
     }
 
     /// Keeps the last good documents and their revision in a cache file in
-    /// `dir` (written atomically after each new value: temp file, fsync,
-    /// rename). When no server answers within the start timeout,
+    /// `dir`, written atomically (temp file, fsync, rename) before each new
+    /// value is swapped in, so a restarted process never starts from a value
+    /// older than one it already exposed (the swap waits for the fsync). When no server answers within the start timeout,
     /// [`WatchedBuilder::start`] starts from the cache instead
     /// ([`WatchedStats::from_cache`]), keeps trying in the background, and
     /// resumes the watch right after the cached revision when a server
@@ -763,11 +764,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
                     let revision = event.revision();
                     match self.tracker.decide(&event) {
                         Decision::Take(typed) => {
+                            // Cached before it is swapped in: a process
+                            // killed at any point restarts from a value at
+                            // least as new as any it exposed, never older.
+                            self.save(revision).await;
                             self.swap(typed);
                             source.ack(revision);
-                            // Before `processed`: once a caller saw the
-                            // revision processed, a restart finds it cached.
-                            self.save(revision).await;
                         }
                         Decision::Unchanged => source.ack(revision),
                         Decision::Refuse(err, paths) => {
@@ -810,12 +812,13 @@ async fn first_in_time<T, S>(
     tracker: &mut Tracker<T>,
     source: &mut S,
     timeout: Duration,
+    floor: u64,
 ) -> Result<Option<(T, u64)>>
 where
     T: DeserializeOwned,
     S: EventSource,
 {
-    match tokio::time::timeout(timeout, first_value(tracker, source)).await {
+    match tokio::time::timeout(timeout, first_value(tracker, source, floor)).await {
         Ok(first) => first.map(Some),
         Err(_) => Ok(None),
     }
@@ -834,7 +837,7 @@ where
     S: EventSource,
 {
     let mut tracker = Tracker::new(shape, hooks);
-    match first_in_time(&mut tracker, &mut source, timeout).await? {
+    match first_in_time(&mut tracker, &mut source, timeout, 0).await? {
         Some((value, processed)) => {
             source.ack(processed);
             Ok(spawn_task(
@@ -861,33 +864,39 @@ async fn start_server<T>(
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
+    let label = shape.label();
+    // Read first: a server behind the cached revision must not be taken.
+    let cached = match &cache {
+        Some(cache) => match cache::read(&cache.dir, &cache.subscription) {
+            Ok(cached) => cached,
+            Err(e) => {
+                tracing::warn!(path = %label, error = %e, "ignoring the cache file");
+                None
+            }
+        },
+        None => None,
+    };
+    let floor = cached.as_ref().map_or(0, |c| c.revision);
     let reconnects = Arc::new(AtomicU64::new(0));
     let targets = shape.targets();
     let mut stream = client
         .watch_counted(targets.clone(), 0, reconnects.clone())
         .await?;
     let mut tracker = Tracker::new(shape, hooks);
-    if let Some((value, processed)) = first_in_time(&mut tracker, &mut stream, timeout).await? {
+    if let Some((value, processed)) =
+        first_in_time(&mut tracker, &mut stream, timeout, floor).await?
+    {
         stream.ack(processed);
         if let Some(cache) = &cache {
-            save(cache, &tracker.shape.label(), processed, &tracker.taken).await;
+            save(cache, &label, processed, &tracker.taken).await;
         }
         return Ok(spawn_task(
             tracker, stream, value, processed, reconnects, cache, false,
         ));
     }
-    let label = tracker.shape.label();
     let error = timed_out(&label, timeout, stream.last_error());
-    let Some(cache) = cache else {
+    let (Some(cache), Some(cached)) = (cache, cached) else {
         return Err(error);
-    };
-    let cached = match cache::read(&cache.dir, &cache.subscription) {
-        Ok(Some(cached)) => cached,
-        Ok(None) => return Err(error),
-        Err(e) => {
-            tracing::warn!(path = %label, error = %e, "ignoring the cache file");
-            return Err(error);
-        }
     };
     tracker.view = cached.documents;
     let value = match tracker.accept(&tracker.view, cached.revision, true) {
@@ -1049,11 +1058,17 @@ impl EventSource for ResumeSource {
 
 /// The first value: from the opening snapshot (or a put, should the server
 /// start with changes). Returns the value and the revision processed.
-async fn first_value<T, S>(tracker: &mut Tracker<T>, source: &mut S) -> Result<(T, u64)>
+///
+/// Nothing older than revision `floor` is taken: a handle that already
+/// exposed the state at `floor` (its cache says so) must not start from a
+/// node that is behind it. Such a node's events build the view up until it
+/// reaches `floor`.
+async fn first_value<T, S>(tracker: &mut Tracker<T>, source: &mut S, floor: u64) -> Result<(T, u64)>
 where
     T: DeserializeOwned,
     S: EventSource,
 {
+    let mut have_view = false;
     loop {
         let event = match source.next_event().await {
             Some(event) => event?,
@@ -1065,10 +1080,21 @@ where
             }
         };
         let revision = event.revision();
-        let Some(view) = tracker.shape.apply(&tracker.view, &event) else {
+        if let Some(view) = tracker.shape.apply(&tracker.view, &event) {
+            tracker.view = view;
+            have_view = true;
+        }
+        if !have_view {
             continue;
-        };
-        tracker.view = view;
+        }
+        if revision < floor {
+            tracing::debug!(
+                revision,
+                floor,
+                "this server is behind the cached revision; waiting for it to catch up"
+            );
+            continue;
+        }
         return match tracker.accept(&tracker.view, revision, true) {
             Ok(typed) => {
                 tracker.taken = tracker.view.clone();

@@ -691,3 +691,23 @@ async fn a_file_handle_reloads_edits_and_refuses_bad_ones() {
     assert!(watched.wait_for_revision(3, wait).await);
     assert_eq!(watched.load().greeting, "hello");
 }
+
+/// A handle whose cache says it exposed revision 8 must not start from a
+/// node that is behind: that node's snapshot and changes build the view,
+/// and the first value is taken once the stream reaches revision 8.
+#[tokio::test]
+async fn the_first_value_is_never_older_than_the_cached_revision() {
+    let (h, mut source) = fake_source();
+    h.send(snapshot(5, &[(PATH, 4, good("old", 1))]));
+    h.send(put(6, PATH, good("newer", 2)));
+    h.send(WatchEvent::Progress { revision: 7 });
+    h.send(WatchEvent::Progress { revision: 9 });
+    let hooks: Hooks<Config> = Hooks::default();
+    let mut tracker = Tracker::new(Shape::One(PATH.into()), hooks);
+    let (value, processed) = first_value(&mut tracker, &mut source, 8)
+        .await
+        .expect("a first value");
+    assert_eq!(processed, 9);
+    assert_eq!(value.greeting, "newer");
+    assert_eq!(view_revision(&tracker.taken), 6);
+}

@@ -195,6 +195,19 @@ pub enum FailReason {
     },
 }
 
+/// One subscriber as `raftconf clients` listed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivered {
+    /// Its client id.
+    pub client_id: String,
+    /// The highest revision it acknowledged.
+    pub applied_revision: u64,
+    /// `current`, `lagging` or `refusing`.
+    pub state: String,
+    /// Whether its stream was open.
+    pub connected: bool,
+}
+
 /// One line of the history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -273,6 +286,24 @@ pub enum Event {
         revision: u64,
         /// The value swapped in.
         value: Value,
+        /// Which run of a reloader process (1, 2, … a restart is a new one);
+        /// 0 for the in-process handle, which is never restarted.
+        #[serde(default)]
+        incarnation: u64,
+        /// The process started from its cache (no server answered in time).
+        #[serde(default)]
+        from_cache: bool,
+    },
+    /// What `raftconf clients` reported for a namespace after the run.
+    Delivery {
+        /// Monotonic time.
+        t: u64,
+        /// The namespace.
+        ns: String,
+        /// The revision that wrote its current document (0: deleted).
+        latest_revision: u64,
+        /// Each subscriber: client id, applied revision, state, connected.
+        subscribers: Vec<Delivered>,
     },
     /// A fault started or ended.
     Nemesis {
@@ -311,6 +342,7 @@ impl Event {
             | Event::Info { t, .. }
             | Event::Watch { t, .. }
             | Event::Reload { t, .. }
+            | Event::Delivery { t, .. }
             | Event::Nemesis { t, .. }
             | Event::Final { t, .. } => *t,
         }

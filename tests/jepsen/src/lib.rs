@@ -8,6 +8,7 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod recorder;
+pub mod reloaders;
 pub mod run;
 pub mod watchers;
 pub mod workload;

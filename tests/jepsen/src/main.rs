@@ -44,6 +44,10 @@ struct Args {
     /// Watchers.
     #[arg(long, default_value_t = 3)]
     watchers: usize,
+    /// Hot-reload client processes with a cache directory, restarted during
+    /// the run (also while every node is down).
+    #[arg(long, default_value_t = 2)]
+    reloaders: usize,
     /// Bound on one client operation; past it the outcome is unknown.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     op_timeout: Duration,
@@ -131,7 +135,7 @@ fn main_result(args: Args) -> Result<bool> {
     let dir = args.runs_dir.join(format!("{}-{seed}", timestamp()));
     let replay = format!(
         "cargo run --release -p raftconf-jepsen -- --seed {seed} --time {}s --nemesis {} \
-         --nodes {} --clients {} --keys {} --watchers {} --op-timeout {}ms --snapshot-every {}",
+         --nodes {} --clients {} --keys {} --watchers {} --reloaders {} --op-timeout {}ms --snapshot-every {}",
         args.time.as_secs(),
         if kinds.is_empty() {
             "none".to_string()
@@ -146,6 +150,7 @@ fn main_result(args: Args) -> Result<bool> {
         args.clients,
         args.keys,
         args.watchers,
+        args.reloaders,
         args.op_timeout.as_millis(),
         args.snapshot_every,
     );
@@ -158,6 +163,7 @@ fn main_result(args: Args) -> Result<bool> {
         clients: args.clients,
         keys: args.keys,
         watchers: args.watchers,
+        reloaders: args.reloaders,
         bin,
         dir: dir.clone(),
         op_timeout: args.op_timeout,

@@ -73,6 +73,9 @@ pub struct NemesisOptions {
     pub quiet: (Duration, Duration),
     /// How long a fault lasts (random within).
     pub hold: (Duration, Duration),
+    /// Told `true` while every node is down (a whole-cluster kill), so that
+    /// client processes can be restarted then, from their caches.
+    pub all_down: Option<Arc<tokio::sync::watch::Sender<bool>>>,
 }
 
 /// What the nemesis did.
@@ -139,7 +142,7 @@ pub async fn run(
         let hold = Duration::from_millis(between(&mut rng, opts.hold));
         let mut c = cluster.lock().await;
         let result = match kind {
-            Kind::Kill => kill(&mut c, &mut rng, hold, &log).await,
+            Kind::Kill => kill(&mut c, &mut rng, hold, &log, opts.all_down.as_deref()).await,
             Kind::Pause => pause(&mut c, &mut rng, hold, &log).await,
             Kind::Partition => partition(&mut c, &net, &mut rng, hold, &log).await,
             Kind::Membership => membership(&mut c, &mut rng, &log).await,
@@ -175,6 +178,7 @@ async fn kill(
     rng: &mut StdRng,
     hold: Duration,
     log: &Log,
+    all_down: Option<&tokio::sync::watch::Sender<bool>>,
 ) -> anyhow::Result<String> {
     let n = c.nodes.len();
     if rng.gen_bool(0.15) {
@@ -184,7 +188,13 @@ async fn kill(
         for slot in 1..=n {
             c.kill(slot)?;
         }
+        if let Some(tell) = all_down {
+            let _ = tell.send(true);
+        }
         tokio::time::sleep(hold).await;
+        if let Some(tell) = all_down {
+            let _ = tell.send(false);
+        }
         for slot in 1..=n {
             c.restart(slot)?;
         }

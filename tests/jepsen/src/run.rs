@@ -7,16 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use tokio::sync::{watch, Mutex};
 
 use crate::check::{check_all, CheckOptions, Verdict};
 use crate::cluster::{client_addr, Cluster, ClusterOptions};
-use crate::history::{Event, Op, OpOk};
+use crate::history::{Delivered, Event, Op, OpOk};
 use crate::nemesis::{self, Kind, NemesisOptions, NemesisReport};
 use crate::net::Net;
 use crate::recorder::Recorder;
+use crate::reloaders::{self, Reloaders};
 use crate::watchers::{read_log, run_watcher, WatcherOptions};
 use crate::workload::{self, namespace, run_process, WorkloadOptions, PREFIX};
 
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub keys: usize,
     /// Watchers.
     pub watchers: usize,
+    /// Hot-reload client processes (with a cache, restarted during the run).
+    pub reloaders: usize,
     /// The `raftconf` binary.
     pub bin: PathBuf,
     /// This run's directory.
@@ -94,6 +97,24 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
         .await
         .context("starting the hot-reload handle")?;
 
+    // Processes with a cache: restarted on a schedule and while every node is down.
+    let reloaders = Reloaders::start(
+        opts.reloaders,
+        2,
+        endpoints.clone(),
+        namespace(0),
+        &opts.dir,
+        rec.clone(),
+    )
+    .await?;
+    ensure!(
+        reloaders.wait_for(1, Duration::from_secs(30)).await,
+        "the hot-reload processes did not start (see reloader-*.log in {})",
+        opts.dir.display()
+    );
+    let reloaders = Arc::new(Mutex::new(reloaders));
+    let (all_down_tx, all_down_rx) = watch::channel(false);
+
     let cluster = Arc::new(Mutex::new(cluster));
     let until = Instant::now() + opts.time;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -107,6 +128,7 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
             seed: opts.seed,
             quiet: (Duration::from_millis(1_000), Duration::from_millis(3_000)),
             hold: (Duration::from_millis(1_500), Duration::from_millis(5_000)),
+            all_down: Some(Arc::new(all_down_tx)),
         },
         rec.clone(),
         nemesis_log,
@@ -130,6 +152,13 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
             ))
         })
         .collect();
+    let restarts = tokio::spawn(reloaders::restart_schedule(
+        reloaders.clone(),
+        opts.seed,
+        all_down_rx,
+        stop_rx.clone(),
+        rec.clone(),
+    ));
     let (watchers_stop_tx, watchers_stop_rx) = watch::channel(false);
     let watchers: Vec<_> = (1..=opts.watchers as u64)
         .map(|w| {
@@ -161,6 +190,7 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
         attempted += p.await.unwrap_or(0);
     }
     let report = nemesis.await.unwrap_or_default();
+    let _ = restarts.await;
 
     println!("healing and waiting for convergence");
     net.heal()?;
@@ -170,6 +200,16 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
     cluster.revive_all()?;
     cluster.wait_leader(Duration::from_secs(60)).await?;
     cluster.ensure_members(Duration::from_secs(60)).await?;
+    // A last value for the hot-reload clients to converge to (and report
+    // through `raftconf clients`), even if the workload deleted the namespace.
+    recorded_put(
+        cluster.admin(),
+        &rec,
+        &namespace(0),
+        json!({ "w": "final" }),
+    )
+    .await
+    .context("the final write")?;
     let final_revision = converge(&cluster, Duration::from_secs(90)).await?;
 
     let _ = target_tx.send(Some(final_revision));
@@ -184,6 +224,11 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
         .wait_for_revision(final_revision, Duration::from_secs(30))
         .await;
     drop(reloader);
+    let reloaders = Arc::try_unwrap(reloaders)
+        .map_err(|_| anyhow::anyhow!("the restart schedule still holds the reloaders"))?
+        .into_inner();
+    record_delivery(&cluster, &reloaders, &rec).await?;
+    reloaders.stop().await;
 
     for slot in 1..=cluster.nodes.len() {
         let status = cluster.admin().status_of(&client_addr(slot)).await?;
@@ -226,8 +271,20 @@ async fn setup(cluster: &Cluster, rec: &Recorder) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let ns = namespace(0);
-    let value = json!({ "w": "setup" });
+    recorded_put(admin, rec, &namespace(0), json!({ "w": "setup" }))
+        .await
+        .context("the setup write")?;
+    Ok(())
+}
+
+/// A put by process 0 (the harness), recorded like any client's.
+async fn recorded_put(
+    admin: &raftconf_client::Client,
+    rec: &Recorder,
+    ns: &str,
+    value: serde_json::Value,
+) -> Result<u64> {
+    let ns = ns.to_string();
     let op_id = rec.op_id();
     rec.record(Event::Invoke {
         t: rec.now(),
@@ -238,7 +295,7 @@ async fn setup(cluster: &Cluster, rec: &Recorder) -> Result<()> {
             value: value.clone(),
         },
     });
-    let w = admin.put(&ns, &value).await.context("the setup write")?;
+    let w = admin.put(&ns, &value).await?;
     rec.record(Event::Ok {
         t: rec.now(),
         process: 0,
@@ -250,7 +307,7 @@ async fn setup(cluster: &Cluster, rec: &Recorder) -> Result<()> {
             mod_revision: 0,
         },
     });
-    Ok(())
+    Ok(w.revision)
 }
 
 /// Waits until every node reports the same applied revision and state
@@ -362,5 +419,55 @@ fn write_results(
         opts.dir.join("results.json"),
         serde_json::to_string_pretty(&results)?,
     )?;
+    Ok(())
+}
+
+/// Waits (bounded) until every reloader process has taken namespace 0's
+/// final value and `raftconf clients` shows each current, then records what
+/// `clients` reported, for the `delivery` checker to judge.
+async fn record_delivery(cluster: &Cluster, reloaders: &Reloaders, rec: &Recorder) -> Result<()> {
+    let ns = namespace(0);
+    let admin = cluster.admin();
+    let latest = match admin.get(&ns).await {
+        Ok(doc) => doc.mod_revision,
+        Err(raftconf_client::Error::NotFound(_)) => 0,
+        Err(e) => return Err(e).context(format!("reading {ns} after the run")),
+    };
+    if latest > 0 && !reloaders.wait_for(latest, Duration::from_secs(30)).await {
+        println!(
+            "some reloader process did not reach revision {latest}; the checkers will say which"
+        );
+    }
+    let ids: Vec<String> = reloaders.client_ids();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let report = admin.clients(&ns).await.context("raftconf clients")?;
+        let all_current = ids.iter().all(|id| {
+            report.subscribers.iter().any(|s| {
+                &s.client_id == id
+                    && s.connected
+                    && s.state == raftconf_client::SubscriberState::Current
+            })
+        });
+        if all_current || tokio::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    rec.record(Event::Delivery {
+        t: rec.now(),
+        ns,
+        latest_revision: report.latest_revision,
+        subscribers: report
+            .subscribers
+            .iter()
+            .map(|s| Delivered {
+                client_id: s.client_id.clone(),
+                applied_revision: s.applied_revision,
+                state: s.state.as_str().to_string(),
+                connected: s.connected,
+            })
+            .collect(),
+    });
     Ok(())
 }

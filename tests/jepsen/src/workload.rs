@@ -366,6 +366,8 @@ pub async fn start_reloader(
                 ns: hook_ns.clone(),
                 revision,
                 value: (**new).clone(),
+                incarnation: 0,
+                from_cache: false,
             });
         })
         .start()
@@ -376,6 +378,8 @@ pub async fn start_reloader(
         ns,
         revision: handle.revision(),
         value: (*handle.load()).clone(),
+        incarnation: 0,
+        from_cache: false,
     });
     Ok(handle)
 }

@@ -141,6 +141,17 @@ impl<'h> CommittedLog<'h> {
         }
     }
 
+    /// The revision of `ns`'s last live value (the last put, whatever
+    /// deletes followed it); `None` if it never had one.
+    pub(crate) fn last_live(&self, ns: &str) -> Option<u64> {
+        self.per_ns
+            .get(ns)?
+            .iter()
+            .rev()
+            .find(|(_, change)| change.value.is_some())
+            .map(|(r, _)| *r)
+    }
+
     /// Where (revision, namespace) the log holds `value`, in log order.
     pub(crate) fn find_value(&self, value: &Value) -> &[(u64, &'h str)] {
         self.by_value

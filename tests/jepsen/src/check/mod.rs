@@ -93,6 +93,7 @@ pub fn check_all(history: &[Event], options: &CheckOptions) -> Vec<Verdict> {
         convergence::check(&ctx),
         watch::check(&ctx),
         reload::check(&ctx),
+        reload::check_delivery(&ctx),
     ]
 }
 
@@ -202,7 +203,8 @@ mod tests {
                 "no_lost_writes",
                 "convergence",
                 "watch",
-                "hot_reload"
+                "hot_reload",
+                "delivery"
             ]
         );
         assert_all_pass(&verdicts, "the valid history");

@@ -1,14 +1,22 @@
-//! `hot_reload`: the hot-reload handle only moves forward, to committed
-//! values. Per reloader, the revisions it swaps in strictly increase (never
-//! back, never the same twice), and each value is the namespace's committed
-//! value at that revision (the namespace live there).
+//! `hot_reload`: hot-reload clients only move forward, to committed values,
+//! and end on the final one. Per reloader, the revisions it exposes strictly
+//! increase within one run of its process; a restarted process (a new
+//! incarnation, maybe started from its cache while every node was down)
+//! starts at the revision it had reached or later, never earlier; each value
+//! is the namespace's committed value at that revision; and its last value is
+//! the namespace's last live value.
+//!
+//! `delivery`: after the run, `raftconf clients` lists every reloader process
+//! as connected and current at the namespace's latest revision.
 
 use std::collections::HashMap;
 
 use super::{no_log_verdict, Anomalies, Context, Verdict};
 use crate::history::Event;
+use crate::reloaders::client_id;
 
 const NAME: &str = "hot_reload";
+const DELIVERY: &str = "delivery";
 
 /// Runs the check.
 pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
@@ -16,9 +24,10 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
         return no_log_verdict(NAME);
     };
     let mut anomalies = Anomalies::new(ctx.options.max_anomalies);
-    // reloader → (time, revision) of its last swap.
-    let mut last: HashMap<u64, (u64, u64)> = HashMap::new();
+    // reloader → (incarnation, time, revision, ns) of its last value.
+    let mut last: HashMap<u64, (u64, u64, u64, &str)> = HashMap::new();
     let mut reloads = 0usize;
+    let mut restarts = 0usize;
     for event in ctx.history {
         let Event::Reload {
             t,
@@ -26,26 +35,44 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
             ns,
             revision,
             value,
+            incarnation,
+            ..
         } = event
         else {
             continue;
         };
         reloads += 1;
-        let at =
-            format!("reloader {reloader} swapped in {ns} {value} at revision {revision} (t={t})");
-        if let Some(&(last_t, last_revision)) = last.get(reloader) {
-            if *revision < last_revision {
-                anomalies.push(format!(
-                    "went backwards: {at} after revision {last_revision} (t={last_t})"
-                ));
-            } else if *revision == last_revision {
-                anomalies.push(format!(
-                    "repeated: {at}, revision {last_revision} again (first at t={last_t})"
-                ));
+        let at = format!(
+            "reloader {reloader} (run {incarnation}) exposed {ns} {value} at revision {revision} (t={t})"
+        );
+        match last.get(reloader) {
+            Some(&(inc, last_t, last_revision, _)) if inc == *incarnation => {
+                if *revision < last_revision {
+                    anomalies.push(format!(
+                        "went backwards: {at} after revision {last_revision} (t={last_t})"
+                    ));
+                } else if *revision == last_revision {
+                    anomalies.push(format!(
+                        "repeated: {at}, revision {last_revision} again (first at t={last_t})"
+                    ));
+                }
             }
+            Some(&(_, last_t, last_revision, _)) => {
+                restarts += 1;
+                if *revision < last_revision {
+                    anomalies.push(format!(
+                        "went backwards across a restart: {at}, the previous run had reached \
+                         revision {last_revision} (t={last_t})"
+                    ));
+                }
+            }
+            None => {}
         }
-        if last.get(reloader).is_none_or(|&(_, r)| *revision > r) {
-            last.insert(*reloader, (*t, *revision));
+        let newer = last
+            .get(reloader)
+            .is_none_or(|&(inc, _, r, _)| *revision > r || inc != *incarnation);
+        if newer {
+            last.insert(*reloader, (*incarnation, *t, *revision, ns.as_str()));
         }
         if *revision > log.max_revision {
             anomalies.push(format!(
@@ -61,14 +88,95 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
             ));
         }
     }
-    let summary = format!("{reloads} reloads by {} reloaders", last.len());
+    let mut reloaders: Vec<_> = last.iter().collect();
+    reloaders.sort();
+    for (reloader, &(_, _, revision, ns)) in reloaders {
+        if let Some(final_revision) = log.last_live(ns) {
+            if revision < final_revision {
+                anomalies.push(format!(
+                    "did not converge: reloader {reloader} ended at revision {revision}, \
+                     {ns}'s last value is from revision {final_revision}"
+                ));
+            }
+        }
+    }
+    let summary = format!(
+        "{reloads} reloads by {} reloaders, {restarts} restarts",
+        last.len()
+    );
     anomalies.verdict(NAME, summary)
+}
+
+/// The `delivery` check.
+pub(crate) fn check_delivery(ctx: &Context<'_>) -> Verdict {
+    let mut anomalies = Anomalies::new(ctx.options.max_anomalies);
+    let mut processes: Vec<u64> = ctx
+        .history
+        .iter()
+        .filter_map(|e| match e {
+            Event::Reload {
+                reloader,
+                incarnation,
+                ..
+            } if *incarnation > 0 => Some(*reloader),
+            _ => None,
+        })
+        .collect();
+    processes.sort();
+    processes.dedup();
+    let reports: Vec<_> = ctx
+        .history
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivery {
+                ns,
+                latest_revision,
+                subscribers,
+                ..
+            } => Some((ns, *latest_revision, subscribers)),
+            _ => None,
+        })
+        .collect();
+    if processes.is_empty() {
+        return anomalies.verdict(DELIVERY, "no reloader processes in this history".into());
+    }
+    let Some((ns, latest, subscribers)) = reports.last() else {
+        anomalies.push("no `raftconf clients` report was recorded after the run".into());
+        return anomalies.verdict(DELIVERY, String::new());
+    };
+    for n in &processes {
+        let id = client_id(*n);
+        let Some(s) = subscribers
+            .iter()
+            .filter(|s| s.client_id == id)
+            .max_by_key(|s| (s.connected, s.applied_revision))
+        else {
+            anomalies.push(format!("{id} is not listed by `raftconf clients {ns}`"));
+            continue;
+        };
+        if !s.connected {
+            anomalies.push(format!("{id} is listed as disconnected"));
+        } else if *latest > 0 && (s.state != "current" || s.applied_revision < *latest) {
+            anomalies.push(format!(
+                "{id} is {} at revision {}, the latest is {latest}",
+                s.state, s.applied_revision
+            ));
+        }
+    }
+    anomalies.verdict(
+        DELIVERY,
+        format!(
+            "{} reloader processes reported current at revision {latest}",
+            processes.len()
+        ),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
-    use super::check;
+    use super::{check, check_delivery};
+    use crate::history::{Delivered, Event};
 
     fn with_reloads(reloads: impl FnOnce(&mut History)) -> History {
         let mut h = History::default();
@@ -89,7 +197,7 @@ mod tests {
         });
         assert_flags(
             &h.check(check),
-            r#"not the committed value: reloader 1 swapped in t/e/a {"w":"a1"} at revision 4"#,
+            r#"not the committed value: reloader 1 (run 0) exposed t/e/a {"w":"a1"} at revision 4"#,
         );
     }
 
@@ -108,7 +216,7 @@ mod tests {
         });
         assert_flags(
             &h.check(check),
-            "went backwards: reloader 1 swapped in t/e/a {\"w\":\"a1\"} at revision 3",
+            "went backwards: reloader 1 (run 0) exposed t/e/a {\"w\":\"a1\"} at revision 3",
         );
     }
 
@@ -125,8 +233,103 @@ mod tests {
         let h = with_reloads(|h| {
             h.reload(1, A, 4, "a2")
                 .reload(2, A, 3, "a1")
-                .reload(2, B, 5, "b1");
+                .reload(2, B, 5, "b1")
+                .reload(1, A, 8, "a4")
+                .reload(2, B, 7, "b2");
         });
         assert_passes(&h.check(check));
+    }
+
+    #[test]
+    fn a_reloader_that_ends_before_the_last_value_is_flagged() {
+        let h = with_reloads(|h| {
+            h.reload(1, A, 4, "a2");
+        });
+        assert_flags(
+            &h.check(check),
+            "did not converge: reloader 1 ended at revision 4, t/e/a's last value is from revision 8",
+        );
+    }
+
+    #[test]
+    fn a_restart_may_repeat_the_last_revision_but_not_go_below_it() {
+        let ok = with_reloads(|h| {
+            h.reload_in(2, 1, A, 4, "a2")
+                .reload_in(2, 2, A, 4, "a2")
+                .reload_in(2, 2, A, 8, "a4");
+        });
+        assert_passes(&ok.check(check));
+        let back = with_reloads(|h| {
+            h.reload_in(2, 1, A, 4, "a2")
+                .reload_in(2, 2, A, 3, "a1")
+                .reload_in(2, 2, A, 8, "a4");
+        });
+        assert_flags(
+            &back.check(check),
+            "went backwards across a restart: reloader 2 (run 2) exposed t/e/a {\"w\":\"a1\"} at revision 3",
+        );
+    }
+
+    fn delivered(id: &str, applied: u64, state: &str, connected: bool) -> Delivered {
+        Delivered {
+            client_id: id.into(),
+            applied_revision: applied,
+            state: state.into(),
+            connected,
+        }
+    }
+
+    fn with_delivery(subscribers: Vec<Delivered>) -> History {
+        let mut h = with_reloads(|h| {
+            h.reload_in(2, 1, A, 8, "a4").reload_in(3, 1, A, 8, "a4");
+        });
+        h.events.push(Event::Delivery {
+            t: 99,
+            ns: A.into(),
+            latest_revision: 8,
+            subscribers,
+        });
+        h
+    }
+
+    #[test]
+    fn delivery_passes_when_every_reloader_process_is_current() {
+        let h = with_delivery(vec![
+            delivered("jepsen-reloader-2", 9, "current", true),
+            delivered("jepsen-reloader-3", 8, "current", true),
+        ]);
+        assert_passes(&h.check(check_delivery));
+    }
+
+    #[test]
+    fn delivery_flags_a_missing_a_disconnected_and_a_lagging_reloader() {
+        let missing = with_delivery(vec![delivered("jepsen-reloader-2", 8, "current", true)]);
+        assert_flags(
+            &missing.check(check_delivery),
+            "jepsen-reloader-3 is not listed",
+        );
+        let gone = with_delivery(vec![
+            delivered("jepsen-reloader-2", 8, "current", true),
+            delivered("jepsen-reloader-3", 8, "current", false),
+        ]);
+        assert_flags(
+            &gone.check(check_delivery),
+            "jepsen-reloader-3 is listed as disconnected",
+        );
+        let lagging = with_delivery(vec![
+            delivered("jepsen-reloader-2", 8, "current", true),
+            delivered("jepsen-reloader-3", 5, "lagging", true),
+        ]);
+        assert_flags(
+            &lagging.check(check_delivery),
+            "jepsen-reloader-3 is lagging at revision 5, the latest is 8",
+        );
+        let unrecorded = with_reloads(|h| {
+            h.reload_in(2, 1, A, 8, "a4");
+        });
+        assert_flags(
+            &unrecorded.check(check_delivery),
+            "no `raftconf clients` report",
+        );
     }
 }

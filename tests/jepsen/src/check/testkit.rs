@@ -212,6 +212,18 @@ impl History {
     }
 
     pub(crate) fn reload(&mut self, reloader: u64, ns: &str, revision: u64, w: &str) -> &mut Self {
+        self.reload_in(reloader, 0, ns, revision, w)
+    }
+
+    /// A reload by incarnation `incarnation` of a reloader process.
+    pub(crate) fn reload_in(
+        &mut self,
+        reloader: u64,
+        incarnation: u64,
+        ns: &str,
+        revision: u64,
+        w: &str,
+    ) -> &mut Self {
         let t = self.tick();
         self.events.push(Event::Reload {
             t,
@@ -219,6 +231,8 @@ impl History {
             ns: ns.to_string(),
             revision,
             value: val(w),
+            incarnation,
+            from_cache: false,
         });
         self
     }
