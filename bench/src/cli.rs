@@ -102,6 +102,10 @@ pub struct ReloadArgs {
     /// Pause between two puts, in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub interval_ms: u64,
+    /// Give the reloader a cache directory (each swap then waits for the
+    /// cache file's fsync).
+    #[arg(long)]
+    pub cache: bool,
 }
 
 /// Flags of `idle-subscriptions`.
@@ -121,6 +125,9 @@ pub struct ReloaderArgs {
     /// The namespace to follow.
     #[arg(long)]
     pub path: String,
+    /// Its cache directory, if any.
+    #[arg(long)]
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Flags of `put-latency` and `get-latency`.

@@ -51,7 +51,9 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if let cli::Command::Reloader(args) = &cli.command {
-        return match reload::reloader(&cli.global.endpoints, &args.path).await {
+        return match reload::reloader(&cli.global.endpoints, &args.path, args.cache_dir.as_deref())
+            .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("reloader: {e:#}");

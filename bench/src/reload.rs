@@ -100,17 +100,23 @@ pub async fn reload_latency(
     path: &str,
     count: usize,
     interval: Duration,
+    cache: bool,
 ) -> Result<ReloadRun> {
     client.put(path, &document(200, 0)).await?;
     let exe = std::env::current_exe().context("finding this executable")?;
-    let mut child = Command::new(exe)
-        .args([
-            "reloader",
-            "--path",
-            path,
-            "--endpoints",
-            &endpoints.join(","),
-        ])
+    let cache_dir = tempfile::tempdir()?;
+    let mut command = Command::new(exe);
+    command.args([
+        "reloader",
+        "--path",
+        path,
+        "--endpoints",
+        &endpoints.join(","),
+    ]);
+    if cache {
+        command.arg("--cache-dir").arg(cache_dir.path());
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -152,11 +158,18 @@ pub async fn reload_latency(
 
 /// The child of [`reload_latency`]: prints `ready`, then `seen REVISION
 /// UNIX_NANOS` right after each swap, read back through `load()`.
-pub async fn reloader(endpoints: &[String], path: &str) -> Result<()> {
+pub async fn reloader(
+    endpoints: &[String],
+    path: &str,
+    cache_dir: Option<&std::path::Path>,
+) -> Result<()> {
     let client = Client::connect(endpoints.to_vec()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watched = client
-        .watched::<Value>(path)
+    let mut builder = client.watched::<Value>(path);
+    if let Some(dir) = cache_dir {
+        builder = builder.cache_dir(dir);
+    }
+    let watched = builder
         // Runs right after the swap: from now on load() returns the new value.
         .on_change(move |_, _, revision| {
             let _ = tx.send((revision, unix_nanos()));

@@ -145,11 +145,14 @@ async fn measure(
                 millis: None,
             };
             load_cost_note(&mut report, &client, &cost, g).await?;
-            let reload = ReloadArgs {
-                count: None,
-                interval_ms: 5,
-            };
-            reload_rows(&mut report, endpoints, &client, &reload, g).await?;
+            for cache in [false, true] {
+                let reload = ReloadArgs {
+                    count: None,
+                    interval_ms: 5,
+                    cache,
+                };
+                reload_rows(&mut report, endpoints, &client, &reload, g).await?;
+            }
             if let Some(server) = server {
                 for per_connection in [1, 10] {
                     let idle = IdleArgs {
@@ -194,7 +197,13 @@ async fn reload_rows(
     let count = args.count.unwrap_or(if g.quick { 30 } else { 300 });
     eprintln!("reload in another process: {count} puts …");
     let interval = Duration::from_millis(args.interval_ms);
-    let run = reload::reload_latency(client, endpoints, RELOAD_PATH, count, interval).await?;
+    let run =
+        reload::reload_latency(client, endpoints, RELOAD_PATH, count, interval, args.cache).await?;
+    let clients = if args.cache {
+        "1 process, cache"
+    } else {
+        "1 process"
+    };
     for (scenario, samples) in [
         ("put ack->load() elsewhere", run.ack_to_visible),
         ("put sent->load() elsewhere", run.sent_to_visible),
@@ -202,7 +211,7 @@ async fn reload_rows(
         if let Some(latency) = Summary::of(samples) {
             report.rows.push(Row {
                 scenario: scenario.to_string(),
-                clients: "1 process".into(),
+                clients: clients.into(),
                 ops_per_sec: None,
                 latency,
             });

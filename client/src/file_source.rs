@@ -36,6 +36,8 @@ pub(crate) struct FileSource {
     revision: u64,
     /// The bytes last read (parsed or not), to skip rewrites of the same text.
     last: Vec<u8>,
+    /// Times the file was read after the first.
+    rereads: u64,
     /// The first version, until it is asked for.
     first: Option<WatchEvent>,
     changed: mpsc::UnboundedReceiver<()>,
@@ -73,6 +75,9 @@ impl FileSource {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // A symlink (a Kubernetes ConfigMap mount swaps a `..data` link in
+        // the directory): any change in the directory may be a new version.
+        let any_change = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
         let (tx, changed) = mpsc::unbounded_channel();
         let file_error = |message: String| Error::File {
             path: label.clone(),
@@ -81,8 +86,11 @@ impl FileSource {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 match event {
+                    // Opening and reading (ours included) change nothing;
+                    // reacting would make every read cause another.
+                    Ok(event) if event.kind.is_access() => {}
                     Ok(event) => {
-                        if event.paths.iter().any(|p| p.file_name() == Some(&name)) {
+                        if any_change || event.paths.iter().any(|p| p.file_name() == Some(&name)) {
                             let _ = tx.send(());
                         }
                     }
@@ -104,6 +112,7 @@ impl FileSource {
             format,
             revision: 0,
             last: Vec::new(),
+            rereads: 0,
             first: None,
             changed,
             _watcher: watcher,
@@ -150,6 +159,7 @@ impl FileSource {
             self.changed.recv().await?;
             tokio::time::sleep(SETTLE).await;
             while self.changed.try_recv().is_ok() {}
+            self.rereads += 1;
             let bytes = match tokio::fs::read(&self.file).await {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -133,3 +133,19 @@ async fn toml_files_and_refused_openings() {
     let err = FileSource::open(&dir.path().join("bad.json")).expect_err("bad");
     assert!(matches!(err, Error::File { .. }), "{err}");
 }
+
+/// Reading the file (the source's own reads, or anyone's) is not a change:
+/// with nothing written, nothing is read again and nothing yielded.
+#[tokio::test]
+async fn reads_are_not_changes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("app.json");
+    fs::write(&file, r#"{"workers": 1}"#).expect("write");
+    let mut source = FileSource::open(&file).expect("open");
+    next(&mut source).await.expect("first");
+    for _ in 0..5 {
+        fs::read(&file).expect("read");
+    }
+    quiet(&mut source).await;
+    assert_eq!(source.rereads, 0, "reads are not changes, nor are our own");
+}
