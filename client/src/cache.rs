@@ -108,8 +108,32 @@ fn encode(config: &CachedConfig) -> Vec<u8> {
     out
 }
 
+/// A cache file written and renamed into place, not yet made durable: a
+/// process that dies from now on restarts from it (the page cache outlives
+/// the process); [`Unsynced::sync`] makes it survive a machine crash too.
+#[derive(Debug)]
+pub(crate) struct Unsynced {
+    file: File,
+    dir: PathBuf,
+}
+
+impl Unsynced {
+    /// fsyncs the file and the directory (so the rename is durable).
+    pub(crate) fn sync(self) -> io::Result<()> {
+        self.file.sync_all()?;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
 /// Writes `config` into `dir` (created if missing), atomically and durably.
 pub(crate) fn write(dir: &Path, config: &CachedConfig) -> io::Result<()> {
+    write_visible(dir, config)?.sync()
+}
+
+/// Writes `config` into `dir` atomically (a reader sees the old file or the
+/// new one, whole), without waiting for the disk. After a machine crash the
+/// file may be the old one, or damaged, which [`read`] detects and refuses.
+pub(crate) fn write_visible(dir: &Path, config: &CachedConfig) -> io::Result<Unsynced> {
     fs::create_dir_all(dir)?;
     let target = cache_path(dir, &config.subscription);
     let name = target
@@ -126,11 +150,11 @@ pub(crate) fn write(dir: &Path, config: &CachedConfig) -> io::Result<()> {
     let result = (|| {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         file.write_all(&encode(config))?;
-        file.sync_all()?;
-        drop(file);
         fs::rename(&tmp, &target)?;
-        // The rename is durable once the directory is.
-        File::open(dir)?.sync_all()
+        Ok(Unsynced {
+            file,
+            dir: dir.to_path_buf(),
+        })
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -2,6 +2,7 @@
 //! chunks, drops anything already seen, forwards acks and refusals, and on a
 //! broken stream resubscribes elsewhere from `last_seen + 1`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -75,6 +76,7 @@ impl Client {
             control: control_rx,
             guard: RevisionGuard::default(),
             last_acked: 0,
+            refusals: BTreeMap::new(),
             last_error: last_error.clone(),
             reconnects: reconnects.clone(),
         };
@@ -191,6 +193,10 @@ struct WatchTask {
     guard: RevisionGuard,
     /// The highest revision acknowledged to a server, re-sent after a reconnect.
     last_acked: u64,
+    /// The latest refusal of each namespace, re-sent after a reconnect: the
+    /// node that recorded it may be gone, and without it the new node would
+    /// count this subscriber as current.
+    refusals: BTreeMap<String, (u64, Vec<String>)>,
     last_error: Arc<Mutex<Option<String>>>,
     /// Broken sessions so far.
     reconnects: Arc<AtomicU64>,
@@ -280,6 +286,14 @@ impl WatchTask {
                 revision: self.last_acked,
             };
             let _ = out_tx.try_send(request(pb::watch_request::Request::Ack(ack)));
+        }
+        for (path, (revision, reasons)) in &self.refusals {
+            let refusal = pb::Refusal {
+                revision: *revision,
+                path: path.clone(),
+                reasons: reasons.clone(),
+            };
+            let _ = out_tx.try_send(request(pb::watch_request::Request::Refusal(refusal)));
         }
         tracing::debug!(endpoint = addr, start, paths = ?self.paths, "subscribing");
         let mut client =
@@ -384,6 +398,8 @@ impl WatchTask {
                 path,
                 reasons,
             } => {
+                self.refusals
+                    .insert(path.clone(), (revision, reasons.clone()));
                 let refusal = pb::Refusal {
                     revision,
                     path,

@@ -209,9 +209,11 @@ where
     }
 
     /// Keeps the last good documents and their revision in a cache file in
-    /// `dir`, written atomically (temp file, fsync, rename) before each new
-    /// value is swapped in, so a restarted process never starts from a value
-    /// older than one it already exposed (the swap waits for the fsync). When no server answers within the start timeout,
+    /// `dir`, replaced atomically (temp file, rename) before each new value
+    /// is swapped in, so a restarted process never starts from a value older
+    /// than one it already exposed; the fsync follows, off the reload path
+    /// (after a machine crash the file may be an older one, or damaged and
+    /// then ignored). When no server answers within the start timeout,
     /// [`WatchedBuilder::start`] starts from the cache instead
     /// ([`WatchedStats::from_cache`]), keeps trying in the background, and
     /// resumes the watch right after the cached revision when a server
@@ -749,10 +751,31 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
         });
     }
 
-    /// Caches the taken documents as of event revision `revision`.
-    async fn save(&self, revision: u64) {
-        if let Some(cache) = &self.cache {
-            save(cache, &self.state.label, revision, &self.tracker.taken).await;
+    /// Puts the taken documents, as of event revision `revision`, in the
+    /// cache file (renamed into place, not yet fsynced).
+    async fn save_visible(&self, revision: u64) -> Option<cache::Unsynced> {
+        let cache = self.cache.as_ref()?;
+        let config = CachedConfig {
+            subscription: cache.subscription.clone(),
+            revision,
+            documents: self.tracker.taken.clone(),
+        };
+        let dir = cache.dir.clone();
+        match tokio::task::spawn_blocking(move || cache::write_visible(&dir, &config)).await {
+            Ok(Ok(unsynced)) => Some(unsynced),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    path = %self.state.label,
+                    dir = %cache.dir.display(),
+                    error = %e,
+                    "could not write the cache file"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.state.label, error = %e, "cache write failed");
+                None
+            }
         }
     }
 
@@ -764,12 +787,22 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Task<T> {
                     let revision = event.revision();
                     match self.tracker.decide(&event) {
                         Decision::Take(typed) => {
-                            // Cached before it is swapped in: a process
+                            // In the cache before it is swapped in: a process
                             // killed at any point restarts from a value at
                             // least as new as any it exposed, never older.
-                            self.save(revision).await;
+                            // The fsync (for machine crashes) runs after the
+                            // swap, off the reload path.
+                            let unsynced = self.save_visible(revision).await;
                             self.swap(typed);
                             source.ack(revision);
+                            if let Some(unsynced) = unsynced {
+                                let label = self.state.label.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    if let Err(e) = unsynced.sync() {
+                                        tracing::warn!(path = %label, error = %e, "could not fsync the cache file");
+                                    }
+                                });
+                            }
                         }
                         Decision::Unchanged => source.ack(revision),
                         Decision::Refuse(err, paths) => {

@@ -143,3 +143,42 @@ fn clients_shows_every_nodes_subscribers_their_revisions_and_refusals() -> Resul
     drop(handle);
     Ok(())
 }
+
+/// A refusal outlives the node that recorded it: when the node a refusing
+/// handle streams from is killed, the handle resumes elsewhere and reports
+/// its refusal again, so it is not mistaken for current.
+#[test]
+fn a_refusal_is_reported_again_after_the_subscriber_moves() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let [n1, n2, n3] = [0, 1, 2].map(|i| cluster.nodes[i].addr.clone());
+    create_env(&n1, "shop", "prod")?;
+    put(&n1, PATH, r#"{"workers": 4}"#)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let handle = rt.block_on(async {
+        let options = ClientOptions::default()
+            .client_id("mover")
+            .keep_alive(Duration::from_secs(1), Duration::from_secs(1));
+        // Node 2 first: it streams from node 2.
+        let client = Client::connect_with([n2.as_str(), n3.as_str()], options).await?;
+        anyhow::Ok(client.watched::<Checkout>(PATH).validate().start().await?)
+    })?;
+    let (bad, _) = put(&n1, PATH, r#"{"workers": 0}"#)?;
+    wait_clients(&n1, "refusing on node 2", |r| {
+        row(r, "mover").is_some_and(|s| s["state"] == "refusing" && s["node_id"] == 2)
+    })?;
+    cluster.nodes[1].kill()?;
+    // An unrelated write: the handle acknowledges a revision past the
+    // refused one on its new node, which must still show it refusing.
+    put(&n1, "shop/prod/other", r#"{"x": 1}"#)?;
+    let report = wait_clients(&n1, "refusing on node 3", |r| {
+        row(r, "mover").is_some_and(|s| s["node_id"] == 3 && s["connected"] == true)
+    })?;
+    let s = row(&report, "mover").expect("listed");
+    ensure!(s["state"] == "refusing", "{report:#}");
+    ensure!(s["refusal"]["revision"] == bad, "{report:#}");
+    ensure!(handle.load().workers == 4);
+    Ok(())
+}
