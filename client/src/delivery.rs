@@ -80,7 +80,8 @@ pub struct Subscriber {
 pub struct ClientsReport {
     /// The namespace.
     pub path: String,
-    /// The revision that wrote its current document (0: it does not exist).
+    /// The revision that wrote its current document; for a deleted namespace,
+    /// the revision of the delete (0: it never existed).
     pub latest_revision: u64,
     /// Every subscription, sorted by client id.
     pub subscribers: Vec<Subscriber>,

@@ -136,6 +136,20 @@ fn clients_shows_every_nodes_subscribers_their_revisions_and_refusals() -> Resul
         "{text}"
     );
 
+    // A delete: the latest revision is the delete's, and the hot-reload
+    // handle, which keeps its last value, is refusing it.
+    let deleted = cli_json(&n1, &["delete", PATH])?["revision"]
+        .as_u64()
+        .expect("a revision");
+    let report = wait_clients(&n1, "the delete refused", |r| {
+        r["latest_revision"] == deleted && r["refusing"] == 1
+    })?;
+    ensure!(
+        row(&report, "typed-service").expect("listed")["refusal"]["revision"] == deleted,
+        "{report:#}"
+    );
+    ensure!(handle.load().workers == 8);
+
     // A bad path is a clear error that names it.
     let out = raftconf_tests::cli(&n1, &["clients", "shop/prod"])?;
     ensure!(!out.status.success());

@@ -9,8 +9,10 @@
 //! listed, never silently left out.
 //!
 //! A subscriber is *refusing* when its latest refusal of the namespace is of
-//! the live document (revision at or after the latest), else *current* when it
-//! acknowledged the latest revision, else *lagging*. Only open streams count.
+//! the live document (revision at or after the latest; for a deleted
+//! namespace, the delete, which a hot-reload handle refuses to keep its last
+//! value), else *current* when it acknowledged the latest revision, else
+//! *lagging*. Only open streams count.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -42,8 +44,17 @@ pub async fn clients(
         pb::Consistency::Linearizable
     };
     ctx.read_revision(consistency as i32, 0).await?;
-    let (doc, read_at) = ctx.node.state().get_with_revision(&path)?;
-    let latest = doc.map_or(0, |d| d.record.mod_revision);
+    let state = ctx.node.state();
+    let (doc, read_at) = state.get_with_revision(&path)?;
+    // A deleted namespace's latest revision is its delete's: a subscriber
+    // is current once it processed the delete.
+    let latest = match doc {
+        Some(d) => d.record.mod_revision,
+        None => state
+            .history(&path, 0, 1)?
+            .first()
+            .map_or(0, |v| v.revision),
+    };
     let me = ctx.node.node_id();
     let mut rows: Vec<pb::SubscriberInfo> = ctx
         .delivery
