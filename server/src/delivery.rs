@@ -107,8 +107,15 @@ impl DeliveryRegistry {
                 .subs
                 .iter()
                 .min_by_key(|(_, s)| (s.connected, s.updated))
-                .map(|(id, _)| *id);
-            if let Some(id) = victim {
+                .map(|(id, s)| (*id, s.connected, s.client_id.clone()));
+            if let Some((id, connected, client_id)) = victim {
+                if connected {
+                    tracing::warn!(
+                        %client_id,
+                        capacity = self.capacity,
+                        "delivery registry full of open streams: no longer tracking the oldest"
+                    );
+                }
                 inner.subs.remove(&id);
             }
         }
