@@ -9,5 +9,6 @@ pub mod nemesis;
 pub mod net;
 pub mod recorder;
 pub mod run;
+pub mod schemas;
 pub mod watchers;
 pub mod workload;
