@@ -10,5 +10,6 @@ pub mod net;
 pub mod recorder;
 pub mod reloaders;
 pub mod run;
+pub mod schemas;
 pub mod watchers;
 pub mod workload;

@@ -1,6 +1,7 @@
 //! One run: start the cluster, drive clients, watchers and the hot-reload
-//! handle while the nemesis injects faults, heal, wait for convergence,
-//! record every node's final state, and check the history.
+//! handles while the nemesis injects faults, heal, wait for convergence,
+//! record every node's final state (its log and its schema history), and
+//! check the history.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -8,16 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use raftconf_client::TenantSettings;
+use raftconf_schema::MAX_HISTORY_DEPTH;
 use serde_json::json;
 use tokio::sync::{watch, Mutex};
 
 use crate::check::{check_all, CheckOptions, Verdict};
 use crate::cluster::{client_addr, Cluster, ClusterOptions};
-use crate::history::{Delivered, Event, Op, OpOk};
+use crate::history::{schema_path, Delivered, Event, FailReason, Op, OpOk};
 use crate::nemesis::{self, Kind, NemesisOptions, NemesisReport};
 use crate::net::Net;
 use crate::recorder::Recorder;
 use crate::reloaders::{self, Reloaders};
+use crate::schemas::read_schemas;
 use crate::watchers::{read_log, run_watcher, WatcherOptions};
 use crate::workload::{self, namespace, run_process, WorkloadOptions, PREFIX};
 
@@ -92,15 +96,21 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
     let endpoints = cluster.endpoints();
     setup(&cluster, &rec).await?;
 
-    // The hot-reload handle starts before any workload write.
-    let reloader = workload::start_reloader(1, endpoints.clone(), namespace(0), rec.clone())
-        .await
-        .context("starting the hot-reload handle")?;
+    // The hot-reload handles start before any workload write: one on
+    // namespace 0, one on the whole environment (a set, which must take
+    // each transaction whole).
+    let mut reloaders = Vec::new();
+    for (reloader, target) in [(1, namespace(0)), (2, PREFIX.to_string())] {
+        let handle = workload::start_reloader(reloader, endpoints.clone(), target, rec.clone())
+            .await
+            .with_context(|| format!("starting hot-reload handle {reloader}"))?;
+        reloaders.push(handle);
+    }
 
     // Processes with a cache: restarted on a schedule and while every node is down.
-    let reloaders = Reloaders::start(
+    let reloader_procs = Reloaders::start(
         opts.reloaders,
-        2,
+        3,
         endpoints.clone(),
         namespace(0),
         &opts.dir,
@@ -108,11 +118,11 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
     )
     .await?;
     ensure!(
-        reloaders.wait_for(1, Duration::from_secs(30)).await,
+        reloader_procs.wait_for(1, Duration::from_secs(30)).await,
         "the hot-reload processes did not start (see reloader-*.log in {})",
         opts.dir.display()
     );
-    let reloaders = Arc::new(Mutex::new(reloaders));
+    let reloader_procs = Arc::new(Mutex::new(reloader_procs));
     let (all_down_tx, all_down_rx) = watch::channel(false);
 
     let cluster = Arc::new(Mutex::new(cluster));
@@ -153,7 +163,7 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
         })
         .collect();
     let restarts = tokio::spawn(reloaders::restart_schedule(
-        reloaders.clone(),
+        reloader_procs.clone(),
         opts.seed,
         all_down_rx,
         stop_rx.clone(),
@@ -165,7 +175,12 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
             tokio::spawn(run_watcher(
                 w,
                 WatcherOptions {
-                    prefix: PREFIX.to_string(),
+                    // The third watches two namespaces by path, the others
+                    // the environment's prefix.
+                    targets: match w {
+                        3 if opts.keys >= 2 => vec![namespace(0), namespace(1)],
+                        _ => vec![PREFIX.to_string()],
+                    },
                     nodes: opts.nodes,
                     // The first watcher starts from a snapshot, the others from revision 1.
                     first_from: u64::from(w != 1),
@@ -206,7 +221,8 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
         cluster.admin(),
         &rec,
         &namespace(0),
-        json!({ "w": "final" }),
+        // "p0-0" passes every schema the workload sets (see `schemas`).
+        json!({ "w": "p0-0" }),
     )
     .await
     .context("the final write")?;
@@ -220,25 +236,44 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
         }
     }
     let _ = watchers_stop_tx.send(true);
-    reloader
-        .wait_for_revision(final_revision, Duration::from_secs(30))
-        .await;
-    drop(reloader);
-    let reloaders = Arc::try_unwrap(reloaders)
+    for reloader in &reloaders {
+        reloader
+            .wait_for_revision(final_revision, Duration::from_secs(30))
+            .await;
+    }
+    drop(reloaders);
+    let reloader_procs = Arc::try_unwrap(reloader_procs)
         .map_err(|_| anyhow::anyhow!("the restart schedule still holds the reloaders"))?
         .into_inner();
-    record_delivery(&cluster, &reloaders, &rec).await?;
-    reloaders.stop().await;
+    record_delivery(&cluster, &reloader_procs, &rec).await?;
+    reloader_procs.stop().await;
 
+    let schema_paths: Vec<String> = (0..opts.keys)
+        .filter_map(|k| schema_path(&namespace(k)))
+        .collect();
     for slot in 1..=cluster.nodes.len() {
         let status = cluster.admin().status_of(&client_addr(slot)).await?;
-        let log = read_log(slot, PREFIX, status.revision, Duration::from_secs(60)).await?;
+        let log = read_log(
+            slot,
+            &[PREFIX.to_string()],
+            status.revision,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let node = cluster.nodes[slot - 1].id;
         rec.record(Event::Final {
             t: rec.now(),
-            node: cluster.nodes[slot - 1].id,
+            node,
             revision: status.revision,
             digest: status.state_digest,
             log,
+        });
+        // The digest covers only the schemas in force: ask for the history.
+        let schemas = read_schemas(slot, &schema_paths, Duration::from_secs(30)).await?;
+        rec.record(Event::Schemas {
+            t: rec.now(),
+            node,
+            schemas,
         });
     }
     cluster.stop_all();
@@ -252,7 +287,8 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
     Ok(RunResult { verdicts, summary })
 }
 
-/// Creates the tenant and environment, and gives namespace 0 a first value
+/// Creates the tenant and environment, sets the tenant's history depth to
+/// the most it may be, and gives namespace 0 a first value
 /// (recorded like any write, by process 0) for the hot-reload handle.
 async fn setup(cluster: &Cluster, rec: &Recorder) -> Result<()> {
     let admin = cluster.admin();
@@ -268,6 +304,24 @@ async fn setup(cluster: &Cluster, rec: &Recorder) -> Result<()> {
         }
         if Instant::now() > deadline {
             bail!("could not create the tenant and environment: {tenant:?} {env:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The verdict checker needs every schema version: keep as many as a
+    // tenant may (a run sets a few hundred per namespace at most).
+    let settings = TenantSettings {
+        history_depth: Some(MAX_HISTORY_DEPTH),
+        ..TenantSettings::default()
+    };
+    loop {
+        let set = admin
+            .set_tenant_settings("jepsen", &settings, "keep every schema version")
+            .await;
+        if set.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("could not set the tenant's history depth: {set:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -347,21 +401,28 @@ fn summarize(
     verdicts: &[Verdict],
 ) -> String {
     let (mut ok, mut failed, mut info) = (0, 0, 0);
-    // The transactions invoked, and how many were acknowledged.
-    let mut transactions = HashSet::new();
-    let mut transactions_ok = 0;
+    // The transactions and schema changes invoked, and how many were
+    // acknowledged; the writes refused because a value broke a schema.
+    let (mut transactions, mut schema_changes) = (HashSet::new(), HashSet::new());
+    let (mut transactions_ok, mut schema_changes_ok, mut schema_refusals) = (0, 0, 0);
     for e in events {
         match e {
             Event::Invoke { op_id, op, .. } if op.is_transaction() => {
                 transactions.insert(*op_id);
             }
+            Event::Invoke { op_id, op, .. } if op.is_schema() => {
+                schema_changes.insert(*op_id);
+            }
             Event::Ok { process, op_id, .. } if *process != 0 => {
                 ok += 1;
-                if transactions.contains(op_id) {
-                    transactions_ok += 1;
-                }
+                transactions_ok += usize::from(transactions.contains(op_id));
+                schema_changes_ok += usize::from(schema_changes.contains(op_id));
             }
-            Event::Fail { .. } => failed += 1,
+            Event::Fail { reason, .. } => {
+                failed += 1;
+                schema_refusals +=
+                    usize::from(matches!(reason, FailReason::SchemaViolation { .. }));
+            }
             Event::Info { .. } => info += 1,
             _ => {}
         }
@@ -389,8 +450,11 @@ fn summarize(
     format!(
         "ops attempted {attempted} / ok {ok} / failed {failed} / indeterminate {info}; \
          transactions attempted {} / ok {transactions_ok}; \
+         schema changes attempted {} / ok {schema_changes_ok}; \
+         writes refused by a schema {schema_refusals}; \
          faults {} ({faults_text}{}); checkers: {checks}",
         transactions.len(),
+        schema_changes.len(),
         report.faults.len(),
         if report.errors.is_empty() {
             String::new()

@@ -1,7 +1,9 @@
 //! Watchers: raw gRPC watch streams (not the client library's resuming
 //! stream, which would hide a server's duplicates), each session on a node
 //! picked at random, cut after a random time and resumed from `last_seen + 1`
-//! on another. Everything they receive is recorded as it arrives.
+//! on another. Everything they receive is recorded as it arrives, each
+//! change with its kind: a schema change comes under the namespace's path
+//! and must not be taken for its document.
 
 use std::time::Duration;
 
@@ -15,14 +17,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 use crate::cluster::client_addr;
-use crate::history::{Event, LogEntry, NsChange, WatchItem};
+use crate::history::{ChangeKind, Event, LogEntry, NsChange, WatchItem};
 use crate::recorder::Recorder;
 
 /// What a watcher does.
 #[derive(Debug, Clone)]
 pub struct WatcherOptions {
-    /// The prefix watched.
-    pub prefix: String,
+    /// What it watches: `tenant/env/` prefixes and `tenant/env/namespace` paths.
+    pub targets: Vec<String>,
     /// Node slots to pick from.
     pub nodes: usize,
     /// Start revision of the first session (1: everything; 0: a snapshot first).
@@ -59,7 +61,7 @@ pub async fn run_watcher(
             item: WatchItem::Start {
                 session,
                 node: slot as u64,
-                prefix: opts.prefix.clone(),
+                targets: opts.targets.clone(),
                 from_revision: from,
             },
         });
@@ -67,7 +69,7 @@ pub async fn run_watcher(
             rng.gen_range(200..=opts.max_session.as_millis().max(201) as u64),
         );
         let reason = tokio::select! {
-            r = session_run(watcher, session, slot, &opts.prefix, from, &rec, &mut last_seen, &target) => r,
+            r = session_run(watcher, session, slot, &opts.targets, from, &rec, &mut last_seen, &target) => r,
             _ = tokio::time::sleep(length) => "cut by the watcher".to_string(),
             _ = stop.changed() => "run stopped".to_string(),
         };
@@ -88,7 +90,7 @@ async fn session_run(
     watcher: u64,
     session: u64,
     slot: usize,
-    prefix: &str,
+    targets: &[String],
     from: u64,
     rec: &Recorder,
     last_seen: &mut Option<u64>,
@@ -105,7 +107,7 @@ async fn session_run(
     let (tx, rx) = mpsc::channel(4);
     let subscribe = pb::WatchRequest {
         request: Some(pb::watch_request::Request::Subscribe(pb::Subscribe {
-            paths: vec![prefix.to_string()],
+            paths: targets.to_vec(),
             start_revision: from,
             client_id: format!("jepsen-watcher-{watcher}"),
             labels: Default::default(),
@@ -135,15 +137,7 @@ async fn session_run(
                     session,
                     entry: LogEntry {
                         revision: c.revision,
-                        changes: c
-                            .changes
-                            .into_iter()
-                            .map(|ch| NsChange {
-                                ns: ch.path,
-                                version: ch.version,
-                                value: parse(&ch.value),
-                            })
-                            .collect(),
+                        changes: c.changes.into_iter().map(change).collect(),
                     },
                 }
             }
@@ -152,6 +146,7 @@ async fn session_run(
                     ns: e.path,
                     version: e.version,
                     value: parse(&e.value),
+                    kind: ChangeKind::Document,
                 }));
                 if !s.last_chunk {
                     continue;
@@ -186,6 +181,22 @@ async fn session_run(
     }
 }
 
+/// A change as the history records it, with its kind.
+fn change(ch: pb::Change) -> NsChange {
+    let kind = match pb::ChangeKind::try_from(ch.kind) {
+        Ok(pb::ChangeKind::Put | pb::ChangeKind::Delete) => ChangeKind::Document,
+        Ok(pb::ChangeKind::SchemaSet) => ChangeKind::SchemaSet,
+        Ok(pb::ChangeKind::SchemaDelete) => ChangeKind::SchemaDelete,
+        _ => ChangeKind::Other(ch.kind),
+    };
+    NsChange {
+        ns: ch.path,
+        version: ch.version,
+        value: parse(&ch.value),
+        kind,
+    }
+}
+
 fn parse(text: &str) -> Option<Value> {
     if text.is_empty() {
         None
@@ -196,11 +207,12 @@ fn parse(text: &str) -> Option<Value> {
     }
 }
 
-/// Reads node `slot`'s whole committed history under `prefix` (a watch from
-/// revision 1) up to `revision`, for the final convergence check.
+/// Reads node `slot`'s whole committed history of `targets` (a watch from
+/// revision 1: documents and schemas) up to `revision`, for the final
+/// convergence check.
 pub async fn read_log(
     slot: usize,
-    prefix: &str,
+    targets: &[String],
     revision: u64,
     timeout: Duration,
 ) -> anyhow::Result<Vec<LogEntry>> {
@@ -211,7 +223,7 @@ pub async fn read_log(
     let (tx, rx) = mpsc::channel(4);
     tx.send(pb::WatchRequest {
         request: Some(pb::watch_request::Request::Subscribe(pb::Subscribe {
-            paths: vec![prefix.to_string()],
+            paths: targets.to_vec(),
             start_revision: 1,
             client_id: "jepsen-final".into(),
             labels: Default::default(),
@@ -230,15 +242,7 @@ pub async fn read_log(
                     let rev = c.revision;
                     log.push(LogEntry {
                         revision: rev,
-                        changes: c
-                            .changes
-                            .into_iter()
-                            .map(|ch| NsChange {
-                                ns: ch.path,
-                                version: ch.version,
-                                value: parse(&ch.value),
-                            })
-                            .collect(),
+                        changes: c.changes.into_iter().map(change).collect(),
                     });
                     if rev >= revision {
                         break;

@@ -1,27 +1,33 @@
 //! The clients of a run. Each client process is sequential, like a Jepsen
 //! process: it invokes one operation, records its completion, and only then
 //! invokes the next. Operations are linearizable gets, puts of unique values,
-//! CAS on the version, deletes, and transactions writing 2–3 of the
-//! namespaces at once (puts, some CAS, sometimes a delete), over a few
-//! namespaces so they contend. A
+//! CAS on the version, deletes, transactions writing 2–3 of the namespaces
+//! at once (puts, some CAS, sometimes a delete), and schema changes on the
+//! namespaces (sets of the rules in [`crate::schemas`], mostly with force,
+//! and sometimes a removal), over a few namespaces so they contend. A write
+//! refused because its value breaks the schema is a definite failure. A
 //! process whose operation ended with an unknown outcome never invokes again:
 //! a fresh process (and a fresh client, so a fresh client id for write
 //! de-duplication) takes its place.
 //!
-//! The hot-reload client is the client library's typed handle on one
-//! namespace; every value it swaps in is recorded with its revision.
+//! The hot-reload clients are the client library's handles on one namespace
+//! and on the whole environment; every value they swap in is recorded with
+//! its revision.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftconf_client::{Client, ClientOptions, Error, NamespaceWrite, WriteOptions};
+use raftconf_client::{
+    Client, ClientOptions, Error, FieldViolation, NamespaceWrite, SchemaOptions, WriteOptions,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::history::{Event, FailReason, Op, OpOk, TxOp};
+use crate::history::{schema_path, Event, FailReason, Op, OpOk, TxOp};
 use crate::recorder::Recorder;
+use crate::schemas::Rule;
 
 /// The tenant and environment every namespace of a run lives in.
 pub const PREFIX: &str = "jepsen/t/";
@@ -31,6 +37,9 @@ const ENV: &str = "jepsen/t";
 
 /// The share of operations (in percent) that are transactions.
 const TRANSACTION_PERCENT: u32 = 10;
+
+/// The share of operations (in percent) that are schema changes.
+const SCHEMA_PERCENT: u32 = 3;
 
 /// The namespace `k` of a run.
 pub fn namespace(k: usize) -> String {
@@ -99,6 +108,8 @@ pub async fn run_process(
         let roll = rng.gen_range(0..100);
         let (op, keys) = if roll < TRANSACTION_PERCENT && opts.keys >= 2 {
             transaction(&mut rng, process, n, opts.keys, &known_version)
+        } else if roll < TRANSACTION_PERCENT + SCHEMA_PERCENT {
+            (schema_change(&mut rng, process, n, opts.keys), Vec::new())
         } else {
             let k = rng.gen_range(0..opts.keys);
             (single(&mut rng, process, n, k, known_version[k]), vec![k])
@@ -115,8 +126,8 @@ pub async fn run_process(
         let t = rec.now();
         let event = match outcome {
             Ok(Outcome::Ok(result)) => {
-                match &op {
-                    Op::Apply { writes } => {
+                match (&op, keys.as_slice()) {
+                    (Op::Apply { writes }, _) => {
                         // The answer names no versions; a CAS tells what it made.
                         for (w, &k) in writes.iter().zip(&keys) {
                             if let Some(v) = w.expect_version {
@@ -124,7 +135,9 @@ pub async fn run_process(
                             }
                         }
                     }
-                    _ => known_version[keys[0]] = result.version,
+                    // A schema change's version is the schema's.
+                    (_, [k]) if !op.is_schema() => known_version[*k] = result.version,
+                    _ => {}
                 }
                 Event::Ok {
                     t,
@@ -232,6 +245,24 @@ fn transaction(
     (Op::Apply { writes }, picked)
 }
 
+/// A schema change on namespace `k`: one in six removes its schema, the
+/// others set one of the rules, four in five with force (without, a schema
+/// that live documents break is refused, naming them).
+fn schema_change(rng: &mut StdRng, process: u64, n: u64, keys: usize) -> Op {
+    let k = rng.gen_range(0..keys);
+    let path =
+        schema_path(&namespace(k)).expect("invariant: the workload's paths are tenant/env/ns");
+    if rng.gen_bool(1.0 / 6.0) {
+        return Op::DeleteSchema { path };
+    }
+    let rule = Rule::ALL[rng.gen_range(0..Rule::ALL.len())];
+    Op::SetSchema {
+        path,
+        schema: rule.schema(&format!("p{process}-{n}")),
+        force: rng.gen_bool(0.8),
+    }
+}
+
 enum Outcome {
     Ok(OpOk),
     Fail(FailReason, Option<u64>),
@@ -262,13 +293,14 @@ async fn execute(c: &Client, op: &Op) -> Outcome {
             ),
         },
         Op::Put { ns, value } => {
-            write_outcome(c.put_with(ns, value, WriteOptions::default()).await)
+            write_outcome(ns, c.put_with(ns, value, WriteOptions::default()).await)
         }
         Op::Cas {
             ns,
             expect_version,
             value,
         } => write_outcome(
+            ns,
             c.put_with(
                 ns,
                 value,
@@ -276,7 +308,7 @@ async fn execute(c: &Client, op: &Op) -> Outcome {
             )
             .await,
         ),
-        Op::Delete { ns } => write_outcome(c.delete(ns, WriteOptions::default()).await),
+        Op::Delete { ns } => write_outcome(ns, c.delete(ns, WriteOptions::default()).await),
         Op::Apply { writes } => {
             let writes: Vec<NamespaceWrite> = writes
                 .iter()
@@ -294,12 +326,25 @@ async fn execute(c: &Client, op: &Op) -> Outcome {
                 .collect();
             transaction_outcome(c.apply(ENV, &writes, "jepsen").await)
         }
+        Op::SetSchema {
+            path,
+            schema,
+            force,
+        } => {
+            let options = SchemaOptions::default().force(*force).message("jepsen");
+            schema_outcome(c.set_schema(path, schema, options).await)
+        }
+        Op::DeleteSchema { path } => schema_outcome(c.delete_schema(path, "jepsen").await),
     }
 }
 
-/// As [`write_outcome`]; a refused transaction (all or nothing: nothing
-/// applied) answers with the code of its first refused write, and a CAS miss
-/// comes as a plain `FailedPrecondition`, without the current version.
+/// As [`write_outcome`]. A refused transaction (all or nothing: nothing
+/// applied) answers with the code of its first refused write and lists every
+/// refused write in its details (`namespace:pointer`). So a CAS miss comes
+/// as `FAILED_PRECONDITION` with details, which the library reads as
+/// [`Error::SchemaIncompatible`] (or, without details, as
+/// [`Error::FailedPrecondition`]), without the current version; a schema
+/// violation as [`Error::SchemaViolation`].
 fn transaction_outcome(result: raftconf_client::Result<u64>) -> Outcome {
     match result {
         Ok(revision) => Outcome::Ok(OpOk {
@@ -308,14 +353,68 @@ fn transaction_outcome(result: raftconf_client::Result<u64>) -> Outcome {
             version: 0,
             mod_revision: 0,
         }),
-        Err(Error::FailedPrecondition(_)) => {
+        Err(Error::FailedPrecondition(_) | Error::SchemaIncompatible { .. }) => {
             Outcome::Fail(FailReason::VersionMismatch { current: None }, None)
         }
-        Err(e) => write_outcome(Err(e)),
+        Err(Error::SchemaViolation {
+            message,
+            violations,
+        }) => Outcome::Fail(
+            FailReason::SchemaViolation {
+                namespaces: refused_namespaces(&violations),
+                message,
+            },
+            None,
+        ),
+        Err(e) => write_outcome("", Err(e)),
     }
 }
 
-fn write_outcome(result: raftconf_client::Result<raftconf_client::WriteResult>) -> Outcome {
+/// The namespaces a refused transaction's details name as breaking their
+/// schema: `name:/pointer` each. A write refused for another reason is
+/// listed as `name:` (no pointer); the run's schemas only constrain `/w`,
+/// so their violations always carry a pointer.
+fn refused_namespaces(violations: &[FieldViolation]) -> Vec<String> {
+    let mut namespaces: Vec<String> = violations
+        .iter()
+        .filter_map(|v| v.field.split_once(':'))
+        .filter(|(_, pointer)| pointer.starts_with('/'))
+        .map(|(name, _)| format!("{PREFIX}{name}"))
+        .collect();
+    namespaces.dedup();
+    namespaces
+}
+
+/// A schema set or delete: a set that live documents break is refused
+/// (listing where), a delete of a schema that is not there is not found.
+fn schema_outcome(result: raftconf_client::Result<raftconf_client::SchemaWrite>) -> Outcome {
+    match result {
+        Ok(w) => Outcome::Ok(OpOk {
+            revision: w.revision,
+            value: None,
+            version: w.version,
+            mod_revision: 0,
+        }),
+        Err(Error::SchemaIncompatible {
+            message,
+            violations,
+        }) => Outcome::Fail(
+            FailReason::SchemaIncompatible {
+                broken: violations.into_iter().map(|v| v.field).collect(),
+                message,
+            },
+            None,
+        ),
+        Err(e) => write_outcome("", Err(e)),
+    }
+}
+
+/// The outcome of a write to `ns` (empty when the caller maps schema
+/// violations itself).
+fn write_outcome(
+    ns: &str,
+    result: raftconf_client::Result<raftconf_client::WriteResult>,
+) -> Outcome {
     match result {
         Ok(w) => Outcome::Ok(OpOk {
             revision: w.revision,
@@ -332,6 +431,14 @@ fn write_outcome(result: raftconf_client::Result<raftconf_client::WriteResult>) 
             None,
         ),
         Err(Error::NotFound(_)) => Outcome::Fail(FailReason::NotFound, None),
+        // Checked at commit (or refused by the leader's pre-check): nothing written.
+        Err(Error::SchemaViolation { message, .. }) => Outcome::Fail(
+            FailReason::SchemaViolation {
+                namespaces: vec![ns.to_string()],
+                message,
+            },
+            None,
+        ),
         // The library answers these only for writes that certainly were not applied.
         Err(
             e @ (Error::Unavailable(_) | Error::InvalidArgument(_) | Error::ResourceExhausted(_)),
@@ -345,9 +452,12 @@ fn write_outcome(result: raftconf_client::Result<raftconf_client::WriteResult>) 
     }
 }
 
-/// The hot-reload client: a typed handle on `ns` whose every swap is
-/// recorded. Its first value is recorded before the workload starts writing,
-/// so nothing can change between starting it and recording that value.
+/// A hot-reload client: a handle on `ns` (a namespace path: the value is
+/// its document; or a `tenant/env/` prefix: the value is an object of every
+/// namespace of the environment by name, swapped per revision) whose every
+/// swap is recorded. Its first value is recorded before the workload starts
+/// writing, so nothing can change between starting it and recording that
+/// value. It ignores schema changes (they are not documents).
 pub async fn start_reloader(
     reloader: u64,
     endpoints: Vec<String>,

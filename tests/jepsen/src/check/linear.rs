@@ -459,6 +459,43 @@ mod tests {
         h
     }
 
+    /// b0 at revision 3; a transaction writes a1 and b1 at revision 4 and
+    /// is acknowledged only after two readers ran during it: the first reads
+    /// a1 (so the transaction had taken effect), the second, which began
+    /// after the first completed, reads b0 at `b_revision`.
+    fn readers_during_a_transaction(b_revision: u64) -> History {
+        let mut h = History::default();
+        h.invoke(1, 1, put(B, "b0")).ok_write(1, 1, 3, 1);
+        h.invoke(1, 2, tx(&[(A, Some("a1"), None), (B, Some("b1"), None)]));
+        h.invoke(2, 3, get(A)).ok_get(2, 3, 4, Some("a1"), 1, 4);
+        h.invoke(2, 4, get(B))
+            .ok_get(2, 4, b_revision, Some("b0"), 1, 3);
+        h.ok_write(1, 2, 4, 0);
+        h.final_node(
+            1,
+            4,
+            "d",
+            vec![
+                entry(3, vec![change(B, 1, Some("b0"))]),
+                entry(4, vec![change(A, 1, Some("a1")), change(B, 2, Some("b1"))]),
+            ],
+        );
+        h
+    }
+
+    #[test]
+    fn readers_seeing_half_a_transaction_are_flagged() {
+        // Each namespace alone linearizes (the transaction was still in
+        // flight when b0 was read); across both, the second reader saw the
+        // state before a transaction the first reader saw after.
+        let before = readers_during_a_transaction(3).check(check);
+        assert_flags(&before, "stale read: op 4");
+        assert_eq!(before.anomalies.len(), 1, "{before}");
+        let at = readers_during_a_transaction(4).check(check);
+        assert_flags(&at, "read disagrees with the log: op 4");
+        assert_eq!(at.anomalies.len(), 1, "{at}");
+    }
+
     #[test]
     fn stale_read_is_caught_by_revision_order() {
         let verdict = stale_read_history().check(check);

@@ -1,13 +1,15 @@
 //! The committed order: the log of the `Final` events, indexed so a
 //! checker can ask for a namespace's state at any revision, the entry at a
-//! revision, or where a value is.
+//! revision, or where a value is. The log holds schema changes too (a watch
+//! delivers them under the namespace's path); a namespace's state and the
+//! values are its document changes only.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::Value;
 
-use crate::history::{Event, LogEntry, NsChange};
+use crate::history::{covers, Event, LogEntry, NsChange};
 
 /// A namespace's state at some revision.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,8 +51,10 @@ pub(crate) struct CommittedLog<'h> {
     pub(crate) node: u64,
     pub(crate) entries: &'h [LogEntry],
     by_revision: HashMap<u64, usize>,
-    /// Per namespace, its changes sorted by revision.
+    /// Per namespace, its document changes sorted by revision.
     per_ns: HashMap<&'h str, Vec<(u64, &'h NsChange)>>,
+    /// Every schema change, in log order.
+    schema_changes: Vec<(u64, &'h NsChange)>,
     /// [`value_key`] of every value the log holds → where (revision, ns).
     by_value: HashMap<String, Vec<(u64, &'h str)>>,
     /// The highest applied revision any node reported: nothing can have
@@ -83,10 +87,15 @@ impl<'h> CommittedLog<'h> {
         let mut by_revision = HashMap::with_capacity(entries.len());
         let mut per_ns: HashMap<&'h str, Vec<(u64, &'h NsChange)>> = HashMap::new();
         let mut by_value: HashMap<String, Vec<(u64, &'h str)>> = HashMap::new();
+        let mut schema_changes = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             by_revision.entry(entry.revision).or_insert(i);
             max_revision = max_revision.max(entry.revision);
             for change in &entry.changes {
+                if !change.is_document() {
+                    schema_changes.push((entry.revision, change));
+                    continue;
+                }
                 per_ns
                     .entry(change.ns.as_str())
                     .or_default()
@@ -108,6 +117,7 @@ impl<'h> CommittedLog<'h> {
             entries,
             by_revision,
             per_ns,
+            schema_changes,
             by_value,
             max_revision,
         })
@@ -120,9 +130,12 @@ impl<'h> CommittedLog<'h> {
             .and_then(|&i| self.entries.get(i))
     }
 
-    /// The change of `ns` at `revision`.
+    /// The document change of `ns` at `revision`.
     pub(crate) fn change_at(&self, revision: u64, ns: &str) -> Option<&'h NsChange> {
-        self.entry_at(revision)?.changes.iter().find(|c| c.ns == ns)
+        self.entry_at(revision)?
+            .changes
+            .iter()
+            .find(|c| c.ns == ns && c.is_document())
     }
 
     /// `ns`'s state after applying every revision ≤ `revision`.
@@ -166,22 +179,28 @@ impl<'h> CommittedLog<'h> {
             .map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
-    /// Every namespace the log ever changed.
+    /// Every namespace whose document the log ever changed.
     pub(crate) fn namespaces(&self) -> impl Iterator<Item = &'h str> + '_ {
         self.per_ns.keys().copied()
     }
 
-    /// `ns`'s changes, sorted by revision.
+    /// `ns`'s document changes, sorted by revision.
     pub(crate) fn changes_of(&self, ns: &str) -> &[(u64, &'h NsChange)] {
         self.per_ns.get(ns).map_or(&[], Vec::as_slice)
     }
 
-    /// The revisions (sorted) whose entry changes a namespace under `prefix`.
-    pub(crate) fn revisions_under(&self, prefix: &str) -> Vec<u64> {
+    /// Every schema change (revision, change), in log order.
+    pub(crate) fn schema_changes(&self) -> &[(u64, &'h NsChange)] {
+        &self.schema_changes
+    }
+
+    /// The revisions (sorted) a watch of `targets` delivers: those whose
+    /// entry changes a covered namespace's document or schema.
+    pub(crate) fn revisions_under(&self, targets: &[String]) -> Vec<u64> {
         let mut revisions: Vec<u64> = self
             .entries
             .iter()
-            .filter(|e| e.changes.iter().any(|c| c.ns.starts_with(prefix)))
+            .filter(|e| e.changes.iter().any(|c| covers(targets, &c.ns)))
             .map(|e| e.revision)
             .collect();
         revisions.sort_unstable();
@@ -251,7 +270,8 @@ mod tests {
         assert_eq!(a(8), r#"{"w":"a4"} v4 (mod rev 8)"#);
         assert_eq!(a(100), r#"{"w":"a4"} v4 (mod rev 8)"#);
         assert_eq!(log.find_value(&val("b2")), &[(7, B)]);
-        assert_eq!(log.revisions_under("t/e/"), [3, 4, 5, 6, 7, 8]);
+        assert_eq!(log.revisions_under(&[PREFIX.into()]), [3, 4, 5, 6, 7, 8]);
+        assert_eq!(log.revisions_under(&[B.into()]), [5, 7]);
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! | `no_lost_writes` | `lost.rs` | acknowledged writes are in the committed log, failed ones are not, nothing appears that nobody wrote, and a transaction is there whole, in one entry, or not at all |
 //! | `convergence` | `convergence.rs` | every node ends with the same revision, digest and log |
 //! | `watch` | `watch.rs` | watch streams are ordered, unique, reliable, atomic and resumable |
-//! | `hot_reload` | `reload.rs` | the hot-reload handle only moves forward, to committed values |
+//! | `hot_reload` | `reload.rs` | the hot-reload handles only move forward, to committed values, a set handle to whole revisions |
+//! | `verdict` | `verdict.rs` (+ `schema_history.rs`, `window.rs`) | every node holds the same schema history, delivered as schema changes; every write got the verdict the schema in effect gives it |
 //!
 //! The committed order all of them compare against is the log of the
 //! [`Event::Final`] events, indexed once (`log.rs`); `convergence`
-//! cross-checks that the nodes agree on it. Client operations are paired
+//! cross-checks that the nodes agree on it. The log holds schema changes
+//! too (watchers get them under the namespace's path); a namespace's state
+//! and values are its document changes only. Client operations are paired
 //! with their completions once (`ops.rs`). Tests build histories with
 //! `testkit.rs` and simulate correct runs with `sim.rs`.
 //!
@@ -23,8 +26,11 @@ mod log;
 mod lost;
 mod ops;
 mod reload;
+mod schema_history;
+mod verdict;
 mod watch;
 mod wgl;
+mod window;
 
 #[cfg(test)]
 mod sim;
@@ -43,7 +49,7 @@ pub(crate) use ops::{ClientOp, ClientOps, Outcome};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verdict {
     /// The checker (`linearizable`, `no_lost_writes`, `convergence`,
-    /// `watch`, `hot_reload`).
+    /// `watch`, `hot_reload`, `verdict`).
     pub name: &'static str,
     /// Whether the history passed.
     pub ok: bool,
@@ -94,6 +100,7 @@ pub fn check_all(history: &[Event], options: &CheckOptions) -> Vec<Verdict> {
         watch::check(&ctx),
         reload::check(&ctx),
         reload::check_delivery(&ctx),
+        verdict::check(&ctx),
     ]
 }
 
@@ -178,9 +185,11 @@ pub(crate) fn no_log_verdict(name: &'static str) -> Verdict {
 mod tests {
     use std::time::Instant;
 
-    use super::testkit::{valid_history, valid_tx_history};
+    use std::collections::HashSet;
+
+    use super::testkit::{valid_history, valid_schema_history, valid_tx_history};
     use super::{check_all, sim, CheckOptions, Verdict};
-    use crate::history::{Event, Op};
+    use crate::history::{Event, FailReason, Op};
 
     fn assert_all_pass(verdicts: &[Verdict], what: &str) {
         let failed: Vec<String> = verdicts
@@ -204,7 +213,8 @@ mod tests {
                 "convergence",
                 "watch",
                 "hot_reload",
-                "delivery"
+                "delivery",
+                "verdict"
             ]
         );
         assert_all_pass(&verdicts, "the valid history");
@@ -216,6 +226,46 @@ mod tests {
         assert_all_pass(
             &check_all(&h.events, &CheckOptions::default()),
             "the valid history with transactions",
+        );
+    }
+
+    #[test]
+    fn valid_history_with_schema_changes_passes_every_checker() {
+        let h = valid_schema_history();
+        assert_all_pass(
+            &check_all(&h.events, &CheckOptions::default()),
+            "the valid history with schema changes",
+        );
+    }
+
+    #[test]
+    fn simulated_runs_include_schema_changes_and_refusals() {
+        let h = sim::simulate(3, 400, 4);
+        let schema_ops: HashSet<u64> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Invoke { op_id, op, .. } if op.is_schema() => Some(*op_id),
+                _ => None,
+            })
+            .collect();
+        let acknowledged = h
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Ok { op_id, .. } if schema_ops.contains(op_id)))
+            .count();
+        let refused = |pick: fn(&FailReason) -> bool| {
+            h.events
+                .iter()
+                .filter(|e| matches!(e, Event::Fail { reason, .. } if pick(reason)))
+                .count()
+        };
+        let violations = refused(|r| matches!(r, FailReason::SchemaViolation { .. }));
+        let incompatible = refused(|r| matches!(r, FailReason::SchemaIncompatible { .. }));
+        assert!(
+            acknowledged > 0 && violations > 0 && incompatible > 0,
+            "{} schema changes, {acknowledged} acknowledged; {violations} writes and {incompatible} schemas refused",
+            schema_ops.len()
         );
     }
 

@@ -77,6 +77,18 @@ impl fmt::Display for ClientOp<'_> {
                 }
                 write!(f, "]")?;
             }
+            Op::SetSchema {
+                path,
+                schema,
+                force,
+            } => {
+                let name = schema.get("description").and_then(|d| d.as_str());
+                write!(f, "set schema {path} {}", name.unwrap_or("(unnamed)"))?;
+                if *force {
+                    write!(f, " force")?;
+                }
+            }
+            Op::DeleteSchema { path } => write!(f, "delete schema {path}")?,
         }
         match self.outcome {
             Outcome::Ok { t, result } => {
@@ -106,6 +118,14 @@ impl fmt::Display for ClientOp<'_> {
                         write!(f, "version mismatch (current v{c})")?
                     }
                     FailReason::VersionMismatch { current: None } => write!(f, "version mismatch")?,
+                    FailReason::SchemaViolation { namespaces, .. } => {
+                        write!(f, "schema violation by {}", namespaces.join(", "))?
+                    }
+                    FailReason::SchemaIncompatible { broken, .. } => write!(
+                        f,
+                        "incompatible with live documents at {}",
+                        broken.join(", ")
+                    )?,
                     FailReason::Other { message } => write!(f, "other: {message}")?,
                 }
                 if let Some(r) = revision {

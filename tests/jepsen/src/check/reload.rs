@@ -6,13 +6,21 @@
 //! is the namespace's committed value at that revision; and its last value is
 //! the namespace's last live value.
 //!
+//! A handle on a whole environment (`tenant/env/`) must show an object
+//! holding exactly the documents live at its revision, by name: a
+//! transaction applied to some of its namespaces but not the others matches
+//! no revision, a *torn* view. Schema changes are not documents: a handle
+//! that swapped one in would show a value the log does not hold.
+//!
 //! `delivery`: after the run, `raftconf clients` lists every reloader process
 //! as connected and current at the namespace's latest revision.
 
 use std::collections::HashMap;
 
-use super::{no_log_verdict, Anomalies, Context, Verdict};
-use crate::history::Event;
+use serde_json::Value;
+
+use super::{no_log_verdict, Anomalies, CommittedLog, Context, Verdict};
+use crate::history::{covers, Event};
 use crate::reloaders::client_id;
 
 const NAME: &str = "hot_reload";
@@ -81,6 +89,14 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
             ));
             continue;
         }
+        if ns.ends_with('/') {
+            if let Some(diffs) = set_differs(log, ns, *revision, value) {
+                anomalies.push(format!(
+                    "not the committed state: {at}, but at revision {revision} {diffs}"
+                ));
+            }
+            continue;
+        }
         let state = log.state_at(ns, *revision);
         if state.value != Some(value) {
             anomalies.push(format!(
@@ -105,6 +121,43 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
         last.len()
     );
     anomalies.verdict(NAME, summary)
+}
+
+/// How a set handle's `value` differs from every document live under
+/// `prefix` at `revision`; `None` when it is exactly that.
+fn set_differs(
+    log: &CommittedLog<'_>,
+    prefix: &str,
+    revision: u64,
+    value: &Value,
+) -> Option<String> {
+    let Value::Object(got) = value else {
+        return Some("the value is not an object of namespaces".to_string());
+    };
+    let prefix_targets = [prefix.to_string()];
+    let mut namespaces: Vec<&str> = log
+        .namespaces()
+        .filter(|ns| covers(&prefix_targets, ns))
+        .collect();
+    namespaces.sort_unstable();
+    let mut diffs = Vec::new();
+    for ns in &namespaces {
+        let name = ns.strip_prefix(prefix).unwrap_or(ns);
+        let state = log.state_at(ns, revision);
+        if state.value != got.get(name) {
+            let shown = got
+                .get(name)
+                .map_or("absent".to_string(), |v| v.to_string());
+            diffs.push(format!("{ns} is {state}, not {shown}"));
+        }
+    }
+    let unknown = got.keys().filter(|name| {
+        !namespaces
+            .iter()
+            .any(|ns| ns.strip_prefix(prefix) == Some(name))
+    });
+    diffs.extend(unknown.map(|name| format!("{prefix}{name} was never written")));
+    (!diffs.is_empty()).then(|| diffs.join("; "))
 }
 
 /// The `delivery` check.
@@ -330,6 +383,54 @@ mod tests {
         assert_flags(
             &unrecorded.check(check_delivery),
             "no `raftconf clients` report",
+        );
+    }
+
+    #[test]
+    fn set_handle_taking_whole_transactions_passes() {
+        assert_passes(&valid_tx_history().check(check));
+    }
+
+    #[test]
+    fn set_handle_showing_part_of_a_transaction_is_flagged_torn() {
+        // Revision 9 (op 15) wrote a5, b3 and c1 together; the handle shows
+        // a5 and c1 with the b from before.
+        let mut h = History::default();
+        h.reload_set(2, 9, &[("a", "a5"), ("b", "b2"), ("c", "c1")]);
+        h.final_node(1, 10, "d10", valid_tx_log());
+        assert_flags(
+            &h.check(check),
+            r#"not the committed state: reloader 2 (run 0) exposed t/e/ {"a":{"w":"a5"},"b":{"w":"b2"},"c":{"w":"c1"}} at revision 9 (t=10), but at revision 9 t/e/b is {"w":"b3"} v3 (mod rev 9), not {"w":"b2"}"#,
+        );
+    }
+
+    #[test]
+    fn set_handle_missing_or_inventing_a_namespace_is_flagged() {
+        let h = with_reloads(|h| {
+            h.reload_set(2, 5, &[("a", "a2")])
+                .reload_set(2, 7, &[("b", "b2"), ("z", "a4")]);
+        });
+        let verdict = h.check(check);
+        assert_flags(
+            &verdict,
+            r#"t/e/b is {"w":"b1"} v1 (mod rev 5), not absent"#,
+        );
+        assert_flags(&verdict, "t/e/z was never written");
+    }
+
+    #[test]
+    fn schema_taken_for_a_document_is_flagged() {
+        // Revision 9 set t/a's schema; a handle on t/e/a that swapped the
+        // schema in as its document is wrong.
+        let schema = serde_json::json!({"type": "object"});
+        let mut log = valid_log();
+        log.push(entry(9, vec![schema_change(A, 1, Some(schema.clone()))]));
+        let mut h = History::default();
+        h.reload_value(1, A, 9, schema);
+        h.final_node(1, 9, "d9", log);
+        assert_flags(
+            &h.check(check),
+            r#"not the committed value: reloader 1 (run 0) exposed t/e/a {"type":"object"} at revision 9 (t=10), but at revision 9 t/e/a is {"w":"a4"} v4 (mod rev 8)"#,
         );
     }
 }

@@ -1,28 +1,41 @@
 //! A simulated run of a correct store, for the checkers' tests: concurrent
-//! processes whose operations (transactions over 2–3 namespaces among them)
-//! take effect atomically somewhere between invocation and completion, some ending indeterminate (applied or not),
-//! revisions that change no namespace, two watchers (one resuming, one from
-//! a snapshot), a reloader and three agreeing nodes. Every checker must
-//! pass it; seeded, so a failure names its seed.
+//! processes whose operations (transactions over 2–3 namespaces among them,
+//! and schema changes with the workload's rules, checked with the server's
+//! schema code) take effect atomically somewhere between invocation and
+//! completion, some ending indeterminate (applied or not), revisions that
+//! change no namespace, two watchers (one resuming, one from a snapshot), a
+//! reloader and three agreeing nodes. Every checker must pass it; seeded,
+//! so a failure names its seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use raftconf_schema::CompiledSchema;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use super::testkit::{History, PREFIX};
-use crate::history::{FailReason, LogEntry, NsChange, Op, OpOk, TxOp, WatchItem};
+use super::schema_history::compile;
+use super::testkit::{schema_change, History, PREFIX};
+use crate::history::{
+    schema_path, ChangeKind, FailReason, LogEntry, NsChange, Op, OpOk, SchemaVersion, TxOp,
+    WatchItem,
+};
+use crate::schemas::Rule;
 
 const NAMESPACES: [&str; 3] = ["t/e/a", "t/e/b", "t/e/c"];
 
-/// The correct store: one revision counter, namespaces as registers.
+/// The correct store: one revision counter, namespaces as registers, a
+/// schema per namespace (one environment, so a schema change is one change).
 #[derive(Default)]
 struct Store {
     revision: u64,
     /// ns → (value, version, mod revision).
     state: BTreeMap<String, (Option<Value>, u64, u64)>,
     log: Vec<LogEntry>,
+    /// Schema path → every version, oldest first.
+    schemas: BTreeMap<String, Vec<SchemaVersion>>,
+    /// Schema path → the schema in force, compiled.
+    in_force: HashMap<String, CompiledSchema>,
 }
 
 impl Store {
@@ -48,7 +61,12 @@ impl Store {
             version = self.version(&ns) + 1;
             self.state
                 .insert(ns.clone(), (value.clone(), version, self.revision));
-            changes.push(NsChange { ns, version, value });
+            changes.push(NsChange {
+                ns,
+                version,
+                value,
+                kind: ChangeKind::Document,
+            });
         }
         self.log.push(LogEntry {
             revision: self.revision,
@@ -62,9 +80,19 @@ impl Store {
         }
     }
 
+    /// Whether `value` breaks the schema in force for `ns`.
+    fn breaks(&self, ns: &str, value: &Value) -> bool {
+        schema_path(ns)
+            .and_then(|path| self.in_force.get(&path))
+            .is_some_and(|schema| !schema.validate(value).is_empty())
+    }
+
     /// A transaction, all or nothing, refused with its first refused
-    /// write's reason as the server does (a CAS miss names no version).
+    /// write's reason as the server does (a CAS miss names no version; a
+    /// schema violation names every namespace whose value breaks its schema).
     fn transaction(&mut self, op: &Op) -> Result<OpOk, FailReason> {
+        let mut first: Option<FailReason> = None;
+        let mut broken = Vec::new();
         for w in op.writes() {
             let (live, version) = (self.live(w.ns), self.version(w.ns));
             let version_ok = match w.expect_version {
@@ -72,12 +100,29 @@ impl Store {
                 Some(0) => !live,
                 Some(v) => live && version == v,
             };
-            if !version_ok {
-                return Err(FailReason::VersionMismatch { current: None });
-            }
-            if w.value.is_none() && !live {
-                return Err(FailReason::NotFound);
-            }
+            let refusal = if !version_ok {
+                Some(FailReason::VersionMismatch { current: None })
+            } else if w.value.is_none() && !live {
+                Some(FailReason::NotFound)
+            } else if w.value.is_some_and(|v| self.breaks(w.ns, v)) {
+                broken.push(w.ns.to_string());
+                Some(FailReason::SchemaViolation {
+                    namespaces: Vec::new(),
+                    message: "breaks its schema".into(),
+                })
+            } else {
+                None
+            };
+            first = first.or(refusal);
+        }
+        if let Some(reason) = first {
+            return Err(match reason {
+                FailReason::SchemaViolation { message, .. } => FailReason::SchemaViolation {
+                    namespaces: broken,
+                    message,
+                },
+                other => other,
+            });
         }
         let writes = op
             .writes()
@@ -106,6 +151,7 @@ impl Store {
                     mod_revision: 0,
                 },
             }),
+            Op::Put { ns, value } if self.breaks(ns, value) => Err(violation(ns)),
             Op::Put { ns, value } => Ok(self.write(ns, Some(value.clone()))),
             Op::Cas {
                 ns,
@@ -117,6 +163,7 @@ impl Store {
                     v => self.live(ns) && self.version(ns) == *v,
                 };
                 match holds {
+                    true if self.breaks(ns, value) => Err(violation(ns)),
                     true => Ok(self.write(ns, Some(value.clone()))),
                     false => Err(FailReason::VersionMismatch {
                         current: Some(self.version(ns)),
@@ -128,6 +175,61 @@ impl Store {
                 false => Err(FailReason::NotFound),
             },
             Op::Apply { .. } => self.transaction(op),
+            Op::SetSchema {
+                path,
+                schema,
+                force,
+            } => self.set_schema(path, schema, *force),
+            Op::DeleteSchema { path } => match self.in_force.remove(path) {
+                Some(_) => Ok(self.record_schema(path, None, false)),
+                None => Err(FailReason::NotFound),
+            },
+        }
+    }
+
+    /// Sets `schema` on `path` unless a live document breaks it and it is
+    /// not forced.
+    fn set_schema(&mut self, path: &str, schema: &Value, force: bool) -> Result<OpOk, FailReason> {
+        let compiled = compile(schema).expect("invariant: the rules' schemas compile");
+        let broken: Vec<String> = NAMESPACES
+            .iter()
+            .filter(|ns| schema_path(ns).as_deref() == Some(path))
+            .filter_map(|ns| self.state.get(*ns)?.0.as_ref())
+            .filter(|value| !compiled.validate(value).is_empty())
+            .map(|_| "e:/w".to_string())
+            .collect();
+        if !broken.is_empty() && !force {
+            return Err(FailReason::SchemaIncompatible {
+                broken,
+                message: "live documents break it".into(),
+            });
+        }
+        self.in_force.insert(path.to_string(), compiled);
+        Ok(self.record_schema(path, Some(schema.clone()), !broken.is_empty()))
+    }
+
+    /// A new schema version of `path` at a new revision, delivered as a
+    /// schema change of its namespace.
+    fn record_schema(&mut self, path: &str, schema: Option<Value>, forced: bool) -> OpOk {
+        self.revision += 1;
+        let versions = self.schemas.entry(path.to_string()).or_default();
+        let version = versions.len() as u64 + 1;
+        versions.push(SchemaVersion {
+            version,
+            revision: self.revision,
+            schema: schema.clone(),
+            forced,
+        });
+        let name = path.split_once('/').map_or(path, |(_, name)| name);
+        self.log.push(LogEntry {
+            revision: self.revision,
+            changes: vec![schema_change(&format!("{PREFIX}{name}"), version, schema)],
+        });
+        OpOk {
+            revision: self.revision,
+            value: None,
+            version,
+            mod_revision: 0,
         }
     }
 
@@ -137,12 +239,12 @@ impl Store {
         let last = self
             .log
             .iter()
-            .rposition(|e| e.changes.iter().any(|c| c.ns == ns))?;
+            .rposition(|e| e.changes.iter().any(|c| c.ns == ns && c.is_document()))?;
         let revision = self.log[last].revision - 1;
         let before = self.log[..last].iter().rev().find_map(|e| {
             e.changes
                 .iter()
-                .find(|c| c.ns == ns)
+                .find(|c| c.ns == ns && c.is_document())
                 .map(|c| (e.revision, c))
         });
         Some(match before {
@@ -165,7 +267,7 @@ impl Store {
     fn snapshot(&self, revision: u64) -> Vec<NsChange> {
         let mut at: BTreeMap<&str, &NsChange> = BTreeMap::new();
         for entry in self.log.iter().take_while(|e| e.revision <= revision) {
-            for change in &entry.changes {
+            for change in entry.changes.iter().filter(|c| c.is_document()) {
                 at.insert(change.ns.as_str(), change);
             }
         }
@@ -224,7 +326,8 @@ pub(crate) fn simulate_with_stale_reads(
                 let value = serde_json::json!({ "w": format!("p{process}-{op_id}") });
                 let op = match rng.gen_range(0..100) {
                     0..10 => transaction(&mut rng, &store, process, op_id),
-                    10..46 => Op::Get { ns: ns.to_string() },
+                    10..13 => schema_op(&mut rng, ns, process, op_id),
+                    13..46 => Op::Get { ns: ns.to_string() },
                     46..68 => Op::Put {
                         ns: ns.to_string(),
                         value,
@@ -287,8 +390,32 @@ pub(crate) fn simulate_with_stale_reads(
     watch_and_reload(&mut h, &store);
     for node in 1..=3 {
         h.final_node(node, store.revision, "digest", store.log.clone());
+        h.schemas(node, store.schemas.clone());
     }
     h
+}
+
+/// A refusal of `ns`'s value by its schema.
+fn violation(ns: &str) -> FailReason {
+    FailReason::SchemaViolation {
+        namespaces: vec![ns.to_string()],
+        message: "breaks its schema".into(),
+    }
+}
+
+/// As the workload: one in six removes `ns`'s schema, the others set one of
+/// the rules, four in five with force.
+fn schema_op(rng: &mut StdRng, ns: &str, process: u64, op_id: u64) -> Op {
+    let path = schema_path(ns).expect("invariant: the namespaces are tenant/env/ns");
+    if rng.gen_bool(1.0 / 6.0) {
+        return Op::DeleteSchema { path };
+    }
+    let rule = Rule::ALL[rng.gen_range(0..Rule::ALL.len())];
+    Op::SetSchema {
+        path,
+        schema: rule.schema(&format!("p{process}-{op_id}")),
+        force: rng.gen_bool(0.8),
+    }
 }
 
 /// Mostly the namespace's current version, else anything up to one past it.
@@ -340,7 +467,7 @@ fn watch_and_reload(h: &mut History, store: &Store) {
         WatchItem::Start {
             session: 1,
             node: 2,
-            prefix: PREFIX.to_string(),
+            targets: vec![PREFIX.to_string()],
             from_revision: progress + 1,
         },
     );
@@ -363,7 +490,11 @@ fn watch_and_reload(h: &mut History, store: &Store) {
     }
 
     for entry in log {
-        for change in entry.changes.iter().filter(|c| c.ns == NAMESPACES[0]) {
+        for change in entry
+            .changes
+            .iter()
+            .filter(|c| c.ns == NAMESPACES[0] && c.is_document())
+        {
             if let Some(Value::Object(map)) = &change.value {
                 if let Some(Value::String(w)) = map.get("w") {
                     h.reload(1, &change.ns, entry.revision, w);

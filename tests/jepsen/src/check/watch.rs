@@ -1,24 +1,33 @@
 //! `watch`: the stream guarantees of DESIGN.md ("Watch guarantees"), per
 //! watcher, against the committed log.
 //!
+//! A watch's *range* is its targets: `tenant/env/` prefixes and
+//! `tenant/env/namespace` paths. The server delivers a revision when it
+//! changes a namespace in range, its document or its schema: a schema change
+//! of `tenant/namespace` comes as one change per environment of the tenant,
+//! under `tenant/env/namespace` (kind `schema_set`/`schema_delete`), so it is
+//! in the range of a prefix of that environment and of that path alike, and
+//! it is a revision the watch must deliver. Tenant, environment and
+//! settings changes name no namespace and are in no range.
+//!
 //! Within a session: changes are **ordered** and **unique** (revisions
 //! strictly increase, none before the start revision or a snapshot's); each
-//! is the log's entry at that revision restricted to the prefix, whole
+//! is the log's entry at that revision restricted to the range, whole
 //! (**atomic**: a transaction delivered in part is *torn*); a snapshot equals
-//! the log's live namespaces under the prefix at its revision; a progress
-//! event at P is never below the start revision − 1 and comes only once
-//! every change through P has been delivered. **Reliable**: from the
-//! session's start (or a snapshot) to the last revision it delivered or a
-//! progress covered, every log revision under the prefix was delivered.
-//! Across sessions (**resumable**): a session starts at last seen + 1 (at
-//! most the last progress + 1), and never delivers again what an earlier
-//! session did. In the end every watcher has reached the last log revision
-//! under its prefix, or it *stalled*.
+//! the log's live documents in range at its revision (schemas are not
+//! documents: a snapshot holds none); a progress event at P is never below
+//! the start revision − 1 and comes only once every change through P has
+//! been delivered. **Reliable**: from the session's start (or a snapshot) to
+//! the last revision it delivered or a progress covered, every log revision
+//! in range was delivered. Across sessions (**resumable**): a session starts
+//! at last seen + 1 (at most the last progress + 1), and never delivers
+//! again what an earlier session did. In the end every watcher has reached
+//! the last log revision in its range, or it *stalled*.
 
 use std::collections::HashMap;
 
 use super::{no_log_verdict, Anomalies, CommittedLog, Context, Verdict};
-use crate::history::{Event, LogEntry, NsChange, WatchItem};
+use crate::history::{covers, ChangeKind, Event, LogEntry, NsChange, WatchItem};
 
 const NAME: &str = "watch";
 
@@ -45,11 +54,11 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
             WatchItem::Start {
                 session,
                 node,
-                prefix,
+                targets,
                 from_revision,
             } => {
                 sessions += 1;
-                checker.start(w, &at, *session, *node, prefix, *from_revision);
+                checker.start(w, &at, *session, *node, targets, *from_revision);
             }
             WatchItem::Change { session, entry } => {
                 if let Some(s) = checker.open_session(&mut w.open, &at, *session, "change") {
@@ -85,8 +94,8 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
     ids.sort_unstable();
     for id in ids {
         let Some(w) = watchers.get(&id) else { continue };
-        let Some(prefix) = w.prefix else { continue };
-        let Some(&target) = checker.revisions(prefix).last() else {
+        let Some(targets) = w.targets else { continue };
+        let Some(&target) = checker.revisions(targets).last() else {
             continue;
         };
         if w.reach.covered.is_none_or(|c| c < target) {
@@ -95,7 +104,8 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
                 .covered
                 .map_or("nothing".to_string(), |c| format!("revision {c}"));
             checker.anomalies.push(format!(
-                "stalled: watcher {id} reached {reached}, but the last change under {prefix} is at revision {target}"
+                "stalled: watcher {id} reached {reached}, but the last change under {} is at revision {target}",
+                shown(targets)
             ));
         }
     }
@@ -111,7 +121,7 @@ pub(crate) fn check(ctx: &Context<'_>) -> Verdict {
 struct Reach {
     /// The highest revision delivered (change or snapshot).
     seen: Option<u64>,
-    /// Everything under the prefix through here is known delivered: `seen`,
+    /// Everything in range through here is known delivered: `seen`,
     /// progress, or the first session's start − 1.
     covered: Option<u64>,
 }
@@ -127,7 +137,7 @@ struct Watcher<'h> {
     next_session: u64,
     /// The first session's start revision; `None` before any session.
     first_from: Option<u64>,
-    prefix: Option<&'h str>,
+    targets: Option<&'h [String]>,
     reach: Reach,
     open: Option<Session<'h>>,
 }
@@ -137,7 +147,7 @@ impl Watcher<'_> {
         Watcher {
             next_session: 0,
             first_from: None,
-            prefix: None,
+            targets: None,
             reach: Reach::default(),
             open: None,
         }
@@ -146,13 +156,13 @@ impl Watcher<'_> {
 
 struct Session<'h> {
     id: u64,
-    prefix: &'h str,
+    targets: &'h [String],
     from: u64,
     /// Started from 0 and no snapshot yet.
     awaiting_snapshot: bool,
     /// The last revision delivered in this session (change or snapshot).
     last: Option<u64>,
-    /// Everything under the prefix through here was delivered (or is before
+    /// Everything in range through here was delivered (or is before
     /// the start); `None` while awaiting the snapshot.
     covered: Option<u64>,
     /// What earlier sessions delivered: this one must not deliver it again.
@@ -162,21 +172,21 @@ struct Session<'h> {
 struct Checker<'l, 'h> {
     log: &'l CommittedLog<'h>,
     anomalies: Anomalies,
-    /// prefix → the log revisions that change something under it.
-    revisions_under: HashMap<&'h str, Vec<u64>>,
+    /// targets → the log revisions that change something in their range.
+    revisions_under: HashMap<&'h [String], Vec<u64>>,
 }
 
 impl<'h> Checker<'_, 'h> {
-    fn revisions(&mut self, prefix: &'h str) -> &[u64] {
+    fn revisions(&mut self, targets: &'h [String]) -> &[u64] {
         let log = self.log;
         self.revisions_under
-            .entry(prefix)
-            .or_insert_with(|| log.revisions_under(prefix))
+            .entry(targets)
+            .or_insert_with(|| log.revisions_under(targets))
     }
 
-    /// The log revisions under `prefix` in `after < r < until`, described.
-    fn missing(&mut self, prefix: &'h str, after: u64, until: u64) -> Option<String> {
-        let revisions = self.revisions(prefix);
+    /// The log revisions in the range of `targets` in `after < r < until`, described.
+    fn missing(&mut self, targets: &'h [String], after: u64, until: u64) -> Option<String> {
+        let revisions = self.revisions(targets);
         let lo = revisions.partition_point(|&r| r <= after);
         let hi = revisions.partition_point(|&r| r < until);
         let missing = revisions.get(lo..hi).filter(|m| !m.is_empty())?;
@@ -198,7 +208,7 @@ impl<'h> Checker<'_, 'h> {
         at: &str,
         session: u64,
         node: u64,
-        prefix: &'h str,
+        targets: &'h [String],
         from: u64,
     ) {
         if session != w.next_session {
@@ -228,7 +238,7 @@ impl<'h> Checker<'_, 'h> {
                     };
                     let skipped = match w.reach.covered {
                         Some(c) if from > upper => self
-                            .missing(prefix, c, from)
+                            .missing(targets, c, from)
                             .map_or(String::new(), |m| format!(", skipping {m}")),
                         _ => String::new(),
                     };
@@ -238,10 +248,10 @@ impl<'h> Checker<'_, 'h> {
                 }
             }
         }
-        w.prefix = Some(prefix);
+        w.targets = Some(targets);
         w.open = Some(Session {
             id: session,
-            prefix,
+            targets,
             from,
             awaiting_snapshot: from == 0,
             last: None,
@@ -305,22 +315,22 @@ impl<'h> Checker<'_, 'h> {
                 self.anomalies.push(format!(
                     "late: {here}: revision {r} delivered after progress had claimed everything through {c} was sent"
                 ));
-            } else if let Some(m) = self.missing(s.prefix, c, r) {
+            } else if let Some(m) = self.missing(s.targets, c, r) {
                 self.anomalies.push(format!(
                     "gap: {here}: {m} under {} missing between revision {c} and revision {r}",
-                    s.prefix
+                    shown(s.targets)
                 ));
             }
         }
-        self.compare_entry(s.prefix, &here, entry);
+        self.compare_entry(s.targets, &here, entry);
         s.last = Some(r);
         s.covered = s.covered.max(Some(r));
         reach.saw(r);
     }
 
     /// A change event must be the log's entry at its revision, restricted to
-    /// the prefix, whole and in order.
-    fn compare_entry(&mut self, prefix: &str, here: &str, entry: &LogEntry) {
+    /// the range, whole and in order (schema changes included, with their kind).
+    fn compare_entry(&mut self, targets: &[String], here: &str, entry: &LogEntry) {
         let r = entry.revision;
         let expected: Vec<&NsChange> = self
             .log
@@ -328,7 +338,7 @@ impl<'h> Checker<'_, 'h> {
             .map(|e| {
                 e.changes
                     .iter()
-                    .filter(|c| c.ns.starts_with(prefix))
+                    .filter(|c| covers(targets, &c.ns))
                     .collect()
             })
             .unwrap_or_default();
@@ -338,7 +348,7 @@ impl<'h> Checker<'_, 'h> {
         }
         let (got_text, expected_text) = (describe(got.iter()), describe(expected.iter().copied()));
         let anomaly = if expected.is_empty() {
-            format!("phantom: {here}: revision {r} delivered {got_text}, but the log has no change under {prefix} there")
+            format!("phantom: {here}: revision {r} delivered {got_text}, but the log has no change under {} there", shown(targets))
         } else if got.len() < expected.len() && is_subsequence(got, &expected) {
             format!(
                 "torn: {here}: revision {r} delivered {} of its {} changes: {got_text}; the log has {expected_text}",
@@ -375,20 +385,26 @@ impl<'h> Checker<'_, 'h> {
                 self.log.max_revision
             ));
         }
-        self.compare_snapshot(s.prefix, &here, revision, entries);
+        self.compare_snapshot(s.targets, &here, revision, entries);
         s.awaiting_snapshot = false;
         s.last = s.last.max(Some(revision));
         s.covered = s.covered.max(Some(revision));
         reach.saw(revision);
     }
 
-    /// A snapshot must hold exactly the live namespaces under the prefix at
-    /// its revision, with their versions and values.
-    fn compare_snapshot(&mut self, prefix: &str, here: &str, revision: u64, entries: &[NsChange]) {
+    /// A snapshot must hold exactly the live namespaces in range at its
+    /// revision, with their versions and values (documents only).
+    fn compare_snapshot(
+        &mut self,
+        targets: &[String],
+        here: &str,
+        revision: u64,
+        entries: &[NsChange],
+    ) {
         let mut expected: Vec<(&str, u64, &serde_json::Value)> = self
             .log
             .namespaces()
-            .filter(|ns| ns.starts_with(prefix))
+            .filter(|ns| covers(targets, ns))
             .filter_map(|ns| {
                 let state = self.log.state_at(ns, revision);
                 Some((ns, state.version, state.value?))
@@ -423,7 +439,8 @@ impl<'h> Checker<'_, 'h> {
             let more = if diffs.len() > 3 { "; …" } else { "" };
             diffs.truncate(3);
             self.anomalies.push(format!(
-                "snapshot: {here}: snapshot at revision {revision} differs from the log under {prefix}: {}{more}",
+                "snapshot: {here}: snapshot at revision {revision} differs from the log under {}: {}{more}",
+                shown(targets),
                 diffs.join("; ")
             ));
         }
@@ -449,10 +466,10 @@ impl<'h> Checker<'_, 'h> {
                 self.log.max_revision
             ));
         }
-        if let Some(m) = self.missing(s.prefix, c, revision.saturating_add(1)) {
+        if let Some(m) = self.missing(s.targets, c, revision.saturating_add(1)) {
             self.anomalies.push(format!(
                 "gap: {here}: progress at revision {revision}, but {m} under {} after revision {c} were never delivered",
-                s.prefix
+                shown(s.targets)
             ));
         }
         s.covered = s.covered.max(Some(revision));
@@ -460,11 +477,22 @@ impl<'h> Checker<'_, 'h> {
     }
 }
 
-/// `t/e/a v3 {"w":"x"}` or `t/e/b v2 deleted`.
+/// The targets of a watch as one word: `t/e/` or `t/e/a,t/e/b`.
+fn shown(targets: &[String]) -> String {
+    targets.join(",")
+}
+
+/// `t/e/a v3 {"w":"x"}`, `t/e/b v2 deleted`, `t/e/a schema v2 {…}`,
+/// `t/e/a schema v3 deleted`.
 fn describe_one(c: &NsChange) -> String {
+    let what = match c.kind {
+        ChangeKind::Document => String::new(),
+        ChangeKind::SchemaSet | ChangeKind::SchemaDelete => "schema ".to_string(),
+        ChangeKind::Other(k) => format!("change of kind {k} "),
+    };
     match &c.value {
-        Some(v) => format!("{} v{} {v}", c.ns, c.version),
-        None => format!("{} v{} deleted", c.ns, c.version),
+        Some(v) => format!("{} {what}v{} {v}", c.ns, c.version),
+        None => format!("{} {what}v{} deleted", c.ns, c.version),
     }
 }
 
@@ -486,7 +514,7 @@ fn is_subsequence(part: &[NsChange], whole: &[&NsChange]) -> bool {
 mod tests {
     use super::super::testkit::*;
     use super::check;
-    use crate::history::WatchItem;
+    use crate::history::{covers, WatchItem};
 
     /// Watcher 1's items replaced by `items`; the rest of the valid history kept.
     fn with_watcher(items: impl FnOnce(&mut History)) -> History {
@@ -666,7 +694,7 @@ mod tests {
         let start = |session, from_revision| WatchItem::Start {
             session,
             node: 2,
-            prefix: A.to_string(),
+            targets: vec![A.to_string()],
             from_revision,
         };
         let h = with_watcher(|h| {
@@ -748,5 +776,71 @@ mod tests {
             &h.check(check),
             "differs: watcher 1 t=20 session 0: revision 8 delivered",
         );
+    }
+
+    /// Watcher 3 on `paths` from revision 9 in the valid history with
+    /// schema changes, delivered `revisions` of the log restricted to them.
+    fn path_watcher(paths: &[&str], revisions: &[u64]) -> History {
+        let mut h = valid_schema_history();
+        let targets: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        h.watch(
+            3,
+            WatchItem::Start {
+                session: 0,
+                node: 2,
+                targets: targets.clone(),
+                from_revision: 9,
+            },
+        );
+        for e in valid_schema_log()
+            .into_iter()
+            .filter(|e| revisions.contains(&e.revision))
+        {
+            let mut e = e;
+            e.changes.retain(|c| covers(&targets, &c.ns));
+            h.change(3, 0, e);
+        }
+        h
+    }
+
+    #[test]
+    fn schema_changes_are_revisions_of_the_watched_range() {
+        // t/e/a changes at 9 (part of a transaction), its schema at 11 and
+        // 13, its document at 12 and 14; t/e/b and t/e/c only at 9 and 10.
+        assert_passes(&path_watcher(&[A], &[9, 11, 12, 13, 14]).check(check));
+        assert_passes(&path_watcher(&[B, C], &[9, 10]).check(check));
+        assert_passes(&valid_schema_history().check(check));
+    }
+
+    #[test]
+    fn schema_change_left_out_is_a_gap() {
+        let verdict = path_watcher(&[A], &[9, 12, 13, 14]).check(check);
+        assert_flags(
+            &verdict,
+            "gap: watcher 3 t=1090 session 0: revision 11 under t/e/a missing between revision 9 and revision 12",
+        );
+        assert_eq!(verdict.anomalies.len(), 1, "{verdict}");
+    }
+
+    #[test]
+    fn schema_change_delivered_as_a_document_is_flagged() {
+        let mut h = path_watcher(&[A], &[9]);
+        let log = valid_schema_log();
+        let mut e = log[8].clone();
+        e.changes[0].kind = crate::history::ChangeKind::Document;
+        h.change(3, 0, e);
+        for e in &log[9..] {
+            h.change(3, 0, e.clone());
+        }
+        let verdict = h.check(check);
+        assert_flags(
+            &verdict,
+            r#"differs: watcher 3 t=1090 session 0: revision 11 delivered [t/e/a v1 {"description":"p1-22","#,
+        );
+        assert_flags(
+            &verdict,
+            r#"but the log has [t/e/a schema v1 {"description":"p1-22","#,
+        );
+        assert_eq!(verdict.anomalies.len(), 1, "{verdict}");
     }
 }

@@ -1,12 +1,18 @@
 //! Hand-made histories for the checkers' tests: a builder that stamps each
 //! event 10 ns after the previous one, and valid histories every checker
-//! passes (one without transactions, one that goes on with some), which the
-//! tests then break in one place each.
+//! passes (one without transactions, one that goes on with some, one that
+//! goes on with schema changes: `schemas.rs`), which the tests then break in
+//! one place each.
 
+mod schemas;
+
+pub(crate) use schemas::*;
 use serde_json::{json, Value};
 
 use super::{CheckOptions, Context, Verdict};
-use crate::history::{Event, FailReason, LogEntry, NsChange, Op, OpOk, TxOp, WatchItem};
+use crate::history::{
+    ChangeKind, Event, FailReason, LogEntry, NsChange, Op, OpOk, SchemaVersion, TxOp, WatchItem,
+};
 
 pub(crate) const A: &str = "t/e/a";
 pub(crate) const B: &str = "t/e/b";
@@ -62,6 +68,21 @@ pub(crate) fn change(ns: &str, version: u64, w: Option<&str>) -> NsChange {
         ns: ns.to_string(),
         version,
         value: w.map(val),
+        kind: ChangeKind::Document,
+    }
+}
+
+/// A schema change of the namespace `ns` as a watch delivers it: schema
+/// `version` set to `schema`, or (`None`) the schema removed.
+pub(crate) fn schema_change(ns: &str, version: u64, schema: Option<Value>) -> NsChange {
+    NsChange {
+        ns: ns.to_string(),
+        version,
+        kind: match schema {
+            Some(_) => ChangeKind::SchemaSet,
+            None => ChangeKind::SchemaDelete,
+        },
+        value: schema,
     }
 }
 
@@ -187,7 +208,7 @@ impl History {
             WatchItem::Start {
                 session,
                 node: 1,
-                prefix: PREFIX.to_string(),
+                targets: vec![PREFIX.to_string()],
                 from_revision,
             },
         )
@@ -212,7 +233,7 @@ impl History {
     }
 
     pub(crate) fn reload(&mut self, reloader: u64, ns: &str, revision: u64, w: &str) -> &mut Self {
-        self.reload_in(reloader, 0, ns, revision, w)
+        self.reload_value(reloader, ns, revision, val(w))
     }
 
     /// A reload by incarnation `incarnation` of a reloader process.
@@ -224,17 +245,53 @@ impl History {
         revision: u64,
         w: &str,
     ) -> &mut Self {
+        self.reload_event(reloader, incarnation, ns, revision, val(w))
+    }
+
+    pub(crate) fn reload_value(
+        &mut self,
+        reloader: u64,
+        ns: &str,
+        revision: u64,
+        value: Value,
+    ) -> &mut Self {
+        self.reload_event(reloader, 0, ns, revision, value)
+    }
+
+    fn reload_event(
+        &mut self,
+        reloader: u64,
+        incarnation: u64,
+        ns: &str,
+        revision: u64,
+        value: Value,
+    ) -> &mut Self {
         let t = self.tick();
         self.events.push(Event::Reload {
             t,
             reloader,
             ns: ns.to_string(),
             revision,
-            value: val(w),
+            value,
             incarnation,
             from_cache: false,
         });
         self
+    }
+
+    /// A handle on the whole of [`PREFIX`] swapped in `docs` (namespace
+    /// name, value written) at `revision`.
+    pub(crate) fn reload_set(
+        &mut self,
+        reloader: u64,
+        revision: u64,
+        docs: &[(&str, &str)],
+    ) -> &mut Self {
+        let object = docs
+            .iter()
+            .map(|(name, w)| (name.to_string(), val(w)))
+            .collect();
+        self.reload_value(reloader, PREFIX, revision, Value::Object(object))
     }
 
     pub(crate) fn final_node(
@@ -252,6 +309,16 @@ impl History {
             digest: digest.to_string(),
             log,
         });
+        self
+    }
+
+    pub(crate) fn schemas(
+        &mut self,
+        node: u64,
+        schemas: std::collections::BTreeMap<String, Vec<SchemaVersion>>,
+    ) -> &mut Self {
+        let t = self.tick();
+        self.events.push(Event::Schemas { t, node, schemas });
         self
     }
 
@@ -345,11 +412,16 @@ pub(crate) fn valid_watches(h: &mut History) {
         .change(2, 0, log[5].clone());
 }
 
-/// Reloader 1 follows `t/e/a`.
+/// Reloader 1 follows `t/e/a`; reloader 2 the whole of `t/e/` (it keeps
+/// its value while a namespace it holds is deleted, as the client does).
 pub(crate) fn valid_reloads(h: &mut History) {
     h.reload(1, A, 3, "a1")
         .reload(1, A, 4, "a2")
         .reload(1, A, 8, "a4");
+    h.reload_set(2, 3, &[("a", "a1")])
+        .reload_set(2, 4, &[("a", "a2")])
+        .reload_set(2, 5, &[("a", "a2"), ("b", "b1")])
+        .reload_set(2, 8, &[("a", "a4"), ("b", "b2")]);
 }
 
 pub(crate) fn valid_finals(h: &mut History) {
@@ -443,6 +515,7 @@ pub(crate) fn valid_tx_history() -> History {
     h.change(2, 0, log[6].clone()).change(2, 0, log[7].clone());
     valid_reloads(&mut h);
     h.reload(1, A, 9, "a5");
+    h.reload_set(2, 9, &[("a", "a5"), ("b", "b3"), ("c", "c1")]);
     for node in 1..=3 {
         h.final_node(node, 10, "d10", valid_tx_log());
     }
