@@ -77,6 +77,9 @@ pub enum Command {
     IdleSubscriptions(IdleArgs),
     /// Everything with defaults, in one table.
     All(AllArgs),
+    /// raftconf and etcd side by side: starts both clusters, runs every
+    /// scenario against both in alternating rounds, prints the ratio table.
+    Compare(crate::compare::CompareArgs),
     /// The child process of reload-latency (prints what it swaps in).
     #[command(hide = true)]
     Reloader(ReloaderArgs),

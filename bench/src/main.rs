@@ -13,6 +13,7 @@
 //! | `reload-latency` | a put's reply → the new value returned by `load()` in another process |
 //! | `idle-subscriptions` | server RSS per idle `Watched` subscription, and set-up rate (`--spawn`) |
 //! | `all` | put, get and watch with defaults, plus concurrent, fan-out and hot-reload rows, in one table |
+//! | `compare` | raftconf and etcd side by side (issue 7's scenarios a–g), ratio table; see `bench/run.sh` |
 //!
 //! Against `--endpoints` (default `127.0.0.1:7070`), or `--spawn` a fresh
 //! single-node server (`--bin`, default `raftconf` next to this executable).
@@ -35,6 +36,7 @@
 //! | `report` | the text table and the JSON object |
 
 mod cli;
+mod compare;
 mod load;
 mod reload;
 mod report;
@@ -57,6 +59,22 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("reloader: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let cli::Command::Compare(args) = &cli.command {
+        let run = async {
+            let bin = match &cli.global.bin {
+                Some(bin) => bin.clone(),
+                None => spawned::default_binary()?,
+            };
+            compare::run(args, bin).await
+        };
+        return match run.await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::from(1)
             }
         };

@@ -118,7 +118,9 @@ async fn measure(
                 server.context("idle-subscriptions reads the server's memory: use --spawn")?;
             idle_note(&mut report, server, args, g).await?
         }
-        Command::Reloader(_) => unreachable!("main runs the reloader without a report"),
+        Command::Reloader(_) | Command::Compare(_) => {
+            unreachable!("main runs these without a report")
+        }
         Command::All(args) => {
             let tasks = args.concurrency.unwrap_or(if g.quick { 4 } else { 64 });
             let watchers = args.watchers.unwrap_or(if g.quick { 4 } else { 10 });
