@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::state_machine::apply::{ApplyCtx, EnvRecord, TenantRecord};
 use crate::state_machine::codec::{decode, Fnv64};
+use crate::state_machine::store::Store;
 use crate::state_machine::{keys, Shared};
 use crate::watch_hub::Subscription;
 use crate::{Error, Result};
@@ -65,16 +66,17 @@ impl StateView {
             .is_ok_and(|r| r.is_ok())
     }
 
-    fn tree(&self) -> &sled::Tree {
-        &self.shared.tree
+    fn tree(&self) -> &Store {
+        &self.shared.store
     }
 
     fn names_under(&self, prefix: &[u8]) -> Result<Vec<String>> {
-        self.tree()
-            .scan_prefix(prefix)
-            .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
-            .collect()
+        Ok(self
+            .tree()
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
     }
 
     fn check_tenant(&self, tenant: &str) -> Result<TenantRecord> {
@@ -127,12 +129,12 @@ impl StateView {
     pub fn schema_history(&self, tenant: &str, namespace: &str) -> Result<Vec<SchemaRecord>> {
         self.check_tenant(tenant)?;
         let mut out = Vec::new();
-        for item in self
+        for (_, v) in self
             .tree()
-            .scan_prefix(keys::schema_versions_prefix(tenant, namespace))
+            .scan_prefix(keys::schema_versions_prefix(tenant, namespace))?
+            .into_iter()
             .rev()
         {
-            let (_, v) = item?;
             out.push(decode(&v)?);
         }
         Ok(out)
@@ -196,8 +198,12 @@ impl StateView {
         let mut found: Option<VersionRecord> = None;
         let mut create_revision = 0;
         let mut oldest: Option<VersionRecord> = None;
-        for item in self.tree().scan_prefix(keys::history_prefix(path)).rev() {
-            let (_, v) = item?;
+        for (_, v) in self
+            .tree()
+            .scan_prefix(keys::history_prefix(path))?
+            .into_iter()
+            .rev()
+        {
             let rec: VersionRecord = decode(&v)?;
             match &found {
                 None if rec.revision <= revision => {
@@ -269,8 +275,7 @@ impl StateView {
     pub fn list(&self, tenant: &str, env: &str) -> Result<Vec<DocEntry>> {
         self.check_env(tenant, env)?;
         let mut out = Vec::new();
-        for item in self.tree().scan_prefix(keys::doc_prefix(tenant, env)) {
-            let (k, v) = item?;
+        for (k, v) in self.tree().scan_prefix(keys::doc_prefix(tenant, env))? {
             let record: DocRecord = decode(&v)?;
             if let (Some(path), true) = (keys::doc_path(&k), record.value.is_some()) {
                 out.push(DocEntry { path, record });
@@ -295,8 +300,7 @@ impl StateView {
             keys::history(path, before_version)
         };
         let mut out = Vec::new();
-        for item in self.tree().range(start..end).rev().take(limit) {
-            let (_, v) = item?;
+        for (_, v) in self.tree().range(start..end)?.into_iter().rev().take(limit) {
             out.push(decode(&v)?);
         }
         Ok(out)
@@ -305,8 +309,7 @@ impl StateView {
     /// Every tenant with its environments, sorted.
     pub fn tenants(&self) -> Result<Vec<TenantInfo>> {
         let mut out = Vec::new();
-        for item in self.tree().scan_prefix(keys::TENANT_PREFIX) {
-            let (k, v) = item?;
+        for (k, v) in self.tree().scan_prefix(keys::TENANT_PREFIX)? {
             let name = String::from_utf8_lossy(&k[keys::TENANT_PREFIX.len()..]).into_owned();
             let rec: TenantRecord = decode(&v)?;
             let settings: TenantSettings = self
@@ -331,8 +334,7 @@ impl StateView {
         self.check_tenant(tenant)?;
         let prefix = keys::env_prefix(tenant);
         let mut out = Vec::new();
-        for item in self.tree().scan_prefix(&prefix) {
-            let (k, v) = item?;
+        for (k, v) in self.tree().scan_prefix(&prefix)? {
             let rec: EnvRecord = decode(&v)?;
             out.push(EnvInfo {
                 tenant: tenant.to_string(),
@@ -355,8 +357,7 @@ impl StateView {
             .unwrap_or_else(|e| e.into_inner());
         let revision = ApplyCtx::stored_revision(self.tree())?;
         let mut h = Fnv64::new();
-        for item in self.tree().scan_prefix(keys::DOC_PREFIX) {
-            let (k, v) = item?;
+        for (k, v) in self.tree().scan_prefix(keys::DOC_PREFIX)? {
             let rec: DocRecord = decode(&v)?;
             h.feed(&k);
             h.feed(&rec.version.to_be_bytes());
@@ -364,8 +365,7 @@ impl StateView {
             h.feed(&[0]);
         }
         // The schemas in force, which decide what the next write may be.
-        for item in self.tree().scan_prefix(keys::SCHEMA_CURRENT_PREFIX) {
-            let (k, v) = item?;
+        for (k, v) in self.tree().scan_prefix(keys::SCHEMA_CURRENT_PREFIX)? {
             let rec: SchemaRecord = decode(&v)?;
             h.feed(&k);
             h.feed(&rec.version.to_be_bytes());

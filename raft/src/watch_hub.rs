@@ -113,7 +113,7 @@ impl Subscription {
         // Subscribe before reading sled: see the module docs.
         let rx = shared.hub.tx.subscribe();
         let shutdown = shared.hub.shutdown.subscribe();
-        let current = ApplyCtx::stored_revision(&shared.tree)?;
+        let current = ApplyCtx::stored_revision(&shared.store)?;
         if start_revision > current + 1 {
             return Err(Error::OutOfRange {
                 requested: start_revision,
@@ -172,7 +172,7 @@ impl Subscription {
                     }
                     Err(broadcast::error::RecvError::Lagged(skipped)) => {
                         tracing::debug!(skipped, next_revision = self.next_rev, "watcher lagged; catching up from the replay window");
-                        let current = ApplyCtx::stored_revision(&self.shared.tree)?;
+                        let current = ApplyCtx::stored_revision(&self.shared.store)?;
                         self.catch_up_to(current)?;
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -219,11 +219,10 @@ impl Subscription {
         if to < self.next_rev {
             return Ok(());
         }
-        let tree = &self.shared.tree;
+        let store = &self.shared.store;
         let mut expected = self.next_rev;
         let mut events = Vec::new();
-        for item in tree.range(keys::replay(self.next_rev)..=keys::replay(to)) {
-            let (k, v) = item?;
+        for (k, v) in store.range(keys::replay(self.next_rev)..=keys::replay(to))? {
             if keys::replay_revision(&k) != Some(expected) {
                 break;
             }
@@ -249,12 +248,12 @@ impl Subscription {
     fn snapshot(&self) -> Result<(u64, Vec<DocEntry>)> {
         let shared = &self.shared;
         let _guard = shared.commit_lock.read().unwrap_or_else(|e| e.into_inner());
-        let revision = ApplyCtx::stored_revision(&shared.tree)?;
+        let revision = ApplyCtx::stored_revision(&shared.store)?;
         let mut found: BTreeMap<NsPath, DocRecord> = BTreeMap::new();
         for target in &self.targets {
             match target {
                 Target::Namespace(path) => {
-                    if let Some(v) = shared.tree.get(keys::doc(path))? {
+                    if let Some(v) = shared.store.get(keys::doc(path))? {
                         let rec: DocRecord = decode(&v)?;
                         if rec.value.is_some() {
                             found.insert(path.clone(), rec);
@@ -262,11 +261,10 @@ impl Subscription {
                     }
                 }
                 Target::Prefix(env) => {
-                    for item in shared
-                        .tree
-                        .scan_prefix(keys::doc_prefix(&env.tenant, &env.env))
+                    for (k, v) in shared
+                        .store
+                        .scan_prefix(keys::doc_prefix(&env.tenant, &env.env))?
                     {
-                        let (k, v) = item?;
                         let rec: DocRecord = decode(&v)?;
                         if let (Some(path), true) = (keys::doc_path(&k), rec.value.is_some()) {
                             found.insert(path, rec);

@@ -4,8 +4,8 @@
 //! overlay that reads fall through to, so each entry sees the state after the
 //! previous one, whatever the batch boundaries: a follower that applies entries
 //! 5..7 and then 8..10 ends in the same state as a leader that applied 5..10 at
-//! once. The overlay becomes one `sled::Batch`: data, history, revision,
-//! de-duplication, replay window and applied index change together.
+//! once. The overlay is handed to the [`Store`] whole: data, history,
+//! revision, de-duplication, replay window and applied index change together.
 //!
 //! Apply reads no clock and nothing local: time comes from the entry.
 
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::{decode, encode, Fnv64};
 use super::keys;
 use super::schemas::{self, SchemaKey};
+use super::store::Store;
 use crate::command::{
     Applied, Command, Precondition, Rejection, Request, Response, TxWrite, ENTRY_FORMAT_VERSION,
 };
@@ -74,11 +75,14 @@ pub(crate) struct ApplySettings {
     pub dedup_ttl_ms: i64,
 }
 
+/// One apply's writes: key → new value, `None` for a removal.
+pub(crate) type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 pub(crate) struct ApplyCtx<'a> {
-    tree: &'a sled::Tree,
+    store: &'a Store,
     schemas: &'a SchemaCache<SchemaKey>,
     settings: ApplySettings,
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: Changes,
     pub revision: u64,
     pub events: Vec<Arc<ChangeEvent>>,
     /// Set when this batch recorded the cluster id.
@@ -87,13 +91,13 @@ pub(crate) struct ApplyCtx<'a> {
 
 impl<'a> ApplyCtx<'a> {
     pub fn new(
-        tree: &'a sled::Tree,
+        store: &'a Store,
         schemas: &'a SchemaCache<SchemaKey>,
         settings: ApplySettings,
         revision: u64,
     ) -> Self {
         ApplyCtx {
-            tree,
+            store,
             schemas,
             settings,
             overlay: BTreeMap::new(),
@@ -109,7 +113,7 @@ impl<'a> ApplyCtx<'a> {
         if let Some(v) = self.overlay.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.store.get(key)?.map(|v| v.to_vec()))
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -124,55 +128,49 @@ impl<'a> ApplyCtx<'a> {
         self.overlay.insert(key, None);
     }
 
-    /// Visits the live keys under `prefix` in order (tree merged with the
-    /// overlay) until `f` returns false.
+    /// Visits the live keys under `prefix` in order (the store merged with
+    /// the overlay) until `f` returns false.
     fn scan_prefix(
         &self,
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let mut tree_iter = self.tree.scan_prefix(prefix).peekable();
-        let mut over_iter = self
+        let mut over = self
             .overlay
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .peekable();
-        loop {
-            let tree_key = match tree_iter.peek() {
-                Some(Ok((k, _))) => Some(k.to_vec()),
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = tree_iter.next() {
-                        return Err(e.into());
+        let mut stopped = false;
+        self.store.visit_prefix(prefix, |key, value| {
+            // Overlay keys before this one first; one equal to it replaces it.
+            while let Some((ok, ov)) = over.next_if(|(ok, _)| ok.as_slice() <= key) {
+                if let Some(ov) = ov {
+                    if !f(ok, ov)? {
+                        stopped = true;
+                        return Ok(false);
                     }
-                    continue;
                 }
-                None => None,
-            };
-            let over_key = over_iter.peek().map(|(k, _)| (*k).clone());
-            let (key, value) = match (tree_key, over_key) {
-                (None, None) => return Ok(()),
-                (Some(tk), Some(ok)) if ok <= tk => {
-                    if ok == tk {
-                        tree_iter.next();
-                    }
-                    let (k, v) = over_iter.next().expect("invariant: peeked");
-                    (k.clone(), v.clone())
+                if ok.as_slice() == key {
+                    return Ok(true);
                 }
-                (Some(_), _) => {
-                    let (k, v) = tree_iter.next().expect("invariant: peeked")?;
-                    (k.to_vec(), Some(v.to_vec()))
-                }
-                (None, Some(_)) => {
-                    let (k, v) = over_iter.next().expect("invariant: peeked");
-                    (k.clone(), v.clone())
-                }
-            };
-            if let Some(v) = value {
-                if !f(&key, &v)? {
+            }
+            if !f(key, value)? {
+                stopped = true;
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        if stopped {
+            return Ok(());
+        }
+        for (ok, ov) in over {
+            if let Some(ov) = ov {
+                if !f(ok, ov)? {
                     return Ok(());
                 }
             }
         }
+        Ok(())
     }
 
     /// Names under a prefix whose keys end in the name (tenants, environments).
@@ -185,16 +183,14 @@ impl<'a> ApplyCtx<'a> {
         Ok(names)
     }
 
-    /// Everything the batch wrote, as one atomic sled batch.
-    pub fn into_batch(self) -> (sled::Batch, u64, Vec<Arc<ChangeEvent>>, Option<String>) {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.overlay {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        (batch, self.revision, self.events, self.new_cluster_id)
+    /// Everything the batch wrote (`None`: removed), for [`Store::apply`].
+    pub fn into_changes(self) -> (Changes, u64, Vec<Arc<ChangeEvent>>, Option<String>) {
+        (
+            self.overlay,
+            self.revision,
+            self.events,
+            self.new_cluster_id,
+        )
     }
 
     // ---------------------------------------------------------- commands
@@ -1246,8 +1242,8 @@ impl<'a> ApplyCtx<'a> {
     }
 
     /// Reads the revision counter (for a fresh context).
-    pub fn stored_revision(tree: &sled::Tree) -> Result<u64> {
-        Ok(tree
+    pub fn stored_revision(store: &Store) -> Result<u64> {
+        Ok(store
             .get(keys::META_REVISION)?
             .map(|v| decode::<u64>(&v))
             .transpose()?

@@ -1,11 +1,13 @@
 //! The replicated state machine, in sled, and its snapshots.
 //!
-//! One sled tree holds everything (see [`keys`]); one `apply` call becomes one
-//! atomic `sled::Batch`, so a restart finds the applied index, the revision
+//! One sled tree holds everything (see [`keys`]), behind a [`store::Store`]
+//! that keeps applied changes in memory until its writer thread moves them to
+//! sled, one atomic `sled::Batch` for every apply of an interval (why, and why
+//! it is safe: `store`). So a restart finds the applied index, the revision
 //! counter, documents, history, the de-duplication table and the replay window
-//! consistent with each other. sled is not fsynced on apply: the Raft log is
-//! the durable record, and openraft re-applies committed entries past the
-//! state machine's applied index on start. The log is purged only behind a
+//! consistent with each other, as of some applied entry. sled is not fsynced
+//! on apply: the Raft log is the durable record, and openraft re-applies
+//! committed entries past the state machine's applied index on start. The log is purged only behind a
 //! snapshot file that was fsynced (file and directory) before openraft learns
 //! of it; on start, a snapshot ahead of the state machine is loaded first.
 
@@ -14,6 +16,7 @@ pub(crate) mod codec;
 pub(crate) mod keys;
 pub(crate) mod schemas;
 mod snapshot;
+pub(crate) mod store;
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -39,9 +42,9 @@ const STATE_FORMAT: u16 = 1;
 
 /// State shared by the state machine (writer) and every [`StateView`] (readers).
 pub(crate) struct Shared {
-    pub tree: sled::Tree,
+    pub store: store::Store,
     pub hub: WatchHub,
-    /// Taken for writing while a batch is committed; readers that need one
+    /// Taken for writing while an apply's changes are made visible; readers that need one
     /// consistent revision across several keys (watch snapshots, digests)
     /// take it for reading.
     pub commit_lock: RwLock<()>,
@@ -55,6 +58,9 @@ pub(crate) struct Shared {
 /// raftconf's openraft state machine.
 pub struct StateMachine {
     shared: Arc<Shared>,
+    /// Wakes the thread that writes applied changes to sled.
+    writer: Option<store::Writer>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     /// Kept so the database outlives every tree handle.
     _db: sled::Db,
     snapshot_dir: PathBuf,
@@ -83,8 +89,9 @@ impl StateMachine {
                 }
             }
         }
+        let store = store::Store::new(tree);
         let snapshot_dir = config.data_dir.join("snapshots");
-        let applied = read_applied(&tree)?;
+        let applied = read_applied(&store)?;
         if let Some((_, file)) = snapshot::latest(&snapshot_dir)? {
             if file.meta.last_log_id > applied {
                 tracing::info!(
@@ -92,18 +99,18 @@ impl StateMachine {
                     applied = ?applied,
                     "state machine is behind the latest snapshot; loading the snapshot"
                 );
-                replace_state(&tree, file.pairs)?;
+                store.replace(file.pairs)?;
             }
         }
-        let revision = ApplyCtx::stored_revision(&tree)?;
-        let applied_index = read_applied(&tree)?.map_or(0, |l| l.index);
-        let cluster_id = tree
+        let revision = ApplyCtx::stored_revision(&store)?;
+        let applied_index = read_applied(&store)?.map_or(0, |l| l.index);
+        let cluster_id = store
             .get(keys::META_CLUSTER_ID)?
             .map(|v| decode::<String>(&v))
             .transpose()?
             .unwrap_or_default();
         let shared = Arc::new(Shared {
-            tree,
+            store,
             hub: WatchHub::new(
                 config.watch_queue,
                 config.progress_interval,
@@ -115,8 +122,11 @@ impl StateMachine {
             schemas: schemas::new_cache(),
             default_history_depth: config.history_depth.max(1),
         });
+        let (writer, writer_thread) = store::spawn_writer(shared.clone())?;
         Ok(StateMachine {
             shared,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
             _db: db,
             snapshot_dir,
             settings: ApplySettings {
@@ -136,12 +146,12 @@ impl StateMachine {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<ProposalResponse>> {
-        let tree = &self.shared.tree;
+        let store = &self.shared.store;
         let mut ctx = ApplyCtx::new(
-            tree,
+            store,
             &self.shared.schemas,
             self.settings,
-            ApplyCtx::stored_revision(tree)?,
+            ApplyCtx::stored_revision(store)?,
         );
         let mut responses = Vec::with_capacity(entries.len());
         let mut last = None;
@@ -171,14 +181,19 @@ impl StateMachine {
         let revision = ctx.revision;
         ctx.put(keys::META_REVISION.to_vec(), &revision);
         ctx.put(keys::META_APPLIED.to_vec(), &Some(last));
-        let (batch, revision, events, new_cluster_id) = ctx.into_batch();
-        {
+        let (changes, revision, events, new_cluster_id) = ctx.into_changes();
+        let pending = {
             let _guard = self
                 .shared
                 .commit_lock
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            tree.apply_batch(batch)?;
+            store.apply(changes)
+        };
+        if store::Store::over_limit(pending) {
+            store.flush()?;
+        } else if let Some(writer) = &self.writer {
+            writer.dirty();
         }
         if let Some(id) = new_cluster_id {
             *self
@@ -192,26 +207,12 @@ impl StateMachine {
     }
 }
 
-fn read_applied(tree: &sled::Tree) -> Result<Option<LogId>> {
-    Ok(tree
+fn read_applied(store: &store::Store) -> Result<Option<LogId>> {
+    Ok(store
         .get(keys::META_APPLIED)?
         .map(|v| decode::<Option<LogId>>(&v))
         .transpose()?
         .flatten())
-}
-
-/// Replaces the whole tree with `pairs` in one atomic batch.
-fn replace_state(tree: &sled::Tree, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-    let mut batch = sled::Batch::default();
-    for key in tree.iter().keys() {
-        batch.remove(key?);
-    }
-    for (k, v) in pairs {
-        batch.insert(k, v);
-    }
-    tree.apply_batch(batch)?;
-    tree.flush()?;
-    Ok(())
 }
 
 fn storage_err(e: impl std::fmt::Display) -> StorageError {
@@ -265,9 +266,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> std::result::Result<(Option<LogId>, StoredMembership), StorageError> {
-        let tree = &self.shared.tree;
-        let applied = read_applied(tree).map_err(storage_err)?;
-        let membership = tree
+        let store = &self.shared.store;
+        let applied = read_applied(store).map_err(storage_err)?;
+        let membership = store
             .get(keys::META_MEMBERSHIP)
             .map_err(storage_err)?
             .map(|v| decode::<StoredMembership>(&v))
@@ -291,17 +292,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         // No apply runs while we hold `&mut self`: this copy is one consistent state.
-        let tree = &self.shared.tree;
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = tree
-            .iter()
-            .filter_map(|r| match r {
-                Ok((k, v)) => Some((k.to_vec(), v.to_vec())),
-                Err(e) => {
-                    tracing::error!(error = %e, "reading state for a snapshot failed");
-                    None
-                }
-            })
-            .collect();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = match self.shared.store.all() {
+            Ok(all) => all
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading state for a snapshot failed");
+                Vec::new()
+            }
+        };
         let (applied, membership) = self.applied_state().await.unwrap_or_default();
         SnapshotBuilder {
             pairs,
@@ -332,17 +332,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // Durable first: if we crash after this, start-up loads it.
         snapshot::persist(&self.snapshot_dir, meta, &bytes).map_err(storage_err)?;
-        let tree = &self.shared.tree;
+        let store = &self.shared.store;
         {
             let _guard = self
                 .shared
                 .commit_lock
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            replace_state(tree, file.pairs).map_err(storage_err)?;
+            store.replace(file.pairs).map_err(storage_err)?;
         }
-        let revision = ApplyCtx::stored_revision(tree).map_err(storage_err)?;
-        let cluster_id = tree
+        let revision = ApplyCtx::stored_revision(store).map_err(storage_err)?;
+        let cluster_id = store
             .get(keys::META_CLUSTER_ID)
             .map_err(storage_err)?
             .map(|v| decode::<String>(&v))
@@ -369,6 +369,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: file.meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
+    }
+}
+
+impl Drop for StateMachine {
+    /// Stops the writer thread after its last flush, so the database is
+    /// written and closed when the state machine is gone (a restart in the
+    /// same process can open it again).
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        if let Some(thread) = self.writer_thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the state writer thread panicked");
+            }
+        }
     }
 }
 
