@@ -6,9 +6,9 @@
 //! the state machine; one whose start revision is older than the window gets
 //! a snapshot of its range instead (never stranded).
 //!
-//! Gap-freedom rests on one ordering: apply commits a batch to sled *before*
-//! publishing its events, and a subscription subscribes to the queue *before*
-//! reading sled. So every revision is either in what the subscription read
+//! Gap-freedom rests on one ordering: apply makes its changes visible in the
+//! store (`state_machine::store`) *before* publishing its events, and a
+//! subscription subscribes to the queue *before* reading the store. So every revision is either in what the subscription read
 //! from sled, or arrives on its queue, or both (duplicates are dropped by
 //! revision).
 

@@ -167,10 +167,25 @@ pub async fn resolve_listen(what: &'static str, addr: &str, insecure: bool) -> R
     Ok(first)
 }
 
+/// Connections the kernel may queue before they are accepted (capped by
+/// `net.core.somaxconn`). tokio's `TcpListener::bind` asks for 1024: when a
+/// thousand services connect at once, SYNs past the queue are dropped and
+/// retried by their kernels a second later (measured: 1000 subscribers on
+/// their own connections set up at 930/s). etcd (Go) asks for somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { what, addr, source })
+    let err = |source| Error::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    // As `TcpListener::bind` does: a restarted server rebinds at once.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
 }
 
 /// A started server: both ports serving, the node open.

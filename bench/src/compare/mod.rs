@@ -47,6 +47,10 @@ pub struct CompareArgs {
     #[arg(long)]
     pub smoke: bool,
 
+    /// Only these scenarios, by letter (e.g. `df`; d and f are one step).
+    #[arg(long)]
+    pub only: Option<String>,
+
     /// Also write the Markdown table (with its header) to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -65,8 +69,8 @@ pub async fn run(args: &CompareArgs, raftconf_bin: PathBuf) -> Result<()> {
     };
     let nodes = args.nodes as usize;
     eprintln!("starting etcd ({nodes} node(s)) and raftconf ({nodes} node(s)) …");
-    let etcd = Cluster::start_etcd(&args.etcd_bin, nodes).await?;
-    let raftconf = Cluster::start_raftconf(&raftconf_bin, nodes).await?;
+    let etcd = start("etcd", || Cluster::start_etcd(&args.etcd_bin, nodes)).await?;
+    let raftconf = start("raftconf", || Cluster::start_raftconf(&raftconf_bin, nodes)).await?;
     let mut results = Results::default();
     let outcome = measure(args, &sizes, &etcd, &raftconf, &raftconf_bin, &mut results).await;
     etcd.stop().await?;
@@ -98,10 +102,17 @@ async fn measure(
     let nodes = args.nodes as usize;
     for round in 0..args.rounds as usize {
         for step in Step::all(sizes) {
+            if args
+                .only
+                .as_ref()
+                .is_some_and(|only| !step.letters().chars().any(|c| only.contains(c)))
+            {
+                continue;
+            }
             let fresh = if step.fresh_cluster() {
                 Some((
-                    Cluster::start_etcd(&args.etcd_bin, nodes).await?,
-                    Cluster::start_raftconf(raftconf_bin, nodes).await?,
+                    start("etcd", || Cluster::start_etcd(&args.etcd_bin, nodes)).await?,
+                    start("raftconf", || Cluster::start_raftconf(raftconf_bin, nodes)).await?,
                 ))
             } else {
                 None
@@ -138,6 +149,27 @@ async fn measure(
         }
     }
     Ok(())
+}
+
+/// Starts a cluster, again on fresh ports if a node dies at start-up: a
+/// port picked free can be taken (by any outgoing connection on this
+/// machine) before the node binds it.
+async fn start<F, Fut>(what: &str, start: F) -> Result<Cluster>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Cluster>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start().await {
+            Ok(cluster) => return Ok(cluster),
+            Err(e) if attempt < 3 => {
+                eprintln!("{what}: start attempt {attempt} failed, trying again: {e:#}");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// What the run was: machine, versions, sizes.

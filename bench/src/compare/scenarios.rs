@@ -129,6 +129,18 @@ impl Step {
         steps
     }
 
+    /// The scenario letters the step measures.
+    pub fn letters(self) -> &'static str {
+        match self {
+            Step::SequentialWrites => "a",
+            Step::Writes64 | Step::WritesMany => "b",
+            Step::Reads => "c",
+            Step::FanOut(..) => "df",
+            Step::Backlog => "e",
+            Step::Reload => "g",
+        }
+    }
+
     /// Whether the step has a figure for `system`.
     pub fn applies_to(self, system: System) -> bool {
         self != Step::Reload || system == System::Raftconf
