@@ -16,7 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let mut config = tonic_prost_build::configure()
         .build_server(true)
-        .build_client(true);
+        .build_client(true)
+        // Small per-stream buffers: see src/codec.rs.
+        .codec_path("crate::codec::SlimCodec");
     // With the `validate` feature, request types carry the naming rule as
     // `validator` attributes (see `src/validate.rs`).
     if std::env::var_os("CARGO_FEATURE_VALIDATE").is_some() {

@@ -20,6 +20,8 @@ pub mod internal {
     tonic::include_proto!("raftconf.internal.v1");
 }
 
+pub mod codec;
+
 #[cfg(feature = "validate")]
 pub mod validate;
 
