@@ -413,104 +413,102 @@ async fn fan_out(
     let writer = Conn::open(cluster.system, &cluster.leader).await?;
     writer.put("fanout", 0).await?;
     let mut rows = Vec::new();
-    {
-        let shape = if per_conn == 1 {
-            format!("{count} subscribers, own conns")
-        } else {
-            format!("{count} subscribers, {per_conn}/conn")
-        };
-        let key = format!("{count}x{per_conn}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss_before = cluster.rss_kib();
-        let (receipts, mut received) = mpsc::unbounded_channel();
-        let started = Instant::now();
-        let mut setups = JoinSet::new();
-        for c in 0..count.div_ceil(per_conn) {
-            let system = cluster.system;
-            let addr = cluster.endpoints[c % cluster.endpoints.len()].clone();
-            let n = per_conn.min(count - c * per_conn);
-            setups.spawn(async move {
-                let conn = Conn::open(system, &addr).await?;
-                let mut subs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    subs.push(conn.subscribe("fanout", None).await?);
-                }
-                anyhow::Ok((conn, subs))
-            });
-        }
-        let mut conns = Vec::new();
-        let mut watchers = JoinSet::new();
-        while let Some(done) = setups.join_next().await {
-            let (conn, subs) = done.context("a subscriber set-up panicked")??;
-            conns.push(conn);
-            for sub in subs {
-                watchers.spawn(subscriber(sub, receipts.clone()));
+    let shape = if per_conn == 1 {
+        format!("{count} subscribers, own conns")
+    } else {
+        format!("{count} subscribers, {per_conn}/conn")
+    };
+    let key = format!("{count}x{per_conn}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = cluster.rss_kib();
+    let (receipts, mut received) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let mut setups = JoinSet::new();
+    for c in 0..count.div_ceil(per_conn) {
+        let system = cluster.system;
+        let addr = cluster.endpoints[c % cluster.endpoints.len()].clone();
+        let n = per_conn.min(count - c * per_conn);
+        setups.spawn(async move {
+            let conn = Conn::open(system, &addr).await?;
+            let mut subs = Vec::with_capacity(n);
+            for _ in 0..n {
+                subs.push(conn.subscribe("fanout", None).await?);
             }
-        }
-        let setup = started.elapsed();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let kib_each = cluster.rss_kib().saturating_sub(rss_before) as f64 / count as f64;
-        rows.push(row(
-            &format!("f.{key}.kib"),
-            'f',
-            format!("{shape}: server memory per idle subscriber (KiB)"),
-            kib_each,
-            Target::AtMost(0.33),
-        ));
-        rows.push(row(
-            &format!("f.{key}.setup"),
-            'f',
-            format!("{shape}: subscriptions set up per second"),
-            count as f64 / setup.as_secs_f64(),
-            Target::AtLeast(1.0),
-        ));
-
-        let mut all_have_it = Vec::with_capacity(sizes.fanout_writes);
-        let mut seen: HashMap<u64, (usize, Instant)> = HashMap::new();
-        for seq in 1..=sizes.fanout_writes as u64 {
-            let sent = Instant::now();
-            let revision = writer.put("fanout", seq).await?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Some(&(n, last)) = seen.get(&revision) {
-                    if n == count {
-                        all_have_it.push(ms(last - sent));
-                        break;
-                    }
-                }
-                let Ok(receipt) = tokio::time::timeout_at(deadline, received.recv()).await else {
-                    let n = seen.get(&revision).map_or(0, |s| s.0);
-                    bail!("{shape}: revision {revision} reached {n} of {count} within 60 s");
-                };
-                let (r, at) = receipt.context("every subscriber ended")?;
-                let entry = seen.entry(r).or_insert((0, at));
-                entry.0 += 1;
-                entry.1 = entry.1.max(at);
-            }
-            seen.remove(&revision);
-            if let Some(Ok(Err(e))) = watchers.try_join_next() {
-                return Err(e.context(format!("{shape}: a subscriber failed")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let s = Summary::of(all_have_it).expect("fan-out writes");
-        rows.push(row(
-            &format!("d.{key}.p50"),
-            'd',
-            format!("{shape}: write → all have it, p50 (ms)"),
-            s.p50,
-            Target::AtMost(0.5),
-        ));
-        rows.push(row(
-            &format!("d.{key}.p99"),
-            'd',
-            format!("{shape}: write → all have it, p99 (ms)"),
-            s.p99,
-            Target::AtMost(0.5),
-        ));
-        watchers.shutdown().await;
-        drop(conns);
+            anyhow::Ok((conn, subs))
+        });
     }
+    let mut conns = Vec::new();
+    let mut watchers = JoinSet::new();
+    while let Some(done) = setups.join_next().await {
+        let (conn, subs) = done.context("a subscriber set-up panicked")??;
+        conns.push(conn);
+        for sub in subs {
+            watchers.spawn(subscriber(sub, receipts.clone()));
+        }
+    }
+    let setup = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kib_each = cluster.rss_kib().saturating_sub(rss_before) as f64 / count as f64;
+    rows.push(row(
+        &format!("f.{key}.kib"),
+        'f',
+        format!("{shape}: server memory per idle subscriber (KiB)"),
+        kib_each,
+        Target::AtMost(0.33),
+    ));
+    rows.push(row(
+        &format!("f.{key}.setup"),
+        'f',
+        format!("{shape}: subscriptions set up per second"),
+        count as f64 / setup.as_secs_f64(),
+        Target::AtLeast(1.0),
+    ));
+
+    let mut all_have_it = Vec::with_capacity(sizes.fanout_writes);
+    let mut seen: HashMap<u64, (usize, Instant)> = HashMap::new();
+    for seq in 1..=sizes.fanout_writes as u64 {
+        let sent = Instant::now();
+        let revision = writer.put("fanout", seq).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(&(n, last)) = seen.get(&revision) {
+                if n == count {
+                    all_have_it.push(ms(last - sent));
+                    break;
+                }
+            }
+            let Ok(receipt) = tokio::time::timeout_at(deadline, received.recv()).await else {
+                let n = seen.get(&revision).map_or(0, |s| s.0);
+                bail!("{shape}: revision {revision} reached {n} of {count} within 60 s");
+            };
+            let (r, at) = receipt.context("every subscriber ended")?;
+            let entry = seen.entry(r).or_insert((0, at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(at);
+        }
+        seen.remove(&revision);
+        if let Some(Ok(Err(e))) = watchers.try_join_next() {
+            return Err(e.context(format!("{shape}: a subscriber failed")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = Summary::of(all_have_it).expect("fan-out writes");
+    rows.push(row(
+        &format!("d.{key}.p50"),
+        'd',
+        format!("{shape}: write → all have it, p50 (ms)"),
+        s.p50,
+        Target::AtMost(0.5),
+    ));
+    rows.push(row(
+        &format!("d.{key}.p99"),
+        'd',
+        format!("{shape}: write → all have it, p99 (ms)"),
+        s.p99,
+        Target::AtMost(0.5),
+    ));
+    watchers.shutdown().await;
+    drop(conns);
     Ok((rows, sizes.fanout_writes * count, 'd'))
 }
 
