@@ -75,13 +75,36 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-fn log_file(path: &Path) -> Result<(Stdio, Stdio)> {
-    let log =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    Ok((log.try_clone()?.into(), log.into()))
+/// Starts one node: its output to `log_path`, killed when dropped.
+fn spawn_node(mut command: Command, client_addr: String, log_path: PathBuf) -> Result<Node> {
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.as_std().get_program()))?;
+    Ok(Node {
+        client_addr,
+        child,
+        log_path,
+    })
 }
 
 impl Cluster {
+    /// The cluster of `nodes`, its leader not yet known.
+    fn assemble(system: System, nodes: Vec<Node>, dir: tempfile::TempDir) -> Cluster {
+        Cluster {
+            system,
+            leader: String::new(),
+            endpoints: nodes.iter().map(|n| n.client_addr.clone()).collect(),
+            nodes,
+            dir,
+        }
+    }
+
     /// Starts `nodes` raftconf servers (`bin server`) forming one cluster.
     pub async fn start_raftconf(bin: &Path, nodes: usize) -> Result<Cluster> {
         if !bin.is_file() {
@@ -99,7 +122,6 @@ impl Cluster {
         for i in 0..nodes {
             let client_addr = format!("127.0.0.1:{}", ports[2 * i]);
             let log_path = dir.path().join(format!("raftconf-{}.log", i + 1));
-            let (out, err) = log_file(&log_path)?;
             let mut command = Command::new(bin);
             command
                 .args(["server", "--node-id", &(i + 1).to_string()])
@@ -111,27 +133,10 @@ impl Cluster {
             if nodes > 1 {
                 command.args(["--peers", &peers.join(",")]);
             }
-            let child = command
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            started.push(Node {
-                client_addr,
-                child,
-                log_path,
-            });
+            command.env("RUST_LOG", "warn");
+            started.push(spawn_node(command, client_addr, log_path)?);
         }
-        let mut cluster = Cluster {
-            system: System::Raftconf,
-            leader: String::new(),
-            endpoints: started.iter().map(|n| n.client_addr.clone()).collect(),
-            nodes: started,
-            dir,
-        };
+        let mut cluster = Cluster::assemble(System::Raftconf, started, dir);
         cluster.leader = cluster.await_raftconf_leader().await?;
         let client = Client::connect([cluster.leader.clone()]).await?;
         client.create_tenant("bench").await?;
@@ -183,8 +188,8 @@ impl Cluster {
             let client_addr = format!("127.0.0.1:{}", ports[2 * i]);
             let peer_url = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
             let log_path = dir.path().join(format!("etcd-{}.log", i + 1));
-            let (out, err) = log_file(&log_path)?;
-            let child = Command::new(bin)
+            let mut command = Command::new(bin);
+            command
                 .args(["--name", &format!("e{}", i + 1)])
                 .arg("--data-dir")
                 .arg(dir.path().join(format!("etcd-{}", i + 1)))
@@ -195,26 +200,10 @@ impl Cluster {
                 .args(["--initial-cluster", &initial.join(",")])
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", "raftconf-bench"])
-                .args(["--logger", "zap", "--log-level", "warn"])
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            started.push(Node {
-                client_addr,
-                child,
-                log_path,
-            });
+                .args(["--logger", "zap", "--log-level", "warn"]);
+            started.push(spawn_node(command, client_addr, log_path)?);
         }
-        let mut cluster = Cluster {
-            system: System::Etcd,
-            leader: String::new(),
-            endpoints: started.iter().map(|n| n.client_addr.clone()).collect(),
-            nodes: started,
-            dir,
-        };
+        let mut cluster = Cluster::assemble(System::Etcd, started, dir);
         let deadline = Instant::now() + READY_TIMEOUT;
         cluster.leader = loop {
             cluster.check_alive()?;

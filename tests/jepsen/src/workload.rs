@@ -347,12 +347,7 @@ async fn execute(c: &Client, op: &Op) -> Outcome {
 /// violation as [`Error::SchemaViolation`].
 fn transaction_outcome(result: raftconf_client::Result<u64>) -> Outcome {
     match result {
-        Ok(revision) => Outcome::Ok(OpOk {
-            revision,
-            value: None,
-            version: 0,
-            mod_revision: 0,
-        }),
+        Ok(revision) => written(revision, 0),
         Err(Error::FailedPrecondition(_) | Error::SchemaIncompatible { .. }) => {
             Outcome::Fail(FailReason::VersionMismatch { current: None }, None)
         }
@@ -385,16 +380,21 @@ fn refused_namespaces(violations: &[FieldViolation]) -> Vec<String> {
     namespaces
 }
 
+/// A write that succeeded at `revision`, leaving `version`.
+fn written(revision: u64, version: u64) -> Outcome {
+    Outcome::Ok(OpOk {
+        revision,
+        value: None,
+        version,
+        mod_revision: 0,
+    })
+}
+
 /// A schema set or delete: a set that live documents break is refused
 /// (listing where), a delete of a schema that is not there is not found.
 fn schema_outcome(result: raftconf_client::Result<raftconf_client::SchemaWrite>) -> Outcome {
     match result {
-        Ok(w) => Outcome::Ok(OpOk {
-            revision: w.revision,
-            value: None,
-            version: w.version,
-            mod_revision: 0,
-        }),
+        Ok(w) => written(w.revision, w.version),
         Err(Error::SchemaIncompatible {
             message,
             violations,
@@ -416,12 +416,7 @@ fn write_outcome(
     result: raftconf_client::Result<raftconf_client::WriteResult>,
 ) -> Outcome {
     match result {
-        Ok(w) => Outcome::Ok(OpOk {
-            revision: w.revision,
-            value: None,
-            version: w.version,
-            mod_revision: 0,
-        }),
+        Ok(w) => written(w.revision, w.version),
         Err(Error::CasMismatch {
             current_version, ..
         }) => Outcome::Fail(
