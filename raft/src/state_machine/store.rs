@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -332,11 +332,15 @@ fn writer_loop(shared: &super::Shared, rx: &Receiver<()>) {
         }
     };
     while let Ok(()) = rx.recv() {
-        // Let the interval's applies join this batch.
-        match rx.recv_timeout(FLUSH_INTERVAL) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+        // Let the interval's applies join this batch. Sleep rather than wait
+        // on the channel: waiting returned at the next apply's wake-up, so a
+        // batch carried two applies and sled was written (and its seven IO
+        // threads woken) for every other apply. While this thread sleeps, the
+        // first apply fills the channel's one slot and the rest find it full:
+        // none of them wakes anything.
+        std::thread::sleep(FLUSH_INTERVAL);
+        // Applies that filled the slot while it slept are in this flush.
+        let _ = rx.try_recv();
         flush();
     }
     flush();
