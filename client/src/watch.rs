@@ -104,7 +104,9 @@ pub(crate) enum Control {
 /// is dropped and logged).
 ///
 /// Each event is acknowledged to the server (`Ack`) when the caller asks for
-/// the next one; [`WatchStream::ack`] acknowledges earlier, and
+/// the next one (sent after [`crate::ClientOptions::ack_delay`], one ack for
+/// all that time);
+/// [`WatchStream::ack`] acknowledges earlier, and
 /// [`WatchStream::refuse`] reports a document the caller could not use instead.
 ///
 /// ```no_run

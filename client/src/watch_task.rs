@@ -76,6 +76,7 @@ impl Client {
             control: control_rx,
             guard: RevisionGuard::default(),
             last_acked: 0,
+            ack_waiting: None,
             refusals: BTreeMap::new(),
             last_error: last_error.clone(),
             reconnects: reconnects.clone(),
@@ -193,6 +194,9 @@ struct WatchTask {
     guard: RevisionGuard,
     /// The highest revision acknowledged to a server, re-sent after a reconnect.
     last_acked: u64,
+    /// The highest revision acknowledged by the caller and not yet sent
+    /// (held for up to `ClientOptions::ack_delay`).
+    ack_waiting: Option<u64>,
     /// The latest refusal of each namespace, re-sent after a reconnect: the
     /// node that recorded it may be gone, and without it the new node would
     /// count this subscriber as current.
@@ -281,11 +285,16 @@ impl WatchTask {
             labels: options.labels.clone().into_iter().collect(),
         };
         let _ = out_tx.try_send(request(pb::watch_request::Request::Subscribe(subscribe)));
-        if self.last_acked > 0 {
-            let ack = pb::Ack {
-                revision: self.last_acked,
-            };
-            let _ = out_tx.try_send(request(pb::watch_request::Request::Ack(ack)));
+        // What was acknowledged, including an ack still waiting to be sent.
+        let acked = self.ack_waiting.take().unwrap_or(0).max(self.last_acked);
+        if acked > 0 {
+            let ack = pb::Ack { revision: acked };
+            if out_tx
+                .try_send(request(pb::watch_request::Request::Ack(ack)))
+                .is_ok()
+            {
+                self.last_acked = acked;
+            }
         }
         for (path, (revision, reasons)) in &self.refusals {
             let refusal = pb::Refusal {
@@ -323,8 +332,15 @@ impl WatchTask {
         };
         let mut assembler = SnapshotAssembler::default();
         let mut delivered = false;
+        // When the waiting ack is due (polled only while one waits).
+        let ack_delay = options.ack_delay;
+        let ack_due = tokio::time::sleep(ack_delay);
+        tokio::pin!(ack_due);
         loop {
             tokio::select! {
+                () = &mut ack_due, if self.ack_waiting.is_some() => {
+                    self.send_waiting_ack(&out_tx);
+                }
                 message = inbound.message() => {
                     let response = match message {
                         Ok(Some(response)) => response,
@@ -371,26 +387,29 @@ impl WatchTask {
                     let Some(control) = control else {
                         return SessionEnd::CallerGone;
                     };
+                    if matches!(control, Control::Ack(_)) && self.ack_waiting.is_none() {
+                        ack_due
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + ack_delay);
+                    }
                     self.forward(&out_tx, control);
+                    if ack_delay.is_zero() {
+                        self.send_waiting_ack(&out_tx);
+                    }
                 }
             }
         }
     }
 
-    /// Sends an ack or a refusal on the current connection. Never blocks: if
-    /// the outbound buffer is full, an ack is dropped (a later one covers it).
+    /// Records an ack to send once the ack delay has passed, or sends a
+    /// refusal on the current connection (after the ack waiting, so the
+    /// server sees them in the caller's order). Never blocks: if the outbound
+    /// buffer is full, an ack is dropped (a later one covers it).
     fn forward(&mut self, out: &mpsc::Sender<pb::WatchRequest>, control: Control) {
         match control {
             Control::Ack(revision) => {
-                if revision <= self.last_acked {
-                    return;
-                }
-                let ack = pb::Ack { revision };
-                if out
-                    .try_send(request(pb::watch_request::Request::Ack(ack)))
-                    .is_ok()
-                {
-                    self.last_acked = revision;
+                if revision > self.last_acked {
+                    self.ack_waiting = Some(self.ack_waiting.unwrap_or(0).max(revision));
                 }
             }
             Control::Refuse {
@@ -398,6 +417,7 @@ impl WatchTask {
                 path,
                 reasons,
             } => {
+                self.send_waiting_ack(out);
                 self.refusals
                     .insert(path.clone(), (revision, reasons.clone()));
                 let refusal = pb::Refusal {
@@ -412,6 +432,23 @@ impl WatchTask {
                     tracing::warn!(revision, "could not send a refusal to the server");
                 }
             }
+        }
+    }
+
+    /// Sends the ack that is waiting, if any.
+    fn send_waiting_ack(&mut self, out: &mpsc::Sender<pb::WatchRequest>) {
+        let Some(revision) = self.ack_waiting.take() else {
+            return;
+        };
+        if revision <= self.last_acked {
+            return;
+        }
+        let ack = pb::Ack { revision };
+        if out
+            .try_send(request(pb::watch_request::Request::Ack(ack)))
+            .is_ok()
+        {
+            self.last_acked = revision;
         }
     }
 }
