@@ -29,6 +29,7 @@ pub(crate) const META_CLUSTER_ID: &[u8] = b"m/cluster_id";
 pub(crate) const META_FORMAT: &[u8] = b"m/format";
 
 pub(crate) const TENANT_PREFIX: &[u8] = b"t/";
+pub(crate) const ENV_PREFIX: &[u8] = b"e/";
 pub(crate) const DOC_PREFIX: &[u8] = b"d/";
 pub(crate) const REPLAY_PREFIX: &[u8] = b"w/";
 pub(crate) const DEDUP_EXPIRY_PREFIX: &[u8] = b"x/";
@@ -52,12 +53,12 @@ pub(crate) fn tenant(name: &str) -> Vec<u8> {
 }
 
 pub(crate) fn env(tenant: &str, env: &str) -> Vec<u8> {
-    join(b"e/", &[tenant, env])
+    join(ENV_PREFIX, &[tenant, env])
 }
 
 /// Prefix of every environment key of `tenant`.
 pub(crate) fn env_prefix(tenant: &str) -> Vec<u8> {
-    let mut k = join(b"e/", &[tenant]);
+    let mut k = join(ENV_PREFIX, &[tenant]);
     k.push(b'/');
     k
 }
