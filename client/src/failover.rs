@@ -15,6 +15,9 @@ use crate::endpoints::{classify, Failure};
 use crate::error::{one_line_status, AUTHOR_METADATA};
 use crate::{Client, Error, Result};
 
+/// Least call time left for which another attempt is started.
+const MIN_ATTEMPT: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// Whether a call may change state, which decides how failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallKind {
@@ -130,7 +133,11 @@ impl Client {
                     continue;
                 }
                 let now = Instant::now();
-                if now >= deadline {
+                // A retry is not started on a sliver of the budget: it could
+                // only run out of time, and a write that runs out of time is
+                // uncertain — a dead cluster's refusals would end as
+                // `Indeterminate` instead of `Unavailable`.
+                if now >= deadline || (!errors.is_empty() && deadline - now < MIN_ATTEMPT) {
                     break 'rounds;
                 }
                 tried.push(addr.clone());
