@@ -105,8 +105,7 @@ pub(crate) enum Control {
 ///
 /// Each event is acknowledged to the server (`Ack`) when the caller asks for
 /// the next one (sent after [`crate::ClientOptions::ack_delay`], one ack for
-/// all that time);
-/// [`WatchStream::ack`] acknowledges earlier, and
+/// all that time); [`WatchStream::ack`] acknowledges earlier, and
 /// [`WatchStream::refuse`] reports a document the caller could not use instead.
 ///
 /// ```no_run

@@ -288,13 +288,7 @@ impl WatchTask {
         // What was acknowledged, including an ack still waiting to be sent.
         let acked = self.ack_waiting.take().unwrap_or(0).max(self.last_acked);
         if acked > 0 {
-            let ack = pb::Ack { revision: acked };
-            if out_tx
-                .try_send(request(pb::watch_request::Request::Ack(ack)))
-                .is_ok()
-            {
-                self.last_acked = acked;
-            }
+            self.send_ack(&out_tx, acked);
         }
         for (path, (revision, reasons)) in &self.refusals {
             let refusal = pb::Refusal {
@@ -437,12 +431,13 @@ impl WatchTask {
 
     /// Sends the ack that is waiting, if any.
     fn send_waiting_ack(&mut self, out: &mpsc::Sender<pb::WatchRequest>) {
-        let Some(revision) = self.ack_waiting.take() else {
-            return;
-        };
-        if revision <= self.last_acked {
-            return;
+        if let Some(revision) = self.ack_waiting.take().filter(|&r| r > self.last_acked) {
+            self.send_ack(out, revision);
         }
+    }
+
+    /// Queues an ack of `revision`; it counts as sent once queued.
+    fn send_ack(&mut self, out: &mpsc::Sender<pb::WatchRequest>, revision: u64) {
         let ack = pb::Ack { revision };
         if out
             .try_send(request(pb::watch_request::Request::Ack(ack)))

@@ -62,12 +62,14 @@ struct Pending {
 }
 
 impl Pending {
+    /// The cache, for a holder of the write lock.
+    fn cache_mut(&mut self) -> &mut HashMap<Vec<u8>, Option<IVec>> {
+        self.sled_cache.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn uncache(&mut self, key: &[u8]) {
         if cached(key) {
-            self.sled_cache
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
+            self.cache_mut().remove(key);
         }
     }
 }
@@ -293,11 +295,7 @@ impl Store {
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
         pending.entries.clear();
-        pending
-            .sled_cache
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        pending.cache_mut().clear();
         Ok(())
     }
 
