@@ -374,8 +374,11 @@ impl WatchTask {
                     if self.events.send(Ok(event)).await.is_err() {
                         return SessionEnd::CallerGone;
                     }
-                    delivered = true;
-                    self.client.endpoint_set().mark_good(addr);
+                    if !delivered {
+                        // Once per session: this endpoint serves.
+                        self.client.endpoint_set().mark_good(addr);
+                        delivered = true;
+                    }
                 }
                 control = self.control.recv() => {
                     let Some(control) = control else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftNetworkFactory, ServerState, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::command::{Applied, Command, Proposal, Rejection, Request, ENTRY_FORMAT_VERSION};
 use crate::log_store::LogStore;
@@ -441,10 +441,13 @@ impl RaftNode {
         })
     }
 
-    /// Resolves once this node has had no usable leader (none known, or it was
-    /// removed) for `after` without a break. Never resolves while a leader is
-    /// known, nor after Raft stopped (shutdown ends streams another way).
-    pub async fn leader_lost_for(&self, after: Duration) {
+    /// A signal that is `true` while this node has had no usable leader (none
+    /// known, or it was removed) for longer than `after` without a break, and
+    /// `false` again once a leader is known. One task follows openraft's
+    /// metrics for every holder: a watch stream waiting on it is woken when
+    /// the signal flips, not at each metrics update (several per write).
+    /// Stays as it is after Raft stopped (shutdown ends streams another way).
+    pub fn leader_loss_signal(&self, after: Duration) -> watch::Receiver<bool> {
         let me = self.node_id();
         let leaderless = move |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
             let membership = m.membership_config.membership();
@@ -452,21 +455,36 @@ impl RaftNode {
             m.current_leader.is_none() || removed
         };
         let mut metrics = self.inner.raft.metrics();
-        loop {
-            let stopped = metrics.wait_for(|m| leaderless(m)).await.is_err();
-            if stopped {
-                break;
+        let (lost, signal) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let waited = tokio::select! {
+                    waited = metrics.wait_for(|m| leaderless(m)) => waited.is_ok(),
+                    () = lost.closed() => false,
+                };
+                if !waited {
+                    return;
+                }
+                let regained = tokio::time::timeout(after, metrics.wait_for(|m| !leaderless(m)))
+                    .await
+                    .map(|r| r.is_ok());
+                match regained {
+                    Ok(true) => continue,
+                    Ok(false) => return,
+                    Err(_) => {}
+                }
+                lost.send_replace(true);
+                let regained = tokio::select! {
+                    regained = metrics.wait_for(|m| !leaderless(m)) => regained.is_ok(),
+                    () = lost.closed() => false,
+                };
+                if !regained {
+                    return;
+                }
+                lost.send_replace(false);
             }
-            let regained = tokio::time::timeout(after, metrics.wait_for(|m| !leaderless(m)))
-                .await
-                .map(|r| r.is_ok());
-            match regained {
-                Err(_) => return,
-                Ok(true) => continue,
-                Ok(false) => break,
-            }
-        }
-        std::future::pending().await
+        });
+        signal
     }
 
     /// openraft's metrics: roles, replication progress of each follower (on

@@ -13,12 +13,13 @@
 //! revision).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use raftconf_schema::{NsPath, Target};
 use tokio::sync::{broadcast, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::model::{ChangeEvent, DocEntry, DocRecord, WatchItem};
 use crate::state_machine::apply::ApplyCtx;
@@ -34,6 +35,9 @@ pub(crate) enum HubMsg {
     Event(Arc<ChangeEvent>),
     /// The state machine was replaced by a Raft snapshot at this revision.
     Reset(u64),
+    /// The node shuts down (wakes the waiting subscriptions; one that
+    /// lagged past this sees `WatchHub::shutdown`'s flag instead).
+    Shutdown,
 }
 
 /// How far the state machine has applied.
@@ -86,7 +90,10 @@ impl WatchHub {
 
     /// Ends every subscription with `Error::Unavailable`.
     pub fn shutdown(&self) {
+        // The flag first: a subscription that starts listening after this
+        // message was sent checks the flag before it waits.
         self.shutdown.send_replace(true);
+        let _ = self.tx.send(HubMsg::Shutdown);
     }
 }
 
@@ -101,6 +108,10 @@ pub struct Subscription {
     pending: VecDeque<WatchItem>,
     snapshot_due: Option<&'static str>,
     last_sent: Instant,
+    /// When the next progress event is due. Kept from call to call: moving
+    /// a registered timer later is cheap, registering a new one per event
+    /// (for every subscriber) is not.
+    progress_timer: Pin<Box<Sleep>>,
 }
 
 impl Subscription {
@@ -113,6 +124,7 @@ impl Subscription {
         // Subscribe before reading sled: see the module docs.
         let rx = shared.hub.tx.subscribe();
         let shutdown = shared.hub.shutdown.subscribe();
+        let progress_interval = shared.hub.progress_interval;
         let current = ApplyCtx::stored_revision(&shared.store)?;
         if start_revision > current + 1 {
             return Err(Error::OutOfRange {
@@ -129,6 +141,7 @@ impl Subscription {
             pending: VecDeque::new(),
             snapshot_due: None,
             last_sent: Instant::now(),
+            progress_timer: Box::pin(tokio::time::sleep(progress_interval)),
         };
         if start_revision == 0 {
             sub.snapshot_due = Some("start");
@@ -161,8 +174,10 @@ impl Subscription {
                 return Err(Error::Unavailable("node is shutting down".into()));
             }
             let deadline = self.last_sent + self.shared.hub.progress_interval;
+            if self.progress_timer.deadline() != deadline {
+                self.progress_timer.as_mut().reset(deadline);
+            }
             tokio::select! {
-                _ = self.shutdown.changed() => {}
                 msg = self.rx.recv() => match msg {
                     Ok(HubMsg::Event(event)) => self.on_event(event)?,
                     Ok(HubMsg::Reset(revision)) => {
@@ -170,6 +185,8 @@ impl Subscription {
                             self.snapshot_due = Some("raft-snapshot");
                         }
                     }
+                    // The flag is checked at the top of the loop.
+                    Ok(HubMsg::Shutdown) => {}
                     Err(broadcast::error::RecvError::Lagged(skipped)) => {
                         tracing::debug!(skipped, next_revision = self.next_rev, "watcher lagged; catching up from the replay window");
                         let current = ApplyCtx::stored_revision(&self.shared.store)?;
@@ -179,7 +196,7 @@ impl Subscription {
                         return Err(Error::Unavailable("node is shutting down".into()));
                     }
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                () = self.progress_timer.as_mut() => {
                     self.last_sent = Instant::now();
                     return Ok(WatchItem::Progress(self.next_rev - 1));
                 }

@@ -310,6 +310,7 @@ impl RunningServer {
             settings: config.services.clone(),
             delivery: Arc::new(DeliveryRegistry::new(DELIVERY_CAPACITY)),
             shutdown: shutdown_rx,
+            leader_lost: node.leader_loss_signal(config.services.watch_leader_loss),
             forwarder: Forwarder::new(channels.clone()),
             peers: peers.clone(),
         });

@@ -90,6 +90,10 @@ pub struct ServiceContext {
     /// Becomes `true` when the server shuts down: watch streams end with
     /// `UNAVAILABLE` so their clients resume on another node.
     pub shutdown: signal::Receiver<bool>,
+    /// `true` while this node has been without a leader for longer than
+    /// `settings.watch_leader_loss`: watch streams end so their clients
+    /// resume on a node that has one.
+    pub leader_lost: signal::Receiver<bool>,
     /// Connections to the leader's client port, for forwarded writes.
     pub forwarder: Forwarder,
     /// Calls to other nodes' peer ports (read index).

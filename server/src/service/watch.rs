@@ -24,6 +24,7 @@ use raftconf_api::v1::watch_server::Watch;
 use raftconf_raft::model::WatchItem;
 use raftconf_raft::Subscription;
 use raftconf_schema::Target;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
@@ -274,37 +275,50 @@ async fn pump(
     reader: JoinHandle<()>,
     (id, client_id): (SubscriptionId, String),
 ) {
-    let mut shutdown = ctx.shutdown.clone();
     let send_timeout = ctx.settings.watch_send_timeout;
-    let leader_lost = ctx.node.leader_lost_for(ctx.settings.watch_leader_loss);
-    tokio::pin!(leader_lost);
-    let reason = 'outer: loop {
-        if *shutdown.borrow() {
-            break Some(WatchEnd::ShuttingDown);
+    let mut shutdown = ctx.shutdown.clone();
+    let mut leader_lost = ctx.leader_lost.clone();
+    // What ends the stream from outside, as one future polled from item to
+    // item: its waits are registered once, not again for every event of
+    // every subscriber.
+    let ended = async {
+        tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => Some(WatchEnd::ShuttingDown),
+            // An error: Raft stopped; shutdown ends the stream then.
+            Ok(_) = leader_lost.wait_for(|lost| *lost) => Some(WatchEnd::LeaderLost),
+            // The client went away.
+            () = tx.closed() => None,
         }
+    };
+    tokio::pin!(ended);
+    let reason = 'outer: loop {
         let item = tokio::select! {
-            _ = shutdown.changed() => continue,
-            _ = &mut leader_lost => break Some(WatchEnd::LeaderLost),
-            _ = tx.closed() => break None,
+            biased;
+            reason = &mut ended => break reason,
             item = sub.next() => item,
         };
         let item = match item {
             Ok(item) => item,
-            Err(_) if *shutdown.borrow() => break Some(WatchEnd::ShuttingDown),
+            Err(_) if *ctx.shutdown.borrow() => break Some(WatchEnd::ShuttingDown),
             Err(e) => {
                 let s = ctx.status(ApiError::State(e));
                 break Some(WatchEnd::Failed(s.code(), s.message().to_string()));
             }
         };
         for out in outgoing(&ctx, item) {
+            // Room in the queue is the usual case: no timer for it.
+            let out = match tx.try_send(out) {
+                Ok(()) => continue,
+                Err(TrySendError::Closed(_)) => break 'outer None,
+                Err(TrySendError::Full(out)) => out,
+            };
             let sent = tokio::select! {
-                _ = shutdown.changed() => break 'outer Some(WatchEnd::ShuttingDown),
-                _ = &mut leader_lost => break 'outer Some(WatchEnd::LeaderLost),
+                biased;
+                reason = &mut ended => break 'outer reason,
                 sent = tokio::time::timeout(send_timeout, tx.send(out)) => sent,
             };
             match sent {
                 Ok(Ok(())) => {}
-                // The client went away.
                 Ok(Err(_)) => break 'outer None,
                 Err(_) => {
                     warn!(%client_id, ?send_timeout, "watch subscriber too slow; ending its stream");
