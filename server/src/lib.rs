@@ -29,6 +29,7 @@
 
 pub mod bootstrap;
 pub mod cli;
+pub mod coalesce;
 pub mod convert;
 pub mod delivery;
 mod error;

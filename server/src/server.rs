@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use raftconf_api::internal::raft_peer_server::RaftPeerServer;
 use raftconf_api::v1::admin_server::AdminServer;
 use raftconf_api::v1::cluster_server::ClusterServer;
@@ -34,6 +35,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::bootstrap::{self, Plan};
+use crate::coalesce::CoalescingStream;
 use crate::delivery::DeliveryRegistry;
 use crate::forward::Forwarder;
 use crate::network::{ClusterIdSource, NetworkSettings, PeerChannels, PeerNetwork};
@@ -337,7 +339,9 @@ impl RunningServer {
                 .add_service(WatchServer::new(WatchService::new(Arc::clone(&ctx))))
                 .add_service(ClusterServer::new(ClusterService::new(Arc::clone(&ctx))))
                 .serve_with_incoming_shutdown(
-                    TcpIncoming::from(client_listener).with_nodelay(Some(true)),
+                    TcpIncoming::from(client_listener)
+                        .with_nodelay(Some(true))
+                        .map(|accepted| accepted.map(CoalescingStream::new)),
                     async {
                         let _ = client_stopped.await;
                     },
