@@ -61,8 +61,9 @@ pub struct ServiceSettings {
     /// elected (or to become reachable) before it fails with `UNAVAILABLE`.
     pub election_wait: Duration,
     /// How long a node may be without a leader before it ends its watch
-    /// streams (so their subscribers resume on a node that has one): longer
-    /// than an election (1-1.5 s) plus the old leader's lease (1.5 s).
+    /// streams (so their subscribers resume on a node that has one), and ends
+    /// at once a stream opened while the loss lasts: longer than an election
+    /// (1-1.5 s) plus the old leader's lease (1.5 s).
     pub watch_leader_loss: Duration,
 }
 
