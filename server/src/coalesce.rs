@@ -239,31 +239,21 @@ mod tests {
             written += len;
             wakes_now() - before
         };
-        assert_eq!(batch(&mut s, true, false), 1, "gives way; nothing joins");
-        assert_eq!(
-            batch(&mut s, false, false),
-            0,
-            "so the next batch goes at once"
-        );
-        assert_eq!(
-            batch(&mut s, true, false),
-            1,
-            "then it tries again; nothing"
-        );
-        assert_eq!(batch(&mut s, false, false), 0, "two batches at once now");
-        assert_eq!(batch(&mut s, false, false), 0);
-        assert_eq!(batch(&mut s, true, true), 2, "this time frames joined");
-        assert_eq!(
-            batch(&mut s, true, false),
-            1,
-            "so it gives way again next time"
-        );
-        assert_eq!(
-            batch(&mut s, false, false),
-            0,
-            "a miss after a hit skips one batch again"
-        );
-        assert_eq!(batch(&mut s, true, true), 2);
+        // (gives way, frames join meanwhile, wake-ups, why)
+        let script = [
+            (true, false, 1, "gives way; nothing joins"),
+            (false, false, 0, "so the next batch goes at once"),
+            (true, false, 1, "then it tries again; nothing"),
+            (false, false, 0, "two batches at once now"),
+            (false, false, 0, "two batches at once now"),
+            (true, true, 2, "this time frames joined"),
+            (true, false, 1, "so it gives way again next time"),
+            (false, false, 0, "a miss after a hit skips one batch again"),
+            (true, true, 2, "and then gives way again"),
+        ];
+        for (turn, joined, wakes, why) in script {
+            assert_eq!(batch(&mut s, turn, joined), wakes, "{why}");
+        }
 
         let mut received = vec![0u8; written];
         peer.read_exact(&mut received)
