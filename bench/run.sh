@@ -5,7 +5,7 @@
 # bench itself (also on failure); data lives in temp dirs under bench/ (same
 # disk as the build, both systems fsyncing) and is removed at the end.
 #
-#   bench/run.sh            full run (release build, 3 rounds; ~15 min), tables
+#   bench/run.sh            full run (release build, 3 rounds; ~16 min after the build), tables
 #                           written to bench/results/latest-{1,3}node.md
 #   bench/run.sh --smoke    every scenario at tiny sizes (debug build, seconds);
 #                           the same table format, written under target/
