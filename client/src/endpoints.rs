@@ -141,6 +141,11 @@ impl Endpoints {
         if addr.is_empty() {
             return None;
         }
+        // Every watch event carries the hint, nearly always unchanged: a
+        // shared lock for that, the exclusive one only to change it.
+        if read(&self.leader).as_deref() == Some(addr) {
+            return None;
+        }
         let mut leader = write(&self.leader);
         if leader.as_deref() == Some(addr) {
             return None;

@@ -2,9 +2,14 @@
 //! revision order, across reconnects, and carries acks and refusals back to
 //! the server.
 //!
-//! A background task (see `watch_task`) owns the gRPC stream and feeds a
-//! bounded channel; this half is what the caller holds. Dropping it stops the task.
+//! The work behind a stream (see `watch_task`: subscribe, decode, reconnect,
+//! send acks) is a future that [`WatchStream`] polls inside its own
+//! `poll_next`, on the caller's task: an event goes from the connection to the
+//! caller with one wake-up, not three (connection → a task of its own →
+//! caller, and the caller's ack back to that task). A stream that is not
+//! polled does nothing; dropping it ends the subscription.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +18,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::types::{ChangeKind, NamespaceEntry};
 use crate::Result;
@@ -83,6 +88,8 @@ pub struct Change {
 }
 
 /// A message from the caller's half to the task, forwarded to the server.
+/// The task takes them with `try_recv` when it is next polled (which is from
+/// the caller's `poll_next`), so sending one wakes nothing.
 #[derive(Debug)]
 pub(crate) enum Control {
     Ack(u64),
@@ -107,6 +114,11 @@ pub(crate) enum Control {
 /// the next one (sent after [`crate::ClientOptions::ack_delay`], one ack for
 /// all that time); [`WatchStream::ack`] acknowledges earlier, and
 /// [`WatchStream::refuse`] reports a document the caller could not use instead.
+///
+/// The stream does its work (connecting, reconnecting, sending acks and
+/// refusals) while it is polled, like any Rust stream: keep asking for the
+/// next event, as a reload loop does. One that is left unpolled holds its
+/// connection without reading it, and the server ends it as a stuck subscriber.
 ///
 /// ```no_run
 /// use raftconf_client::{Client, WatchEvent};
@@ -140,7 +152,9 @@ pub struct WatchStream {
     last_error: Arc<Mutex<Option<String>>>,
     /// Broken connections so far (each followed by a resume elsewhere).
     reconnects: Arc<AtomicU64>,
-    task: JoinHandle<()>,
+    /// The task's future (see `watch_task`), polled from `poll_next`; `None`
+    /// once it ended (the server refused the subscription).
+    task: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl std::fmt::Debug for WatchStream {
@@ -158,7 +172,7 @@ impl WatchStream {
         control: mpsc::UnboundedSender<Control>,
         last_error: Arc<Mutex<Option<String>>>,
         reconnects: Arc<AtomicU64>,
-        task: JoinHandle<()>,
+        task: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Self {
         WatchStream {
             events,
@@ -166,7 +180,7 @@ impl WatchStream {
             pending_ack: None,
             last_error,
             reconnects,
-            task,
+            task: Some(task),
         }
     }
 
@@ -175,7 +189,8 @@ impl WatchStream {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
-    /// Tells the server everything up to `revision` has been applied.
+    /// Tells the server everything up to `revision` has been applied (sent
+    /// while the stream is next polled).
     pub fn ack(&mut self, revision: u64) {
         if self.pending_ack.is_some_and(|r| r <= revision) {
             self.pending_ack = None;
@@ -185,7 +200,7 @@ impl WatchStream {
 
     /// Tells the server the document at `revision` (the revision that wrote
     /// it) was refused, and why. The event last yielded is then not
-    /// acknowledged; a later ack covers it.
+    /// acknowledged; a later ack covers it. Sent while the stream is next polled.
     pub fn refuse(&mut self, revision: u64, path: &str, reasons: Vec<String>) {
         self.pending_ack = None;
         let _ = self.control.send(Control::Refuse {
@@ -209,26 +224,46 @@ impl WatchStream {
     }
 }
 
-impl Stream for WatchStream {
-    type Item = Result<WatchEvent>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // Asking for the next event means the previous one was dealt with.
-        if let Some(revision) = self.pending_ack.take() {
-            let _ = self.control.send(Control::Ack(revision));
-        }
-        match self.events.poll_recv(cx) {
-            Poll::Ready(Some(Ok(event))) => {
-                self.pending_ack = Some(event.revision());
-                Poll::Ready(Some(Ok(event)))
+impl WatchStream {
+    /// The next event the task queued, if any; `Ready(None)` once the task
+    /// ended and everything it queued was taken.
+    fn take_queued(&mut self) -> Poll<Option<Result<WatchEvent>>> {
+        match self.events.try_recv() {
+            Ok(item) => {
+                if let Ok(event) = &item {
+                    self.pending_ack = Some(event.revision());
+                }
+                Poll::Ready(Some(item))
             }
-            other => other,
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
         }
     }
 }
 
-impl Drop for WatchStream {
-    fn drop(&mut self) {
-        self.task.abort();
+impl Stream for WatchStream {
+    type Item = Result<WatchEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // Asking for the next event means the previous one was dealt with.
+        if let Some(revision) = this.pending_ack.take() {
+            let _ = this.control.send(Control::Ack(revision));
+        }
+        if let Poll::Ready(item) = this.take_queued() {
+            return Poll::Ready(item);
+        }
+        // Nothing queued: run the task until it queues something or waits
+        // (on the connection, a timer or a back-off, each of which wakes this
+        // caller's task). The queue is read with `try_recv`, so an event the
+        // task queues here wakes nothing.
+        if let Some(task) = this.task.as_mut() {
+            if task.as_mut().poll(cx).is_ready() {
+                // Dropping it closes the queue's sending half: what it queued
+                // is still taken below, then the stream ends.
+                this.task = None;
+            }
+        }
+        this.take_queued()
     }
 }

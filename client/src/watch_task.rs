@@ -1,15 +1,18 @@
 //! The task behind a [`WatchStream`]: subscribes, decodes, merges snapshot
 //! chunks, drops anything already seen, forwards acks and refusals, and on a
-//! broken stream resubscribes elsewhere from `last_seen + 1`.
+//! broken stream resubscribes elsewhere from `last_seen + 1`. It is not
+//! spawned: the stream polls it from its own `poll_next`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use raftconf_api::v1 as pb;
 use raftconf_api::v1::watch_client::WatchClient;
 use raftconf_schema::Target;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
@@ -81,9 +84,12 @@ impl Client {
             last_error: last_error.clone(),
             reconnects: reconnects.clone(),
         };
-        let handle = tokio::spawn(task.run());
         Ok(WatchStream::new(
-            events_rx, control_tx, last_error, reconnects, handle,
+            events_rx,
+            control_tx,
+            last_error,
+            reconnects,
+            Box::pin(task.run()),
         ))
     }
 }
@@ -380,7 +386,14 @@ impl WatchTask {
                         delivered = true;
                     }
                 }
-                control = self.control.recv() => {
+                // Taken without registering for a wake-up: the caller sends
+                // them from its own side and then polls this task (see
+                // `WatchStream::poll_next`).
+                control = std::future::poll_fn(|_| match self.control.try_recv() {
+                    Ok(control) => Poll::Ready(Some(control)),
+                    Err(TryRecvError::Empty) => Poll::Pending,
+                    Err(TryRecvError::Disconnected) => Poll::Ready(None),
+                }) => {
                     let Some(control) = control else {
                         return SessionEnd::CallerGone;
                     };
