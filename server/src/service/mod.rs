@@ -25,6 +25,7 @@ pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod peer;
+pub mod pump_group;
 pub mod schema;
 pub mod watch;
 

@@ -1,9 +1,11 @@
 //! The `Watch` service: one bidirectional stream per subscriber.
 //!
-//! The first client message must be a `Subscribe`. Then two tasks run per
+//! The first client message must be a `Subscribe`. Then two futures run per
 //! stream: a *pump* that takes items from the node's [`Subscription`] and
-//! queues `WatchResponse`s into a bounded channel, and a *reader* that records
-//! the client's acks and refusals in the [`crate::delivery::DeliveryRegistry`].
+//! queues `WatchResponse`s into a bounded channel (run with the other pumps
+//! of the same client connection, see [`super::pump_group`]), and a *reader*
+//! task that records the client's acks and refusals in the
+//! [`crate::delivery::DeliveryRegistry`].
 //!
 //! The response stream ([`OutboundStream`]) tracks how far the subscriber has
 //! been served, so that when the server ends the stream — the subscriber did
@@ -12,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -31,6 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, instrument, warn};
 
 use super::clients;
+use super::pump_group::PumpGroups;
 use super::ServiceContext;
 use crate::convert;
 use crate::delivery::{DeliveryRegistry, Refused, SubscriptionId};
@@ -46,16 +50,21 @@ pub const MAX_WATCH_TARGETS: usize = 1000;
 /// The `raftconf.v1.Watch` service.
 pub struct WatchService {
     ctx: Arc<ServiceContext>,
+    pumps: Arc<PumpGroups>,
 }
 
 impl WatchService {
     /// A service over `ctx`.
     pub fn new(ctx: Arc<ServiceContext>) -> Self {
-        WatchService { ctx }
+        WatchService {
+            ctx,
+            pumps: Arc::default(),
+        }
     }
 
     async fn subscribe(
         &self,
+        peer: Option<SocketAddr>,
         mut inbound: Streaming<pb::WatchRequest>,
     ) -> Result<OutboundStream, ApiError> {
         let sub = match inbound.message().await {
@@ -123,14 +132,17 @@ impl WatchService {
             id,
             sub.client_id.clone(),
         ));
-        tokio::spawn(pump(
-            Arc::clone(&self.ctx),
-            subscription,
-            tx,
-            end_tx,
-            reader,
-            (id, sub.client_id),
-        ));
+        self.pumps.spawn(
+            peer,
+            Box::pin(pump(
+                Arc::clone(&self.ctx),
+                subscription,
+                tx,
+                end_tx,
+                reader,
+                (id, sub.client_id),
+            )),
+        );
         let ctx = Arc::clone(&self.ctx);
         Ok(OutboundStream::new(
             rx,
@@ -150,7 +162,9 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.ctx.respond(self.subscribe(request.into_inner()).await)
+        let peer = request.remote_addr();
+        self.ctx
+            .respond(self.subscribe(peer, request.into_inner()).await)
     }
 
     #[instrument(skip_all, fields(path = %request.get_ref().path))]
