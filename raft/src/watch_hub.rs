@@ -301,11 +301,7 @@ impl Subscription {
 /// The part of `event` that `targets` watch; `None` if nothing matches. The
 /// shared `Arc` is reused when every change matches.
 fn filter(targets: &[Target], event: Arc<ChangeEvent>) -> Option<Arc<ChangeEvent>> {
-    let matches = |path: &str| {
-        path.parse::<NsPath>()
-            .map(|p| targets.iter().any(|t| t.matches(&p)))
-            .unwrap_or(false)
-    };
+    let matches = |path: &str| targets.iter().any(|t| t.matches_str(path));
     let n = event.changes.iter().filter(|c| matches(&c.path)).count();
     if n == 0 {
         None

@@ -171,6 +171,25 @@ impl Target {
             Target::Prefix(e) => e.contains(path),
         }
     }
+
+    /// [`Target::matches`] for a path in its canonical text form
+    /// (`tenant/env/namespace`), without parsing it: the watch fan-out checks
+    /// every change against every subscriber's targets. Text that is not a
+    /// path of three non-empty segments matches nothing.
+    pub fn matches_str(&self, path: &str) -> bool {
+        let mut parts = path.splitn(3, '/');
+        let (Some(tenant), Some(env), Some(namespace)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        if namespace.is_empty() || namespace.contains('/') {
+            return false;
+        }
+        match self {
+            Target::Namespace(p) => p.tenant == tenant && p.env == env && p.namespace == namespace,
+            Target::Prefix(e) => e.tenant == tenant && e.env == env,
+        }
+    }
 }
 
 impl fmt::Display for Target {
@@ -204,6 +223,36 @@ impl FromStr for Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matching_text_agrees_with_matching_parsed_paths() {
+        let targets: Vec<Target> = ["pay/prod/", "pay/prod/api", "pay/dev/", "ops/prod/api"]
+            .iter()
+            .map(|t| t.parse().expect("valid target"))
+            .collect();
+        let paths = [
+            "pay/prod/api",
+            "pay/prod/web",
+            "pay/dev/api",
+            "ops/prod/api",
+            "pay/prodx/api",
+            "pay/pro/api",
+            "pay/prod/",
+            "pay/prod",
+            "pay/prod/api/x",
+            "",
+        ];
+        for target in &targets {
+            for path in paths {
+                let parsed = path.parse::<NsPath>().is_ok_and(|p| target.matches(&p));
+                assert_eq!(
+                    target.matches_str(path),
+                    parsed,
+                    "{target} against {path:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn names_follow_the_rule() {
