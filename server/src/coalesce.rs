@@ -255,34 +255,16 @@ mod tests {
         // (gives way, frames join meanwhile, bytes at the start, wake-ups, why)
         let script = [
             (true, false, lone, 1, "gives way; nothing joins"),
-            (false, false, lone, 0, "so the next batch goes at once"),
+            (false, false, lone, 0, "so the next goes at once"),
             (true, false, lone, 1, "then it tries again; nothing"),
             (false, false, lone, 0, "two batches at once now"),
             (false, false, lone, 0, "two batches at once now"),
             (true, true, lone, 2, "this time frames joined"),
-            (true, false, lone, 1, "so it gives way again next time"),
-            (
-                false,
-                false,
-                lone,
-                0,
-                "a miss after a hit skips one batch again",
-            ),
+            (true, false, lone, 1, "so it gives way next time"),
+            (false, false, lone, 0, "a miss after a hit: skip one"),
             (true, true, lone, 2, "and then gives way again"),
-            (
-                true,
-                false,
-                several,
-                1,
-                "several frames at the start; none join",
-            ),
-            (
-                true,
-                false,
-                lone,
-                1,
-                "not a miss: it gives way again next time",
-            ),
+            (true, false, several, 1, "several frames, none join"),
+            (true, false, lone, 1, "not a miss: gives way again"),
             (false, false, lone, 0, "while a lone frame is one"),
         ];
         for (turn, joined, start, wakes, why) in script {
