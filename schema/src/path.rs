@@ -175,7 +175,9 @@ impl Target {
     /// [`Target::matches`] for a path in its canonical text form
     /// (`tenant/env/namespace`), without parsing it: the watch fan-out checks
     /// every change against every subscriber's targets. Text that is not a
-    /// path of three non-empty segments matches nothing.
+    /// path of three segments matches nothing; the names themselves are not
+    /// validated (an applied change's path always is valid), so under a prefix
+    /// target `pay/prod/BAD` would match where parsing would refuse it.
     pub fn matches_str(&self, path: &str) -> bool {
         let mut parts = path.splitn(3, '/');
         let (Some(tenant), Some(env), Some(namespace)) = (parts.next(), parts.next(), parts.next())
