@@ -558,7 +558,10 @@ async fn proposer(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, timeout: Dur
             },
         };
         let mut bytes = approx_size(&first.0);
-        let mut batch = vec![first];
+        // Sized for what is queued: growing it by pushes was 2.5 % of the
+        // server's CPU at 64 concurrent writers (a request is large to move).
+        let mut batch = Vec::with_capacity((rx.len() + 1).min(MAX_PROPOSAL_WRITES));
+        batch.push(first);
         while batch.len() < MAX_PROPOSAL_WRITES {
             let Ok(next) = rx.try_recv() else { break };
             let size = approx_size(&next.0);
