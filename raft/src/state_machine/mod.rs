@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
-use self::apply::{ApplyCtx, ApplySettings};
+use self::apply::{ApplyCtx, ApplyHints, ApplySettings};
 use self::codec::{decode, encode};
 use self::snapshot::{SnapshotFile, SNAPSHOT_FORMAT};
 use crate::command::ProposalResponse;
@@ -65,6 +65,8 @@ pub struct StateMachine {
     _db: sled::Db,
     snapshot_dir: PathBuf,
     settings: ApplySettings,
+    /// What apply knows about the state that saves it sled reads.
+    hints: ApplyHints,
 }
 
 impl StateMachine {
@@ -137,6 +139,7 @@ impl StateMachine {
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
                 dedup_ttl_ms: i64::try_from(config.dedup_ttl.as_millis()).unwrap_or(i64::MAX),
             },
+            hints: ApplyHints::default(),
         })
     }
 
@@ -146,11 +149,22 @@ impl StateMachine {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<ProposalResponse>> {
+        let applied = self.apply_entries_hinted(entries);
+        if applied.is_err() {
+            // Hints learnt in the failed apply may describe changes that
+            // were never made visible.
+            self.hints.clear();
+        }
+        applied
+    }
+
+    fn apply_entries_hinted(&mut self, entries: Vec<Entry>) -> Result<Vec<ProposalResponse>> {
         let store = &self.shared.store;
         let mut ctx = ApplyCtx::new(
             store,
             &self.shared.schemas,
             self.settings,
+            &mut self.hints,
             ApplyCtx::stored_revision(store)?,
         );
         let mut responses = Vec::with_capacity(entries.len());
@@ -341,6 +355,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .unwrap_or_else(|e| e.into_inner());
             store.replace(file.pairs).map_err(storage_err)?;
         }
+        self.hints.clear();
         let revision = ApplyCtx::stored_revision(store).map_err(storage_err)?;
         let cluster_id = store
             .get(keys::META_CLUSTER_ID)
