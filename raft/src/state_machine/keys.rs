@@ -149,10 +149,18 @@ pub(crate) fn replay_revision(key: &[u8]) -> Option<u64> {
 }
 
 pub(crate) fn dedup(client_id: &str, request_id: u64) -> Vec<u8> {
+    let mut k = dedup_prefix(client_id);
+    k.extend_from_slice(&request_id.to_be_bytes());
+    k
+}
+
+/// Prefix of the de-duplication keys of `client_id`. Client ids are not
+/// validated, so another client's keys may start with it too: a key of this
+/// client is exactly 8 bytes longer.
+pub(crate) fn dedup_prefix(client_id: &str) -> Vec<u8> {
     let mut k = b"q/".to_vec();
     k.extend_from_slice(client_id.as_bytes());
     k.push(0);
-    k.extend_from_slice(&request_id.to_be_bytes());
     k
 }
 

@@ -197,6 +197,30 @@ impl Store {
         Ok(())
     }
 
+    /// The greatest key that starts with `prefix` and is `len` bytes long,
+    /// in sled or pending, removed or not: every such live key is at or below
+    /// it.
+    pub fn last_key_of_len(&self, prefix: &[u8], len: usize) -> Result<Option<Vec<u8>>> {
+        let pending = self.pending();
+        let in_pending = pending
+            .entries
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| k.len() == len)
+            .map(|(k, _)| k)
+            .last()
+            .cloned();
+        let mut in_sled = None;
+        for key in self.tree.scan_prefix(prefix).keys().rev() {
+            let key = key?;
+            if key.len() == len {
+                in_sled = Some(key.to_vec());
+                break;
+            }
+        }
+        Ok(in_pending.max(in_sled))
+    }
+
     /// Every live pair with a key in `range`, sorted by key.
     pub fn range<R>(&self, range: R) -> Result<Vec<(IVec, IVec)>>
     where
@@ -470,6 +494,35 @@ mod tests {
             store.get(b"a/2").expect("get"),
         );
         assert_eq!(before, after, "a flush changes nothing readers see");
+    }
+
+    /// The bound apply's de-duplication hint starts from: keys of the asked
+    /// length only (a longer key under the prefix is another client's), the
+    /// greater of sled's and pending's, removed keys counted.
+    #[test]
+    fn last_key_of_len_bounds_sled_and_pending() {
+        let (_dir, store) = open();
+        let last = |store: &Store| {
+            let k = store.last_key_of_len(b"q/", 4).expect("last key");
+            k.map(|k| String::from_utf8(k).expect("utf-8"))
+        };
+        assert_eq!(last(&store), None);
+        store.apply(change(&[("q/a1", Some("x")), ("q/a3", Some("x"))]));
+        store.flush().expect("flush");
+        store.apply(change(&[("q/a2", Some("x")), ("q/a3z", Some("x"))]));
+        assert_eq!(
+            last(&store).as_deref(),
+            Some("q/a3"),
+            "sled's, not the longer key"
+        );
+        store.apply(change(&[("q/a4", None), ("q/b", Some("x"))]));
+        assert_eq!(
+            last(&store).as_deref(),
+            Some("q/a4"),
+            "a pending removal counts"
+        );
+        store.flush().expect("flush");
+        assert_eq!(last(&store).as_deref(), Some("q/a3"), "gone from both");
     }
 
     #[test]

@@ -1074,8 +1074,10 @@ async fn tenant_settings_bound_history_and_namespaces() {
 /// machine keeps its hints over the whole run, the other forgets them before
 /// every apply, as a node does when it restarts. The run lowers and raises
 /// the history depth, prunes schema versions, deletes a document and the
-/// whole tenant and creates them again (versions start over), and expires
-/// de-duplication records out of time order.
+/// whole tenant and creates them again (versions start over), expires
+/// de-duplication records out of time order, and retries writes, including
+/// one whose id is below a newer one of its client and one from a client
+/// whose id starts with another's.
 #[tokio::test]
 async fn apply_hints_leave_the_same_state_as_none() {
     let settings = |depth| Command::SetTenantSettings {
@@ -1109,7 +1111,7 @@ async fn apply_hints_leave_the_same_state_as_none() {
             _ => {}
         }
     }
-    let requests: Vec<Request> = cmds
+    let mut requests: Vec<Request> = cmds
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -1119,6 +1121,24 @@ async fn apply_hints_leave_the_same_state_as_none() {
             r
         })
         .collect();
+    // Retries within the TTL (stamped like the write they follow).
+    let base = requests[10].clone();
+    let from = |client: &str, id: u64, value: &str| Request {
+        client_id: client.into(),
+        request_id: id,
+        command: put("pay/prod/n2", value, None),
+        ..base.clone()
+    };
+    let c2 = from("c2", 1_000, r#"{"c2":1000}"#);
+    let retries = vec![
+        base.clone(),
+        c2.clone(),
+        from("c2", 500, r#"{"c2":500}"#),
+        c2,
+        from("c1\0x", 5, r#"{"x":5}"#),
+        from("c1", 11, r#"{"reused":11}"#),
+    ];
+    requests.splice(11..11, retries);
     let entries: Vec<Entry> = requests
         .iter()
         .enumerate()
@@ -1148,6 +1168,13 @@ async fn apply_hints_leave_the_same_state_as_none() {
         states[0].1.iter().any(|(k, _)| k.starts_with(b"x/")),
         "some de-duplication records are still in the window"
     );
+    let answers = states[0].0.concat();
+    assert_eq!(
+        answers.matches("deduplicated: true").count(),
+        2,
+        "the two retries get their first answers: {answers}"
+    );
+    assert_eq!(answers.matches("RequestIdReused").count(), 1, "{answers}");
     assert_eq!(states[0].0, states[1].0, "same answers");
     assert_eq!(states[0].1, states[1].1, "same state, key by key");
 }
