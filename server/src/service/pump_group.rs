@@ -14,6 +14,9 @@
 //! pump of the connection in one turn, so the connection's streams queue
 //! their events together and one write carries them. A connection whose
 //! address is unknown gets a task per pump, as before.
+//!
+//! A pump that panics ends its own stream only, as it did as a task of its
+//! own: the group catches the panic, logs it and runs the other pumps on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,8 +24,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use std::panic::AssertUnwindSafe;
+
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 /// One watch stream's pump.
@@ -38,6 +43,17 @@ impl PumpGroups {
     /// Runs `pump` in the group of the connection from `peer`, starting the
     /// group if it has none.
     pub fn spawn(self: &Arc<Self>, peer: Option<SocketAddr>, pump: Pump) {
+        // Unwinding drops what the pump holds (its stream's sender among
+        // them), so its stream ends and the client resumes elsewhere; nothing
+        // the pump shares with others is left half-changed by a panic that
+        // stops it between two awaits.
+        let pump: Pump = Box::pin(AssertUnwindSafe(pump).catch_unwind().map(|ended| {
+            if ended.is_err() {
+                tracing::error!(
+                    "a watch stream's pump panicked; that stream ends, the others run on"
+                );
+            }
+        }));
         let Some(peer) = peer else {
             tokio::spawn(pump);
             return;
@@ -46,8 +62,9 @@ impl PumpGroups {
         let pump = match groups.get(&peer) {
             Some(group) => match group.send(pump) {
                 Ok(()) => return,
-                // The group ended (it removes itself under this lock, so
-                // this is a group whose task panicked): start another.
+                // The group ended without removing itself (it does so
+                // under this lock, and pumps' panics are caught: this is
+                // not expected): start another.
                 Err(mpsc::error::SendError(pump)) => pump,
             },
             None => pump,
@@ -159,5 +176,33 @@ mod tests {
         }
         until("every pump to end", || done.load(Ordering::SeqCst) == 5).await;
         until("every group to end", || groups.len() == 0).await;
+    }
+
+    /// A pump that panics ends alone: the other pumps of its connection keep
+    /// running in the same group, and the group ends with the last of them.
+    #[tokio::test]
+    async fn a_panicking_pump_ends_alone() {
+        let groups = Arc::new(PumpGroups::default());
+        let done = Arc::new(AtomicUsize::new(0));
+        let (a, stop_a) = pump(&done);
+        let (trigger, triggered) = oneshot::channel::<()>();
+        groups.spawn(addr(1), a);
+        groups.spawn(
+            addr(1),
+            Box::pin(async move {
+                let _ = triggered.await;
+                panic!("a pump's bug");
+            }),
+        );
+        trigger.send(()).expect("running");
+        // Give the group turns to run the panicking pump.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(groups.len(), 1, "the group runs on");
+        stop_a.send(()).expect("the sibling still runs");
+        until("the sibling to end", || done.load(Ordering::SeqCst) == 1).await;
+        until("the group to end", || groups.len() == 0).await;
     }
 }
