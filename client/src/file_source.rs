@@ -9,9 +9,16 @@
 //! version that parses becomes a snapshot event of one document at a local
 //! revision (1 for the first read, then 2, 3 …); one that does not parse is an
 //! [`Error::File`] naming the line and column, and the old value stays.
+//!
+//! A directory deleted takes its watch with it. When the directory is gone or
+//! is another one (deleted and made again: a volume remounted, a deploy that
+//! replaces the whole directory), the source waits for it to exist, watches
+//! it again and reads the file there.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -27,6 +34,9 @@ use crate::{Error, Result};
 /// truncate, write and rename arrive as several events).
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// How often to look for the directory again while it is gone.
+const REWATCH_POLL: Duration = Duration::from_millis(100);
+
 /// A file, read again whenever it changes.
 pub(crate) struct FileSource {
     file: PathBuf,
@@ -41,7 +51,15 @@ pub(crate) struct FileSource {
     /// The first version, until it is asked for.
     first: Option<WatchEvent>,
     changed: mpsc::UnboundedReceiver<()>,
-    _watcher: RecommendedWatcher,
+    /// The directory watched, and which one it was when the watch began.
+    dir: PathBuf,
+    dir_id: Option<DirId>,
+    /// Removals of the directory the watcher has seen (its inode may be
+    /// reused at once by a new one of the same name), and how many of them
+    /// had been seen when the current watch began.
+    dir_removals: Arc<AtomicU64>,
+    dir_removals_seen: u64,
+    watcher: RecommendedWatcher,
 }
 
 impl std::fmt::Debug for FileSource {
@@ -79,6 +97,9 @@ impl FileSource {
         // the directory): any change in the directory may be a new version.
         let any_change = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
         let (tx, changed) = mpsc::unbounded_channel();
+        let watched_dir = dir.clone();
+        let dir_removals = Arc::new(AtomicU64::new(0));
+        let removals = Arc::clone(&dir_removals);
         let file_error = |message: String| Error::File {
             path: label.clone(),
             message,
@@ -90,7 +111,13 @@ impl FileSource {
                     // reacting would make every read cause another.
                     Ok(event) if event.kind.is_access() => {}
                     Ok(event) => {
-                        if any_change || event.paths.iter().any(|p| p.file_name() == Some(&name)) {
+                        // The directory itself: it may be gone, and its watch with it.
+                        let on_dir = event.paths.contains(&watched_dir);
+                        if on_dir && event.kind.is_remove() {
+                            removals.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let on_file = event.paths.iter().any(|p| p.file_name() == Some(&name));
+                        if any_change || on_file || on_dir {
                             let _ = tx.send(());
                         }
                     }
@@ -101,6 +128,9 @@ impl FileSource {
                 }
             })
             .map_err(|e| file_error(format!("cannot watch: {e}")))?;
+        // Which directory, before the watch: if it is replaced in between,
+        // the next event finds it changed and watches again.
+        let dir_id = dir_id(&dir);
         // Watch first, then read: a change in between is not missed.
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
@@ -115,7 +145,11 @@ impl FileSource {
             rereads: 0,
             first: None,
             changed,
-            _watcher: watcher,
+            dir,
+            dir_id,
+            dir_removals,
+            dir_removals_seen: 0,
+            watcher,
         };
         source.first = Some(source.version(bytes)?);
         Ok(source)
@@ -156,9 +190,16 @@ impl FileSource {
             return Some(Ok(first));
         }
         loop {
-            self.changed.recv().await?;
-            tokio::time::sleep(SETTLE).await;
-            while self.changed.try_recv().is_ok() {}
+            // A replaced directory sends nothing more: do not wait for it
+            // (a caller that gave up waiting may have taken its last event).
+            if !self.dir_replaced() {
+                self.changed.recv().await?;
+                tokio::time::sleep(SETTLE).await;
+                while self.changed.try_recv().is_ok() {}
+            }
+            if self.dir_replaced() {
+                self.watch_again().await;
+            }
             self.rereads += 1;
             let bytes = match tokio::fs::read(&self.file).await {
                 Ok(bytes) => bytes,
@@ -179,6 +220,63 @@ impl FileSource {
             }
             return Some(self.version(bytes));
         }
+    }
+}
+
+impl FileSource {
+    /// Whether the directory watched is gone or is another one now.
+    fn dir_replaced(&self) -> bool {
+        let now = dir_id(&self.dir);
+        self.dir_removals.load(Ordering::SeqCst) != self.dir_removals_seen
+            || now.is_none()
+            || now != self.dir_id
+    }
+
+    /// Watches the directory again, once it exists: the old watch went with
+    /// the directory it was on.
+    async fn watch_again(&mut self) {
+        tracing::info!(dir = %self.dir.display(), "the watched directory is gone or replaced; watching it again when it exists");
+        // Nothing changes until the new watch is in place: a caller that
+        // stops waiting meanwhile leaves the source still due to watch again.
+        loop {
+            // Which directory, and how many removals, before the watch: a
+            // removal reported after it (even a late one of the old
+            // directory) only makes the source watch once more.
+            let removals = self.dir_removals.load(Ordering::SeqCst);
+            if let Some(id) = dir_id(&self.dir) {
+                let _ = self.watcher.unwatch(&self.dir);
+                match self.watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.dir_id = Some(id);
+                        self.dir_removals_seen = removals;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(dir = %self.dir.display(), error = %e, "cannot watch yet")
+                    }
+                }
+            }
+            tokio::time::sleep(REWATCH_POLL).await;
+        }
+    }
+}
+
+/// Which directory is at a path: its device and inode where there are any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirId(u64, u64);
+
+/// The directory at `dir` (`None`: there is none).
+fn dir_id(dir: &Path) -> Option<DirId> {
+    let meta = std::fs::metadata(dir).ok().filter(|m| m.is_dir())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(DirId(meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Some(DirId(0, 0))
     }
 }
 

@@ -149,3 +149,36 @@ async fn reads_are_not_changes() {
     quiet(&mut source).await;
     assert_eq!(source.rereads, 0, "reads are not changes, nor are our own");
 }
+
+/// The file's directory deleted and made again (a volume remounted, a
+/// deploy that replaces the whole directory): the watch on the old
+/// directory is gone with it, so the source watches the new one and reads
+/// the file there.
+#[tokio::test]
+async fn a_directory_deleted_and_made_again_is_watched_again() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("conf");
+    fs::create_dir(&dir).expect("mkdir");
+    let file = dir.join("app.json");
+    fs::write(&file, r#"{"workers": 1}"#).expect("write");
+    let mut source = FileSource::open(&file).expect("open");
+    assert_eq!(
+        doc(next(&mut source).await.expect("first")).1,
+        json!({"workers": 1})
+    );
+
+    fs::remove_dir_all(&dir).expect("rmdir");
+    quiet(&mut source).await;
+    fs::create_dir(&dir).expect("mkdir again");
+    fs::write(&file, r#"{"workers": 2}"#).expect("write");
+    assert_eq!(
+        doc(next(&mut source).await.expect("in the new directory")).1,
+        json!({"workers": 2})
+    );
+    // And the new directory is watched: a later edit is seen too.
+    fs::write(&file, r#"{"workers": 3}"#).expect("write");
+    assert_eq!(
+        doc(next(&mut source).await.expect("edit")).1,
+        json!({"workers": 3})
+    );
+}
