@@ -78,7 +78,8 @@ pub(crate) struct ApplySettings {
 /// What apply has learnt about the state that lets it skip sled reads. The
 /// state machine keeps it from one apply to the next; it starts empty and is
 /// emptied whenever it may no longer hold (a snapshot installed, an apply that
-/// failed, a command that removes or restarts versioned records). A hint only
+/// failed; the pruning hints also on a command that removes versioned records
+/// or restarts their versions). A hint only
 /// ever skips a read whose answer it knows: apply leaves the same state with
 /// or without it, so nodes that restarted (empty hints) stay in step.
 ///
