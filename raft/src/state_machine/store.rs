@@ -74,6 +74,13 @@ impl Pending {
     }
 }
 
+/// A flush's copy of everything pending: the batch for sled, and the
+/// newest apply it holds.
+struct Taken {
+    batch: sled::Batch,
+    generation: u64,
+}
+
 /// Most keys in [`Pending::sled_cache`]; past it the cache starts over.
 const SLED_CACHE_KEYS: usize = 4096;
 
@@ -260,49 +267,58 @@ impl Store {
     /// the entries no apply has changed again meanwhile.
     pub fn flush(&self) -> Result<()> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = self.take();
-        if taken.is_empty() {
+        let Some(taken) = self.take() else {
             return Ok(());
-        }
-        self.write(&taken)?;
-        self.forget(taken);
+        };
+        self.write(taken.batch)?;
+        self.forget(taken.generation);
         Ok(())
     }
 
-    /// A copy of every pending entry.
-    fn take(&self) -> Vec<(Vec<u8>, PendingEntry)> {
+    /// Everything pending, as a sled batch (`None`: nothing is), built
+    /// under the read lock straight from the map: copying the entries out
+    /// first and looking each up again to forget it was a fifth of the
+    /// flush's time outside sled.
+    fn take(&self) -> Option<Taken> {
         let pending = self.pending();
-        pending
-            .entries
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    fn write(&self, taken: &[(Vec<u8>, PendingEntry)]) -> Result<()> {
+        if pending.entries.is_empty() {
+            return None;
+        }
         let mut batch = sled::Batch::default();
-        for (key, (_, value)) in taken {
+        for (key, (_, value)) in &pending.entries {
             match value {
                 Some(v) => batch.insert(key.as_slice(), v.clone()),
                 None => batch.remove(key.as_slice()),
             }
         }
+        Some(Taken {
+            batch,
+            generation: pending.generation,
+        })
+    }
+
+    fn write(&self, batch: sled::Batch) -> Result<()> {
         Ok(self.tree.apply_batch(batch)?)
     }
 
-    /// Drops the written entries that are still as they were taken.
-    fn forget(&self, taken: Vec<(Vec<u8>, PendingEntry)>) {
+    /// Drops the entries written by a flush that took everything up to
+    /// apply `generation`: those no apply has changed since (a change gives
+    /// an entry a newer generation).
+    fn forget(&self, generation: u64) {
         let mut pending = self.pending_mut();
-        for (key, (generation, _)) in taken {
-            if pending
-                .entries
-                .get(&key)
-                .is_some_and(|(g, _)| *g == generation)
-            {
-                pending.entries.remove(&key);
-                pending.uncache(&key);
+        let Pending {
+            entries,
+            sled_cache,
+            ..
+        } = &mut *pending;
+        let cache = sled_cache.get_mut().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|key, (g, _)| {
+            let written = *g <= generation;
+            if written && cached(key) {
+                cache.remove(key);
             }
-        }
+            !written
+        });
     }
 
     /// Replaces the whole state with `pairs` (a snapshot), durably.
@@ -530,10 +546,10 @@ mod tests {
         let (_dir, store) = open();
         store.apply(change(&[("k", Some("1")), ("j", Some("1"))]));
         // A flush takes its copy, an apply lands, then the flush writes and forgets.
-        let taken = store.take();
+        let taken = store.take().expect("pending");
         store.apply(change(&[("k", Some("2"))]));
-        store.write(&taken).expect("write");
-        store.forget(taken);
+        store.write(taken.batch).expect("write");
+        store.forget(taken.generation);
         assert_eq!(store.pending_len(), 1, "k's newer value is not forgotten");
         assert_eq!(store.get(b"k").expect("get").as_deref(), Some(&b"2"[..]));
         assert_eq!(store.get(b"j").expect("get").as_deref(), Some(&b"1"[..]));
@@ -618,10 +634,11 @@ mod tests {
         store.flush().expect("flush");
         assert_eq!(get("t/acme").as_deref(), Some("2"), "not the cached 1");
         // A change applied during a flush: the flush's own value is not cached over it.
-        let taken = store.take();
+        store.apply(change(&[("t/acme", Some("2b"))]));
+        let taken = store.take().expect("pending");
         store.apply(change(&[("t/acme", Some("3"))]));
-        store.write(&taken).expect("write");
-        store.forget(taken);
+        store.write(taken.batch).expect("write");
+        store.forget(taken.generation);
         assert_eq!(get("t/acme").as_deref(), Some("3"));
         store.flush().expect("flush");
         assert_eq!(get("t/acme").as_deref(), Some("3"));
