@@ -221,9 +221,7 @@ impl FileSource {
             return Some(self.version(bytes));
         }
     }
-}
 
-impl FileSource {
     /// Whether the directory watched is gone or is another one now.
     fn dir_replaced(&self) -> bool {
         let now = dir_id(&self.dir);

@@ -1187,14 +1187,16 @@ impl<'a> ApplyCtx<'a> {
             k.extend_from_slice(&version.to_be_bytes());
             k
         };
-        match self.hints.pruned.get(prefix) {
-            Some(&done) if done >= cutoff => return Ok(()),
-            Some(&done) if done + 1 == cutoff => {
-                self.remove(key(cutoff));
-                self.note_pruned(prefix, cutoff);
+        // One map lookup on the usual path: the hint moves on in place.
+        if let Some(done) = self.hints.pruned.get_mut(prefix) {
+            if *done >= cutoff {
                 return Ok(());
             }
-            _ => {}
+            if *done + 1 == cutoff {
+                *done = cutoff;
+                self.remove(key(cutoff));
+                return Ok(());
+            }
         }
         self.note_pruned(prefix, cutoff);
         let older_left = cutoff > 1 && self.raw(&key(cutoff - 1))?.is_some();

@@ -130,8 +130,9 @@ pub(crate) fn history(path: &NsPath, version: u64) -> Vec<u8> {
     k
 }
 
-/// The version at the end of a history or schema-version key (its last 8
-/// bytes, big-endian), without decoding the record.
+/// The number at the end of a history, schema-version or de-duplication key
+/// (its last 8 bytes, big-endian: a version or a request id), without
+/// decoding the record.
 pub(crate) fn trailing_version(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
