@@ -12,6 +12,8 @@
 //!   the replay window for those that fall behind.
 //! - [`node`]: [`RaftNode`], which opens all of the above on a data directory
 //!   and gives the server its write, read and watch calls.
+//! - [`read_lease`]: linearizable reads on the leader without a heartbeat round
+//!   each, while a lease a quorum confirmed holds.
 //!
 //! Transport-agnostic: generic over openraft's `RaftNetworkFactory`; knows no
 //! gRPC service, no tonic, no prost.
@@ -21,6 +23,7 @@ mod error;
 pub mod log_store;
 pub mod model;
 pub mod node;
+pub mod read_lease;
 pub mod state_machine;
 pub mod state_view;
 pub mod types;

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::{ChangeMembers, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::command::{Applied, Command, Proposal, Rejection, Request, ENTRY_FORMAT_VERSION};
 use crate::log_store::LogStore;
+use crate::read_lease::{Leadership, ReadLease};
 use crate::state_machine::StateMachine;
 use crate::state_view::StateView;
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
@@ -49,6 +51,11 @@ pub struct NodeConfig {
     pub progress_interval: Duration,
     /// How long a write waits for its commit before answering `Unknown`.
     pub write_timeout: Duration,
+    /// How long after a confirmed read round the leader serves linearizable
+    /// reads without another round (`None`: every read takes a round). Must
+    /// be shorter than `election_timeout.1`, the followers' leader lease; see
+    /// [`crate::read_lease`].
+    pub read_lease: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -67,6 +74,9 @@ impl NodeConfig {
             watch_queue: 4096,
             progress_interval: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
+            // Half the followers' lease (750 ms): the rest covers clocks of
+            // different hosts ticking at different rates, many times over.
+            read_lease: Some(Duration::from_millis(375)),
         }
     }
 }
@@ -167,6 +177,8 @@ struct Inner {
     state: StateView,
     /// Linearizable reads queue here; see [`read_batcher`].
     reads: mpsc::Sender<oneshot::Sender<std::result::Result<u64, ReadError>>>,
+    /// Lets reads skip the queue while a confirmed lease holds.
+    lease: Arc<ReadLease>,
     /// Writes queue here; see [`proposer`].
     writes: mpsc::Sender<PendingWrite>,
 }
@@ -213,6 +225,16 @@ impl RaftNode {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
+        if config
+            .read_lease
+            .is_some_and(|lease| lease >= config.election_timeout.1)
+        {
+            return Err(Error::Storage(format!(
+                "invalid raft configuration: read lease {:?} must be shorter than the election timeout's maximum {:?} \
+                 (the followers' leader lease)",
+                config.read_lease, config.election_timeout.1
+            )));
+        }
         let (mut log, sm) = open_storage(&config).await?;
         let restored = restored_leadership(&mut log, config.node_id).await?;
         let state = sm.view();
@@ -232,9 +254,11 @@ impl RaftNode {
             .await
             .map_err(|e| Error::Storage(format!("raft failed to start: {e}")))?;
         let (reads, reads_rx) = mpsc::channel(4096);
+        let lease = Arc::new(ReadLease::new(config.read_lease));
         tokio::spawn(read_batcher(
             raft.clone(),
             reads_rx,
+            lease.clone(),
             config.write_timeout,
             restored,
         ));
@@ -258,6 +282,7 @@ impl RaftNode {
                 raft,
                 state,
                 reads,
+                lease,
                 writes,
             }),
         })
@@ -273,9 +298,27 @@ impl RaftNode {
         &self.inner.config
     }
 
-    /// The openraft handle (for the peer service: append_entries, vote, install_snapshot).
+    /// The openraft handle (for the peer service: append_entries and
+    /// install_snapshot; votes go through [`RaftNode::vote`]).
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// Handles a candidate's vote request. Ends this node's read lease first:
+    /// openraft grants a leader's vote without a lease, and a candidate that
+    /// wins with it may commit writes that a leased read here would miss.
+    pub async fn vote(
+        &self,
+        request: VoteRequest<NodeId>,
+    ) -> std::result::Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.inner.lease.revoke();
+        self.inner.raft.vote(request).await
+    }
+
+    /// Linearizable read rounds (heartbeats to a quorum) this node has run;
+    /// reads served on a lease take none.
+    pub fn read_rounds(&self) -> u64 {
+        self.inner.lease.rounds()
     }
 
     /// Read access to the applied state, and watches.
@@ -344,6 +387,11 @@ impl RaftNode {
         if let Some(why) = self.removed() {
             return Err(ReadError::Unavailable(why));
         }
+        let leadership = Leadership::of(&self.inner.raft.metrics().borrow());
+        if self.inner.lease.holds(leadership) {
+            // Every acknowledged write is applied here: see `read_lease`.
+            return Ok(self.inner.state.applied_index());
+        }
         let (tx, rx) = oneshot::channel();
         let closed = || ReadError::Unavailable("node is shutting down".into());
         self.inner.reads.send(tx).await.map_err(|_| closed())?;
@@ -381,6 +429,7 @@ impl RaftNode {
 
     /// Makes learner `id` a voter (joint consensus).
     pub async fn promote(&self, id: NodeId) -> std::result::Result<(), WriteError> {
+        self.inner.lease.revoke();
         membership_result(
             self.inner
                 .raft
@@ -392,6 +441,7 @@ impl RaftNode {
     /// Removes `id` from the cluster, voter or learner (the leader included:
     /// it steps down once the change is committed).
     pub async fn remove_node(&self, id: NodeId) -> std::result::Result<(), WriteError> {
+        self.inner.lease.revoke();
         let is_voter = self.members().iter().any(|m| m.id == id && m.voter);
         if is_voter {
             membership_result(
@@ -615,10 +665,6 @@ fn approx_size(request: &Request) -> usize {
     payload + request.message.len() + request.author.len() + request.client_id.len() + 128
 }
 
-/// Serves linearizable reads in rounds: every read that arrived while a round
-/// was running shares the next one, which starts after they all arrived (a
-/// round that started earlier could miss a write acknowledged before the read
-/// began). One `ensure_linearizable` = one heartbeat round to the voters.
 /// Leadership a node takes back at start-up without an election: openraft
 /// 0.9 does so when the persisted vote is the node's own committed one.
 #[derive(Debug, Clone, Copy)]
@@ -660,9 +706,15 @@ async fn restored_leadership(log: &mut LogStore, me: NodeId) -> Result<Option<Re
     })
 }
 
+/// Serves linearizable reads in rounds: every read that arrived while a round
+/// was running shares the next one, which starts after they all arrived (a
+/// round that started earlier could miss a write acknowledged before the read
+/// began). One `ensure_linearizable` = one heartbeat round to the voters.
+/// A round that confirms this node's leadership renews its read lease.
 async fn read_batcher(
     raft: Raft,
     mut rx: mpsc::Receiver<oneshot::Sender<std::result::Result<u64, ReadError>>>,
+    lease: Arc<ReadLease>,
     timeout: Duration,
     restored: Option<RestoredLeadership>,
 ) {
@@ -671,6 +723,7 @@ async fn read_batcher(
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
+        let round = lease.start_round(Leadership::of(&raft.metrics().borrow()));
         let result = match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
             Err(_) => Err(ReadError::Unavailable(format!(
                 "leadership not confirmed by a quorum within {timeout:?}"
@@ -692,6 +745,9 @@ async fn read_batcher(
                 Err(ReadError::Unavailable(format!("raft stopped: {e}")))
             }
         };
+        if result.is_ok() {
+            lease.confirm(round, Leadership::of(&raft.metrics().borrow()));
+        }
         for tx in waiting {
             let _ = tx.send(result.clone());
         }

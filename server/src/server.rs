@@ -93,6 +93,9 @@ pub struct ServerConfig {
     pub replay_window: Option<u64>,
     /// Replay events older than this are dropped too (`None`: by count only).
     pub replay_max_age: Option<Duration>,
+    /// Serve linearizable reads on the leader's read lease (see the raft
+    /// crate's `read_lease`); off: a heartbeat round for every read.
+    pub read_lease: bool,
     /// Allow non-loopback listen addresses (there is no auth yet).
     pub insecure: bool,
     /// Service tunables (watch send timeout, …).
@@ -119,6 +122,7 @@ impl ServerConfig {
             snapshot_every: None,
             replay_window: None,
             replay_max_age: None,
+            read_lease: true,
             insecure: false,
             services: ServiceSettings::default(),
             network: NetworkSettings::default(),
@@ -140,6 +144,9 @@ fn node_config(config: &ServerConfig) -> NodeConfig {
         node.snapshot_every = n.max(1);
     }
     node.replay_max_age = config.replay_max_age;
+    if !config.read_lease {
+        node.read_lease = None;
+    }
     if let Some(n) = config.replay_window {
         node.replay_window = n.max(1);
     }

@@ -2,8 +2,9 @@
 //! over raw gRPC so that what a follower does is visible: it forwards writes
 //! to the leader (the answer is the leader's, with the leader hint), relays
 //! the leader's refusals with their metadata, never forwards a forwarded
-//! write again, serves linearizable reads from a read index; and the peer
-//! calls (`Hello`, `ReadIndex`) answer as documented.
+//! write again, serves linearizable reads from a read index; the leader
+//! serves them on its lease only while a quorum backs it; and the peer calls
+//! (`Hello`, `ReadIndex`) answer as documented.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -292,4 +293,89 @@ async fn without_a_quorum_a_follower_answers_unavailable_after_a_bounded_wait() 
         read.message()
     );
     survivor.shutdown().await;
+}
+
+/// Reads on the leader's lease: after one read round, reads on the leader
+/// take no round of their own, yet still see every acknowledged write; a
+/// vote request ends the lease at once; and once the followers are gone the
+/// leader stops answering linearizable reads within the lease, well before a
+/// new leader could have been elected (the followers' lease, 750 ms).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_reads_on_its_lease_only_while_a_quorum_backs_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut servers = start_cluster(dir.path()).await;
+    let leader_id = servers[0].node().leader().leader_id.expect("a leader");
+    let at = servers
+        .iter()
+        .position(|s| s.node().node_id() == leader_id)
+        .expect("the leader is one of them");
+    let leader = servers.remove(at);
+    let node = leader.node().clone();
+    let mut admin = AdminClient::new(channel(&leader).await);
+    admin
+        .create_tenant(pb::CreateTenantRequest {
+            name: "pay".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("tenant");
+    admin
+        .create_environment(pb::CreateEnvironmentRequest {
+            tenant: "pay".into(),
+            name: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("environment");
+    let mut config = ConfigClient::new(channel(&leader).await);
+    let get = || pb::GetRequest {
+        path: "pay/prod/a".into(),
+        ..Default::default()
+    };
+
+    // Twenty puts, each read back at once: every read sees the put before it.
+    let rounds_before = node.read_rounds();
+    for i in 1..=20 {
+        let put = config
+            .put(pb::PutRequest {
+                path: "pay/prod/a".into(),
+                value: format!(r#"{{"i":{i}}}"#),
+                ..Default::default()
+            })
+            .await
+            .expect("put")
+            .into_inner();
+        let got = config.get(get()).await.expect("read").into_inner();
+        assert_eq!(got.mod_revision, put.revision, "read {i} misses put {i}");
+    }
+    let rounds = node.read_rounds() - rounds_before;
+    assert!(
+        rounds < 20,
+        "{rounds} read rounds for 20 reads: none was served on the lease"
+    );
+
+    // A vote request, even a stale one that is refused, ends the lease.
+    let held = node.read_rounds();
+    let stale = openraft::raft::VoteRequest::new(openraft::Vote::new(0, 99), None);
+    let answer = node.vote(stale).await.expect("vote answered");
+    assert!(!answer.vote_granted, "a stale vote is refused");
+    config.get(get()).await.expect("read after the vote");
+    assert_eq!(
+        node.read_rounds(),
+        held + 1,
+        "the read after a vote request takes a round"
+    );
+
+    // Without its followers the leader refuses linearizable reads once the
+    // lease (at most 375 ms after the last round began) is over.
+    for s in servers {
+        s.shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let refused = config
+        .get(get())
+        .await
+        .expect_err("no linearizable read without a quorum");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    leader.shutdown().await;
 }

@@ -140,7 +140,7 @@ impl RaftPeer for PeerService {
     #[instrument(level = "debug", skip_all, fields(from = request.get_ref().from))]
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let rpc: openraft::raft::VoteRequest<u64> = self.open(request.get_ref())?;
-        let reply = self.node.raft().vote(rpc).await;
+        let reply = self.node.vote(rpc).await;
         self.seal(&reply)
     }
 
