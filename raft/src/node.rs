@@ -307,12 +307,17 @@ impl RaftNode {
     /// Handles a candidate's vote request. Ends this node's read lease first:
     /// openraft grants a leader's vote without a lease, and a candidate that
     /// wins with it may commit writes that a leased read here would miss.
+    /// Revoked again once openraft has handled the request, so that a read
+    /// round that ran meanwhile (its heartbeats possibly confirmed by a quorum
+    /// just before this node gave its vote away) grants no lease either.
     pub async fn vote(
         &self,
         request: VoteRequest<NodeId>,
     ) -> std::result::Result<VoteResponse<NodeId>, RaftError<NodeId>> {
         self.inner.lease.revoke();
-        self.inner.raft.vote(request).await
+        let answer = self.inner.raft.vote(request).await;
+        self.inner.lease.revoke();
+        answer
     }
 
     /// Linearizable read rounds (heartbeats to a quorum) this node has run;
@@ -429,35 +434,34 @@ impl RaftNode {
 
     /// Makes learner `id` a voter (joint consensus).
     pub async fn promote(&self, id: NodeId) -> std::result::Result<(), WriteError> {
-        self.inner.lease.revoke();
-        membership_result(
-            self.inner
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await,
-        )
+        self.membership_change(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+            .await
     }
 
     /// Removes `id` from the cluster, voter or learner (the leader included:
     /// it steps down once the change is committed).
     pub async fn remove_node(&self, id: NodeId) -> std::result::Result<(), WriteError> {
-        self.inner.lease.revoke();
         let is_voter = self.members().iter().any(|m| m.id == id && m.voter);
         if is_voter {
-            membership_result(
-                self.inner
-                    .raft
-                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                    .await,
-            )
+            self.membership_change(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
+                .await
         } else {
-            membership_result(
-                self.inner
-                    .raft
-                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                    .await,
-            )
+            self.membership_change(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
+                .await
         }
+    }
+
+    /// Changes the voters. The read lease ends before and again after: a
+    /// lease confirmed by a quorum of one configuration says nothing about
+    /// who may be elected in the next.
+    async fn membership_change(
+        &self,
+        change: ChangeMembers<NodeId, NodeInfo>,
+    ) -> std::result::Result<(), WriteError> {
+        self.inner.lease.revoke();
+        let result = self.inner.raft.change_membership(change, false).await;
+        self.inner.lease.revoke();
+        membership_result(result)
     }
 
     /// The members of the cluster as this node knows them (the effective

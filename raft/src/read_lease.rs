@@ -12,8 +12,10 @@
 //! except with this leader's own vote: openraft gives a leader's vote no lease
 //! and grants it to a candidate with a long enough log. The node therefore
 //! revokes its lease before it handles any vote request and before it
-//! changes the membership ([`ReadLease::revoke`]); a round that was running
-//! when the lease was revoked grants none.
+//! changes the membership, and again once openraft is done with either
+//! ([`ReadLease::revoke`]); a round that was running at a revocation grants
+//! none, so neither does a round whose heartbeats went out before the vote
+//! was given away.
 //!
 //! So until T0 + the read lease (shorter than `election_timeout_max`, the
 //! difference covering clocks that tick at slightly different rates on

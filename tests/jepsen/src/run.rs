@@ -150,8 +150,10 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
         op_timeout: opts.op_timeout,
         think: Duration::from_millis(5),
         seed: opts.seed,
+        reads_only: false,
+        stride: (opts.clients + endpoints.len()) as u64,
     };
-    let processes: Vec<_> = (1..=opts.clients)
+    let mut processes: Vec<_> = (1..=opts.clients)
         .map(|slot| {
             tokio::spawn(run_process(
                 slot,
@@ -162,6 +164,20 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
             ))
         })
         .collect();
+    // One reader per node, asking that node only (see `workload`).
+    let reader_opts = WorkloadOptions {
+        reads_only: true,
+        ..workload_opts.clone()
+    };
+    processes.extend(endpoints.iter().enumerate().map(|(i, endpoint)| {
+        tokio::spawn(run_process(
+            opts.clients + 1 + i,
+            vec![endpoint.clone()],
+            reader_opts.clone(),
+            rec.clone(),
+            stop_rx.clone(),
+        ))
+    }));
     let restarts = tokio::spawn(reloaders::restart_schedule(
         reloader_procs.clone(),
         opts.seed,

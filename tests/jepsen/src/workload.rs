@@ -10,6 +10,14 @@
 //! a fresh process (and a fresh client, so a fresh client id for write
 //! de-duplication) takes its place.
 //!
+//! Besides them, one reader per node does nothing but linearizable gets
+//! through that node alone. The clients' writes go wherever a leader is, so
+//! while a partition cuts a node off, its reader keeps asking it while the
+//! others commit writes: a node that answers a linearizable read it can no
+//! longer vouch for (an old leader past its read lease) shows up as a stale
+//! read. The clients alone rarely catch this: each soon waits on a write to
+//! the cut-off leader and asks nothing else until the partition heals.
+//!
 //! The hot-reload clients are the client library's handles on one namespace
 //! and on the whole environment; every value they swap in is recorded with
 //! its revision.
@@ -59,6 +67,11 @@ pub struct WorkloadOptions {
     pub think: Duration,
     /// The seed of every process's choices.
     pub seed: u64,
+    /// Only linearizable gets (the readers pinned to one node each).
+    pub reads_only: bool,
+    /// Step between the process ids of one slot: every process slot of the
+    /// run (clients and readers), so that ids never repeat across slots.
+    pub stride: u64,
 }
 
 /// Options of the workload's clients: a write that cannot be confirmed within
@@ -82,7 +95,7 @@ pub async fn run_process(
 ) -> u64 {
     let mut rng =
         StdRng::seed_from_u64(opts.seed.wrapping_mul(1_000_003).wrapping_add(slot as u64));
-    // Process ids of slot s: s, s + clients, s + 2 * clients, …
+    // Process ids of slot s: s, s + stride, s + 2 * stride, …
     let mut process = slot as u64;
     let mut client: Option<Client> = None;
     let mut known_version = vec![0u64; opts.keys];
@@ -106,7 +119,10 @@ pub async fn run_process(
         };
         n += 1;
         let roll = rng.gen_range(0..100);
-        let (op, keys) = if roll < TRANSACTION_PERCENT && opts.keys >= 2 {
+        let (op, keys) = if opts.reads_only {
+            let k = rng.gen_range(0..opts.keys);
+            (Op::Get { ns: namespace(k) }, vec![k])
+        } else if roll < TRANSACTION_PERCENT && opts.keys >= 2 {
             transaction(&mut rng, process, n, opts.keys, &known_version)
         } else if roll < TRANSACTION_PERCENT + SCHEMA_PERCENT {
             (schema_change(&mut rng, process, n, opts.keys), Vec::new())
@@ -184,7 +200,7 @@ pub async fn run_process(
         };
         if matches!(event, Event::Info { .. }) {
             // This identity is done: its write may still land at any time.
-            process += opts.clients as u64;
+            process += opts.stride;
             client = None;
         }
         rec.record(event);
