@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::command::{Applied, Command, Proposal, Rejection, Request, ENTRY_FORMAT_VERSION};
 use crate::log_store::LogStore;
-use crate::read_lease::{Leadership, ReadLease};
+use crate::read_lease::{Holding, Leadership, ReadLease};
 use crate::state_machine::StateMachine;
 use crate::state_view::StateView;
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
@@ -393,14 +393,37 @@ impl RaftNode {
             return Err(ReadError::Unavailable(why));
         }
         let leadership = Leadership::of(&self.inner.raft.metrics().borrow());
-        if self.inner.lease.holds(leadership) {
-            // Every acknowledged write is applied here: see `read_lease`.
-            return Ok(self.inner.state.applied_index());
+        if let Some(holding) = self.inner.lease.holding(leadership) {
+            if let Some(index) = self.leased_read_index(holding).await {
+                let timeout = self.inner.config.write_timeout;
+                self.wait_applied(index, timeout).await?;
+                return Ok(index);
+            }
         }
         let (tx, rx) = oneshot::channel();
         let closed = || ReadError::Unavailable("node is shutting down".into());
         self.inner.reads.send(tx).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// The read index while the read lease holds (see [`crate::read_lease`]):
+    /// the commit index as openraft's core holds it, or the applied index if
+    /// higher. `None` when the lease, or this node's leadership in its term,
+    /// ended meanwhile: the read then takes a round.
+    async fn leased_read_index(&self, holding: Holding) -> Option<u64> {
+        let me = self.node_id();
+        let (committed, vote) = self
+            .inner
+            .raft
+            .with_raft_state(|st| (st.committed.map(|l| l.index), *st.vote_ref()))
+            .await
+            .ok()?;
+        let leads =
+            vote.committed && vote.leader_id.node_id == me && vote.leader_id.term == holding.term();
+        if !leads || !self.inner.lease.still(&holding) {
+            return None;
+        }
+        Some(committed.unwrap_or(0).max(self.inner.state.applied_index()))
     }
 
     /// Waits (at most `timeout`) until this node has applied log index

@@ -19,14 +19,17 @@
 //!
 //! So until T0 + the read lease (shorter than `election_timeout_max`, the
 //! difference covering clocks that tick at slightly different rates on
-//! different hosts), this node is the only leader. Every write acknowledged
-//! before a read arrives was acknowledged by this leader after applying it, or
-//! lies behind the round's read index, which this node has applied: the
-//! read is served at this node's applied index, and linearizes at the moment
-//! the lease was checked. A leader paused after that check (SIGSTOP, a VM
-//! stall) still answers with a state that was current at the check, which is
-//! inside the read's own interval. Time is `Instant` (the monotonic clock,
-//! openraft's too): wall-clock steps do not move it.
+//! different hosts), this node is the only leader, and the commit index its
+//! Raft core holds is the cluster's. A leased read asks the core for it (one
+//! hand-off to the core task, no network) and checks the lease again after
+//! the answer: it held, unrevoked, all the while. The read index is that
+//! commit index (or this node's applied index, if higher): every write
+//! acknowledged, and every write another read has already seen (a follower
+//! may apply an entry before the leader does), is at or below it, and the
+//! reader waits until it has applied that far, as after a round. A leader
+//! paused after the check (SIGSTOP, a VM stall) still answers with a state
+//! that was current inside the read's own interval. Time is `Instant` (the
+//! monotonic clock, openraft's too): wall-clock steps do not move it.
 //!
 //! What it rests on, then, is that a node's monotonic clock does not run
 //! much slower than its peers' (a VM whose clock stops while the others'
@@ -61,6 +64,20 @@ impl Leadership {
             term: metrics.vote.leader_id.term,
             membership: *metrics.membership_config.log_id(),
         })
+    }
+}
+
+/// A lease found holding, from [`ReadLease::holding`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holding {
+    leadership: Leadership,
+    generation: u64,
+}
+
+impl Holding {
+    /// The term the lease was confirmed in.
+    pub(crate) fn term(&self) -> u64 {
+        self.leadership.term
     }
 }
 
@@ -139,15 +156,28 @@ impl ReadLease {
         held.lease = Some((until, leadership));
     }
 
-    /// Whether a read arriving now may skip the round, given the node's
-    /// leadership now.
-    pub(crate) fn holds(&self, now: Option<Leadership>) -> bool {
-        let Some(now) = now else {
-            return false;
-        };
+    /// The lease, if one holds now for the node's leadership `now`: a read
+    /// arriving now may then skip the round.
+    pub(crate) fn holding(&self, now: Option<Leadership>) -> Option<Holding> {
+        let now = now?;
         let held = self.lock();
-        held.lease
-            .is_some_and(|(until, leadership)| leadership == now && Instant::now() < until)
+        let (until, leadership) = held.lease?;
+        (leadership == now && Instant::now() < until).then_some(Holding {
+            leadership,
+            generation: held.generation,
+        })
+    }
+
+    /// Whether the lease `holding` was taken from still holds: neither
+    /// revoked nor expired since (so it held all the time in between).
+    pub(crate) fn still(&self, holding: &Holding) -> bool {
+        self.holding(Some(holding.leadership))
+            .is_some_and(|now| now.generation == holding.generation)
+    }
+
+    #[cfg(test)]
+    fn holds(&self, now: Option<Leadership>) -> bool {
+        self.holding(now).is_some()
     }
 
     /// Ends the lease at once, and the one any running round would grant.
