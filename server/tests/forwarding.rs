@@ -72,6 +72,26 @@ async fn channel(server: &RunningServer) -> Channel {
         .expect("connects")
 }
 
+/// Creates tenant `pay` and its environment `prod` through `server`.
+async fn create_pay_prod(server: &RunningServer) {
+    let mut admin = AdminClient::new(channel(server).await);
+    admin
+        .create_tenant(pb::CreateTenantRequest {
+            name: "pay".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("tenant created");
+    admin
+        .create_environment(pb::CreateEnvironmentRequest {
+            tenant: "pay".into(),
+            name: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("environment created");
+}
+
 fn md(status: &tonic::Status, key: &str) -> Option<String> {
     status
         .metadata()
@@ -93,22 +113,7 @@ async fn followers_forward_writes_and_serve_linearizable_reads() {
     let leader_addr = leader.client_addr().to_string();
 
     // Admin writes through a follower.
-    let mut admin = AdminClient::new(channel(followers[0]).await);
-    admin
-        .create_tenant(pb::CreateTenantRequest {
-            name: "pay".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("tenant created through a follower");
-    admin
-        .create_environment(pb::CreateEnvironmentRequest {
-            tenant: "pay".into(),
-            name: "prod".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("environment created through a follower");
+    create_pay_prod(followers[0]).await;
 
     // A put through a follower: the leader's answer, and the leader hint.
     let mut config = ConfigClient::new(channel(followers[0]).await);
@@ -311,22 +316,7 @@ async fn the_leader_reads_on_its_lease_only_while_a_quorum_backs_it() {
         .expect("the leader is one of them");
     let leader = servers.remove(at);
     let node = leader.node().clone();
-    let mut admin = AdminClient::new(channel(&leader).await);
-    admin
-        .create_tenant(pb::CreateTenantRequest {
-            name: "pay".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("tenant");
-    admin
-        .create_environment(pb::CreateEnvironmentRequest {
-            tenant: "pay".into(),
-            name: "prod".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("environment");
+    create_pay_prod(&leader).await;
     let mut config = ConfigClient::new(channel(&leader).await);
     let get = || pb::GetRequest {
         path: "pay/prod/a".into(),
