@@ -10,6 +10,8 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use raftconf_tests::free_port;
+
 fn raftconf(args: &[&str]) -> Output {
     raftconf_with_stdin(args, "")
 }
@@ -144,14 +146,6 @@ fn non_loopback_listen_needs_insecure() {
 fn node_id_zero_is_a_usage_error() {
     let out = raftconf(&["server", "--node-id", "0"]);
     assert_eq!(out.status.code(), Some(2));
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
 
 /// A `raftconf server` child, killed on drop.

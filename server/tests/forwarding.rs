@@ -17,18 +17,12 @@ use raftconf_server::metadata;
 use raftconf_server::network::{ClusterIdSource, PeerChannels};
 use raftconf_server::peers::Peers;
 use raftconf_server::server::{RunningServer, ServerConfig};
+use raftconf_tests::free_port;
 use tonic::transport::Channel;
 use tonic::Code;
 
 /// Generous bound for anything a test waits for.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 async fn start_cluster(dir: &std::path::Path) -> Vec<RunningServer> {
     start_cluster_with(dir, Duration::from_secs(3)).await

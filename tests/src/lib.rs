@@ -14,6 +14,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -100,12 +102,45 @@ pub fn example_binary(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A port that was free a moment ago (the OS picked it).
+/// A port that was free a moment ago, never the same one twice in a process.
+///
+/// Taken below the OS's ephemeral range when that leaves room. A port the OS
+/// picks for `bind(127.0.0.1:0)` comes from that range, and once released the
+/// OS may hand it to the next `bind(:0)` of a test running alongside, or to an
+/// outgoing connection, before the server meant to use it binds it: CI saw
+/// "Address already in use" from exactly that. Below the range only another
+/// test's pick can collide; each process starts at a random place and walks
+/// on.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
+    const FLOOR: u32 = 10_000;
+    let low = ephemeral_low();
+    if low < FLOOR + 1_000 {
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+    }
+    let span = low - FLOOR;
+    let start = *START.get_or_init(|| rand::thread_rng().gen_range(0..span));
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FLOOR + (start + offset) % span;
+        let port = u16::try_from(port).expect("invariant: below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FLOOR} and {low}");
+}
+
+/// The first port of the OS's ephemeral range (Linux's default when unknown).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// One `raftconf server` process.
