@@ -146,13 +146,6 @@ impl ReadLease {
         if held.generation != round.generation {
             return;
         }
-        // A later round may have granted a longer lease already.
-        if held
-            .lease
-            .is_some_and(|(u, l)| l == leadership && u >= until)
-        {
-            return;
-        }
         held.lease = Some((until, leadership));
     }
 
