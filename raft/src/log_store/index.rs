@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::types::{Entry, LogId};
 
 use super::cache::EntryCache;
-use super::fsync::{self, fsync_dir};
+use super::fsync::fsync_dir;
 use super::segment::Segment;
 use super::syncer::Syncer;
 
@@ -117,12 +117,12 @@ impl LogIndex {
     /// Starts a new segment for entries from `index` on. The current one is
     /// fsynced first (or removed, when it holds nothing).
     pub fn roll(&mut self, dir: &Path, syncer: &Syncer, index: u64) -> io::Result<()> {
-        if let Some((&first, active)) = self.segments.iter().next_back() {
+        if let Some((&first, active)) = self.segments.iter_mut().next_back() {
             if active.records.is_empty() {
                 fs::remove_file(&active.path)?;
                 self.segments.remove(&first);
             } else {
-                fsync::sync_data_or_abort(&active.file, &active.path);
+                active.seal()?;
             }
         }
         let seg = Segment::create(dir, index)?;

@@ -15,8 +15,12 @@
 //!   are kept in a bounded cache.
 //! - **Recovery** on open: in the last segment, a record with a short read, a
 //!   bad length or a crc mismatch that nothing valid follows is a torn write:
-//!   the file is cut there (fsynced, with a warning). Any other bad record is
-//!   corruption and the store refuses to open.
+//!   the file is cut there (fsynced, with a warning). Zeros from a record's
+//!   place to the end of the last segment are its reserve (below), not a tear.
+//!   Any other bad record is corruption and the store refuses to open.
+//! - **Reserve**: the last segment's file is kept up to 1 MiB longer than its
+//!   records, so an append does not change the file's size and its
+//!   `fdatasync` need not write the inode as well; the roll cuts it off.
 //! - **Durability**: `append` writes and indexes the records at once (readers
 //!   see them), then queues its callback on the syncer thread, which does one
 //!   `fdatasync` for everything pending and then completes all of it

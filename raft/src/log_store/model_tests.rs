@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -99,10 +100,12 @@ fn append(store: &mut LogStore, batch: Vec<Entry>) {
         .expect("durable");
 }
 
-/// Cuts a few bytes off the last segment: its last record becomes a torn
-/// write. Returns false when the last segment holds no record (only its
-/// header, fsynced at creation): a crash cannot tear anything there.
-fn chop_last_record(dir: &Path) -> bool {
+/// Tears the last record of the last segment, as a crash during its write
+/// would: its last bytes read as zeros (the write landed in the segment's
+/// reserve) or, with `cut`, are not in the file at all (a segment written
+/// without a reserve). Returns false when the last segment holds no record
+/// (only its header, fsynced at creation): a crash cannot tear anything there.
+fn tear_last_record(dir: &Path, cut: bool) -> bool {
     let mut segs: Vec<_> = fs::read_dir(dir)
         .expect("read dir")
         .map(|d| d.expect("dir entry").path())
@@ -114,15 +117,32 @@ fn chop_last_record(dir: &Path) -> bool {
         .collect();
     segs.sort();
     let last = segs.last().expect("a segment");
-    let len = fs::metadata(last).expect("meta").len();
-    if len <= super::segment::HEADER_LEN {
+    let end = super::segment::records_end(last);
+    if end <= super::segment::HEADER_LEN {
         return false;
     }
     let file = fs::OpenOptions::new()
         .write(true)
         .open(last)
         .expect("open segment");
-    file.set_len(len - 3).expect("chop");
+    if cut {
+        file.set_len(end - 3).expect("chop");
+    } else {
+        // Its end and its checksum (the end alone may have been zeros).
+        let buf = fs::read(last).expect("read segment");
+        let mut start = super::segment::HEADER_LEN as usize;
+        loop {
+            let len = u32::from_le_bytes(buf[start..start + 4].try_into().expect("4 bytes"));
+            let next = start + super::segment::RECORD_HEADER_LEN as usize + len as usize;
+            if next as u64 >= end {
+                break;
+            }
+            start = next;
+        }
+        file.write_all_at(&[0u8; 4], start as u64 + 4)
+            .expect("zero crc");
+        file.write_all_at(&[0u8; 3], end - 3).expect("zero end");
+    }
     true
 }
 
@@ -217,7 +237,7 @@ fn run(seed: u64, steps: usize) {
                     continue;
                 }
                 drop(store);
-                let chopped = chop_last_record(dir.path());
+                let chopped = tear_last_record(dir.path(), rng.range(0, 2) == 0);
                 store =
                     LogStore::open_with(dir.path(), options()).expect("reopen after torn write");
                 if chopped {

@@ -13,6 +13,14 @@
 //! Segments other than the last were fsynced when the log rolled past them, so
 //! a bad record there is corruption. In the last segment a bad record is a torn
 //! write when nothing valid follows it; then the file is cut there.
+//!
+//! The file is kept up to [`RESERVE_BYTES`] longer than its records (zeros,
+//! unallocated): an append that extends a file makes its `fdatasync` commit the
+//! new size to the file system's journal as well, an append inside it does not
+//! (ext4 here: 200 → 125 µs p50 for a 402-byte record). In the last segment,
+//! zeros from where the next record would start to the end of the file are the
+//! end of the records. A segment is cut to its records, durably, before the log
+//! rolls past it, so a sealed segment has no reserve.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -34,6 +42,9 @@ pub(super) const HEADER_LEN: u64 = 16;
 pub(super) const RECORD_HEADER_LEN: u64 = 8;
 /// Largest payload a record may carry. Larger lengths found on disk are garbage.
 pub(super) const MAX_RECORD_BYTES: u32 = 256 * 1024 * 1024;
+/// How far the file is extended past a write that reaches its end, so that the
+/// next appends land inside it (one size change per this many bytes appended).
+pub(super) const RESERVE_BYTES: u64 = 1024 * 1024;
 
 /// Where one record sits in its segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +73,10 @@ pub(super) struct Segment {
     pub file: Arc<File>,
     /// Record `i` holds entry `first_index + i`.
     pub records: Vec<RecordPos>,
-    /// Bytes in the file: where the next record goes.
+    /// Bytes of header and records: where the next record goes.
     pub size: u64,
+    /// Length of the file: `size` plus the zeros reserved for appends.
+    pub len: u64,
 }
 
 /// What scanning a segment found.
@@ -127,6 +140,23 @@ pub(super) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> io::Result<u32>
     Ok(len)
 }
 
+/// Where the records of a segment file end (its reserve of zeros, if any,
+/// starts there): the offset of the first record header whose length is 0, or
+/// the file's length.
+#[cfg(test)]
+pub(super) fn records_end(path: &Path) -> u64 {
+    let buf = fs::read(path).expect("read segment");
+    let mut pos = HEADER_LEN as usize;
+    while pos + RECORD_HEADER_LEN as usize <= buf.len() {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes"));
+        if len == 0 {
+            break;
+        }
+        pos += RECORD_HEADER_LEN as usize + len as usize;
+    }
+    pos.min(buf.len()) as u64
+}
+
 /// Decodes a payload whose crc was already checked.
 pub(super) fn decode_entry(payload: &[u8]) -> io::Result<Entry> {
     bincode::deserialize(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -182,8 +212,11 @@ fn parse_record(buf: &[u8], pos: usize) -> Result<(u32, &[u8]), BadRecord> {
 fn find_valid_record(buf: &[u8], from: usize, min_index: u64) -> Option<(usize, u64)> {
     // A record needs its header plus a log id (three u64) at least.
     let min_record = RECORD_HEADER_LEN as usize + 24;
+    // A record starts with its non-zero length: none starts after the last
+    // non-zero byte (the reserve's zeros need no look).
+    let last_non_zero = buf.iter().rposition(|&b| b != 0)?;
     let mut pos = from;
-    while pos + min_record <= buf.len() {
+    while pos <= last_non_zero && pos + min_record <= buf.len() {
         // Cheap filter first: a plausible index right after the record header,
         // then the crc over the whole payload.
         let payload_start = pos + RECORD_HEADER_LEN as usize;
@@ -218,6 +251,7 @@ impl Segment {
             file: Arc::new(file),
             records: Vec::new(),
             size: HEADER_LEN,
+            len: HEADER_LEN,
         })
     }
 
@@ -253,6 +287,7 @@ impl Segment {
 
         let mut records = Vec::new();
         let mut last = None;
+        let mut len = buf.len() as u64;
         let mut pos = HEADER_LEN as usize;
         while pos < buf.len() {
             let expected = first_index + records.len() as u64;
@@ -275,6 +310,11 @@ impl Segment {
                     });
                     last = Some(id);
                     pos += RECORD_HEADER_LEN as usize + len as usize;
+                }
+                Err(_) if is_last && buf[pos..].iter().all(|&b| b == 0) => {
+                    // The reserve past the last record (or a record whose
+                    // write never reached the disk, so was never acknowledged).
+                    break;
                 }
                 Err(bad) => {
                     if !is_last {
@@ -301,6 +341,7 @@ impl Segment {
                     let file = OpenOptions::new().write(true).open(path)?;
                     file.set_len(pos as u64)?;
                     sync_data_or_abort(&file, path);
+                    len = pos as u64;
                     break;
                 }
             }
@@ -314,6 +355,7 @@ impl Segment {
                 file: Arc::new(file),
                 records,
                 size,
+                len,
             },
             last,
         ))
@@ -335,13 +377,24 @@ impl Segment {
         self.records.get(i).copied()
     }
 
-    /// Writes already-encoded records at the end of the file and indexes them.
+    /// Writes already-encoded records after the last one and indexes them.
     /// `lens` are the payload lengths of the records in `buf`, in order.
     pub fn write_records(&mut self, buf: &[u8], lens: &[u32]) -> io::Result<()> {
+        let end = self.size + buf.len() as u64;
+        if end > self.len {
+            // Reserve room for the appends after this one (see the module
+            // docs). The zeros read as the end of the records until written.
+            let reserved = end + RESERVE_BYTES;
+            self.file.set_len(reserved)?;
+            self.len = reserved;
+        }
         if let Err(e) = self.file.write_all_at(buf, self.size) {
             // Do not leave a partial record behind what the index knows.
-            if let Err(cut) = self.file.set_len(self.size) {
-                tracing::error!(segment = %self.path.display(), error = %cut, "could not cut a failed write");
+            match self.file.set_len(self.size) {
+                Ok(()) => self.len = self.size,
+                Err(cut) => {
+                    tracing::error!(segment = %self.path.display(), error = %cut, "could not cut a failed write")
+                }
             }
             return Err(e);
         }
@@ -416,6 +469,18 @@ impl Segment {
         sync_data_or_abort(&self.file, &self.path);
         self.records.truncate((index - self.first_index) as usize);
         self.size = rec.offset;
+        self.len = rec.offset;
+        Ok(())
+    }
+
+    /// Makes the segment durable as it will stay once the log has rolled past
+    /// it: cut to its records (without the reserve) and fsynced.
+    pub fn seal(&mut self) -> io::Result<()> {
+        if self.len != self.size {
+            self.file.set_len(self.size)?;
+            self.len = self.size;
+        }
+        sync_data_or_abort(&self.file, &self.path);
         Ok(())
     }
 }

@@ -169,14 +169,17 @@ fn record_offset(path: &Path, n: usize) -> u64 {
     pos as u64
 }
 
-fn check_torn_tail_recovered(dir: &Path, seg: &Path) {
+/// The tenth record was torn at `torn_at`: the log opens with nine, the tenth
+/// and everything after it reads as zeros (cut, or the reserve), and appends
+/// go on from there and survive a reopen.
+fn check_torn_tail_recovered(dir: &Path, seg: &Path, torn_at: u64) {
     let mut store = LogStore::open(dir).expect("open after torn write");
     assert_eq!(indexes(&read_all(&store)), (1..=9).collect::<Vec<_>>());
     assert_eq!(state(&store), (None, Some(log_id(1, 9))));
-    assert_eq!(
-        fs::metadata(seg).expect("meta").len(),
-        record_offset(seg, 10),
-        "file cut at the torn record"
+    let buf = fs::read(seg).expect("read");
+    assert!(
+        buf[torn_at as usize..].iter().all(|&b| b == 0),
+        "nothing of the torn record is left"
     );
     append(&mut store, vec![entry(2, 10)]);
     append(&mut store, vec![entry(2, 11)]);
@@ -187,42 +190,56 @@ fn check_torn_tail_recovered(dir: &Path, seg: &Path) {
     assert_eq!(got[9], entry(2, 10));
 }
 
+/// Cuts `seg` at `len` (as a file written without a reserve would end).
+fn cut(seg: &Path, len: u64) {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(seg)
+        .expect("open seg");
+    file.set_len(len).expect("cut");
+}
+
 #[test]
 fn log_store_torn_tail_short_payload_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let seg = ten_single_appends(dir.path());
-    let len = fs::metadata(&seg).expect("meta").len();
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .expect("open seg");
-    file.set_len(len - 5).expect("chop");
-    drop(file);
-    check_torn_tail_recovered(dir.path(), &seg);
+    let torn_at = record_offset(&seg, 10);
+    // The end of the record never reached the disk: the reserve's zeros.
+    let mut buf = fs::read(&seg).expect("read");
+    let end = segment::records_end(&seg) as usize;
+    buf[end - 5..end].fill(0);
+    fs::write(&seg, &buf).expect("write");
+    check_torn_tail_recovered(dir.path(), &seg, torn_at);
+}
+
+#[test]
+fn log_store_torn_tail_short_payload_at_the_end_of_the_file_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = ten_single_appends(dir.path());
+    let torn_at = record_offset(&seg, 10);
+    cut(&seg, segment::records_end(&seg) - 5);
+    check_torn_tail_recovered(dir.path(), &seg, torn_at);
 }
 
 #[test]
 fn log_store_torn_tail_short_header_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let seg = ten_single_appends(dir.path());
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .expect("open seg");
-    file.set_len(record_offset(&seg, 10) + 3).expect("chop");
-    drop(file);
-    check_torn_tail_recovered(dir.path(), &seg);
+    let torn_at = record_offset(&seg, 10);
+    cut(&seg, torn_at + 3);
+    check_torn_tail_recovered(dir.path(), &seg, torn_at);
 }
 
 #[test]
 fn log_store_torn_tail_crc_mismatch_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let seg = ten_single_appends(dir.path());
+    let torn_at = record_offset(&seg, 10);
     let mut buf = fs::read(&seg).expect("read");
-    let last = buf.len() - 1;
+    let last = segment::records_end(&seg) as usize - 1;
     buf[last] ^= 0xff;
     fs::write(&seg, &buf).expect("write");
-    check_torn_tail_recovered(dir.path(), &seg);
+    check_torn_tail_recovered(dir.path(), &seg, torn_at);
 }
 
 #[test]
@@ -231,11 +248,57 @@ fn log_store_torn_tail_zeroes_are_cut() {
     let seg = ten_single_appends(dir.path());
     let mut buf = fs::read(&seg).expect("read");
     // The last record never reached the disk: the file was extended with zeroes.
-    let at = record_offset(&seg, 10) as usize;
-    buf[at..].fill(0);
+    let at = record_offset(&seg, 10);
+    buf[at as usize..].fill(0);
     buf.extend_from_slice(&[0u8; 4096]);
     fs::write(&seg, &buf).expect("write");
-    check_torn_tail_recovered(dir.path(), &seg);
+    check_torn_tail_recovered(dir.path(), &seg, at);
+}
+
+#[test]
+fn log_store_appends_land_in_a_reserve_that_reopening_keeps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = ten_single_appends(dir.path());
+    let len = fs::metadata(&seg).expect("meta").len();
+    assert_eq!(
+        len,
+        record_offset(&seg, 2) + segment::RESERVE_BYTES,
+        "the first append reserved room past itself, the next nine landed in it"
+    );
+    let mut store = LogStore::open(dir.path()).expect("reopen");
+    assert_eq!(indexes(&read_all(&store)), (1..=10).collect::<Vec<_>>());
+    assert_eq!(fs::metadata(&seg).expect("meta").len(), len, "not cut");
+    append(&mut store, vec![entry(1, 11)]);
+    assert_eq!(fs::metadata(&seg).expect("meta").len(), len);
+    drop(store);
+    let store = LogStore::open(dir.path()).expect("reopen");
+    assert_eq!(indexes(&read_all(&store)), (1..=11).collect::<Vec<_>>());
+}
+
+#[test]
+fn log_store_sealed_segments_are_cut_to_their_records() {
+    // The roll cuts the reserve off (durably, before the next segment
+    // exists), so zeros after a sealed segment's records are not an end
+    // there: records that were fsynced have gone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut store = LogStore::open_with(dir.path(), small_segments()).expect("open");
+        for i in 1..=60 {
+            append(&mut store, vec![entry(1, i)]);
+        }
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3, "{files:?}");
+    let sealed = &files[0];
+    let len = fs::metadata(sealed).expect("meta").len();
+    assert_eq!(len, segment::records_end(sealed), "cut at the roll");
+    let last_record = record_offset(sealed, 2);
+    cut(sealed, last_record);
+    cut(sealed, len);
+    let err = LogStore::open_with(dir.path(), small_segments())
+        .err()
+        .expect("must refuse to open");
+    assert!(err.to_string().contains("fsynced"), "{err}");
 }
 
 #[test]
@@ -317,8 +380,10 @@ fn log_store_missing_middle_segment_refuses_to_open() {
 #[test]
 fn log_store_torn_segment_creation_is_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    ten_single_appends(dir.path());
-    // A crash while creating the next segment left a partial header.
+    let seg = ten_single_appends(dir.path());
+    // The roll cut the segment to its records, then a crash while creating
+    // the next segment left a partial header.
+    cut(&seg, segment::records_end(&seg));
     fs::write(dir.path().join(segment::file_name(11)), b"RCON").expect("write");
     fs::write(dir.path().join("vote.tmp"), b"partial").expect("write");
     let mut store = LogStore::open(dir.path()).expect("open");
@@ -342,9 +407,11 @@ fn log_store_segments_roll_and_reopen() {
     let files = segment_files(dir.path());
     assert!(files.len() > 10, "{} segments", files.len());
     let max_record = 1024; // the entries here are far smaller
-    for f in &files {
+    let (active, sealed) = files.split_last().expect("segments");
+    for f in sealed {
         assert!(fs::metadata(f).expect("meta").len() < 1024 + max_record);
     }
+    assert!(segment::records_end(active) < 1024 + max_record);
     let store = LogStore::open_with(dir.path(), small_segments()).expect("reopen");
     assert_eq!(read_all(&store), entries(1, 1..=200));
 }
