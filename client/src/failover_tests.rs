@@ -247,10 +247,11 @@ async fn reads_fail_over_on_ambiguous_failures() {
 
 #[tokio::test]
 async fn a_dead_cluster_is_unavailable_within_the_call_timeout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-        .port();
+    // Bound but not listening: connecting is refused, and no other socket
+    // can take the port while `held` lives (a released port could be).
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let port = held.local_addr().expect("bound").port();
     let c = client(&[&format!("127.0.0.1:{port}")], Duration::from_millis(300)).await;
     let started = Instant::now();
     match c.get("t/e/n").await {

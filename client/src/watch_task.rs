@@ -687,11 +687,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_on_a_dead_cluster_keeps_trying_and_stops_when_dropped() {
-        // A port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind")
-            .port();
+        // Bound but not listening: connecting is refused, and no other socket
+        // can take the port while `held` lives (a released port could be).
+        let held = tokio::net::TcpSocket::new_v4().expect("socket");
+        held.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let port = held.local_addr().expect("bound").port();
         let options = crate::ClientOptions::default()
             .backoff(
                 std::time::Duration::from_millis(5),
