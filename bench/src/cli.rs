@@ -149,6 +149,12 @@ pub struct LoadArgs {
     /// client (one HTTP/2 connection).
     #[arg(long, short = 'c', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+
+    /// Pause after each measured operation, outside the timed part, in
+    /// milliseconds: lets a cluster go idle between sequential writes (ops/s
+    /// then counts the pauses).
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
 }
 
 /// Flags of `watch-latency`.

@@ -35,18 +35,32 @@ impl LoadRun {
     }
 }
 
+/// How a load run is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Concurrent tasks.
+    pub tasks: usize,
+    /// Measured operations, over all tasks.
+    pub count: usize,
+    /// Unmeasured operations first, one by one.
+    pub warmup: usize,
+    /// Size of each written document.
+    pub doc_bytes: usize,
+    /// Each task's pause after each measured operation (not timed).
+    pub pause: Duration,
+}
+
 /// Runs `warmup` unmeasured operations one by one, then `count` measured ones
 /// spread over `tasks` concurrent tasks. `path` must exist for [`Op::Get`].
 /// The first failing operation ends the run with its error.
-pub async fn run(
-    client: &Client,
-    op: Op,
-    path: &str,
-    tasks: usize,
-    count: usize,
-    warmup: usize,
-    doc_bytes: usize,
-) -> Result<LoadRun> {
+pub async fn run(client: &Client, op: Op, path: &str, shape: Shape) -> Result<LoadRun> {
+    let Shape {
+        tasks,
+        count,
+        warmup,
+        doc_bytes,
+        pause,
+    } = shape;
     for i in 0..warmup {
         once(client, op, path, &document(doc_bytes, i as u64)).await?;
     }
@@ -66,6 +80,9 @@ pub async fn run(
                 let t0 = Instant::now();
                 once(&client, op, &path, &doc).await?;
                 latencies.push(ms(t0.elapsed()));
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
             anyhow::Ok(latencies)
         }));

@@ -130,6 +130,7 @@ async fn measure(
                         count: None,
                         warmup: None,
                         concurrency,
+                        pause_ms: 0,
                     };
                     load_row(&mut report, &client, op, &args, g).await?;
                 }
@@ -281,7 +282,14 @@ async fn load_row(
             .with_context(|| format!("put {GET_PATH}"))?;
     }
     let tasks = args.concurrency as usize;
-    let run = load::run(client, op, path, tasks, count, warmup, g.doc_bytes).await?;
+    let shape = load::Shape {
+        tasks,
+        count,
+        warmup,
+        doc_bytes: g.doc_bytes,
+        pause: Duration::from_millis(args.pause_ms),
+    };
+    let run = load::run(client, op, path, shape).await?;
     let ops_per_sec = run.ops_per_sec();
     report.rows.push(Row {
         scenario: scenario.to_string(),
