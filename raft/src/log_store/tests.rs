@@ -190,6 +190,20 @@ fn check_torn_tail_recovered(dir: &Path, seg: &Path, torn_at: u64) {
     assert_eq!(got[9], entry(2, 10));
 }
 
+/// Appends entries `1..=n` one at a time to a log of small segments; returns
+/// its segment files (three or more).
+fn single_appends_in_small_segments(dir: &Path, n: u64) -> Vec<PathBuf> {
+    {
+        let mut store = LogStore::open_with(dir, small_segments()).expect("open");
+        for i in 1..=n {
+            append(&mut store, vec![entry(1, i)]);
+        }
+    }
+    let files = segment_files(dir);
+    assert!(files.len() >= 3, "{files:?}");
+    files
+}
+
 /// Cuts `seg` at `len` (as a file written without a reserve would end).
 fn cut(seg: &Path, len: u64) {
     let file = fs::OpenOptions::new()
@@ -281,14 +295,7 @@ fn log_store_sealed_segments_are_cut_to_their_records() {
     // exists), so zeros after a sealed segment's records are not an end
     // there: records that were fsynced have gone.
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let mut store = LogStore::open_with(dir.path(), small_segments()).expect("open");
-        for i in 1..=60 {
-            append(&mut store, vec![entry(1, i)]);
-        }
-    }
-    let files = segment_files(dir.path());
-    assert!(files.len() >= 3, "{files:?}");
+    let files = single_appends_in_small_segments(dir.path(), 60);
     let sealed = &files[0];
     let len = fs::metadata(sealed).expect("meta").len();
     assert_eq!(len, segment::records_end(sealed), "cut at the roll");
@@ -339,22 +346,10 @@ fn log_store_bad_length_in_the_middle_refuses_to_open() {
 #[test]
 fn log_store_corruption_in_a_sealed_segment_refuses_to_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let mut store = LogStore::open_with(dir.path(), small_segments()).expect("open");
-        for i in 1..=40 {
-            append(&mut store, vec![entry(1, i)]);
-        }
-    }
-    let files = segment_files(dir.path());
-    assert!(files.len() >= 3, "{files:?}");
+    let files = single_appends_in_small_segments(dir.path(), 40);
     // Chop the tail of the first (sealed) segment: not a torn write there.
     let len = fs::metadata(&files[0]).expect("meta").len();
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(&files[0])
-        .expect("open");
-    file.set_len(len - 2).expect("chop");
-    drop(file);
+    cut(&files[0], len - 2);
     let err = LogStore::open(dir.path())
         .err()
         .expect("must refuse to open");
