@@ -115,7 +115,8 @@ impl LogIndex {
     }
 
     /// Starts a new segment for entries from `index` on. The current one is
-    /// fsynced first (or removed, when it holds nothing).
+    /// sealed first, cut to its records and fsynced (or removed, when it
+    /// holds nothing), so the new one never exists beside a reserve.
     pub fn roll(&mut self, dir: &Path, syncer: &Syncer, index: u64) -> io::Result<()> {
         if let Some((&first, active)) = self.segments.iter_mut().next_back() {
             if active.records.is_empty() {
