@@ -117,7 +117,8 @@ fn tear_last_record(dir: &Path, cut: bool) -> bool {
         .collect();
     segs.sort();
     let last = segs.last().expect("a segment");
-    let end = super::segment::records_end(last);
+    let offsets = super::segment::record_offsets(last);
+    let end = *offsets.last().expect("at least the end");
     if end <= super::segment::HEADER_LEN {
         return false;
     }
@@ -129,18 +130,8 @@ fn tear_last_record(dir: &Path, cut: bool) -> bool {
         file.set_len(end - 3).expect("chop");
     } else {
         // Its end and its checksum (the end alone may have been zeros).
-        let buf = fs::read(last).expect("read segment");
-        let mut start = super::segment::HEADER_LEN as usize;
-        loop {
-            let len = u32::from_le_bytes(buf[start..start + 4].try_into().expect("4 bytes"));
-            let next = start + super::segment::RECORD_HEADER_LEN as usize + len as usize;
-            if next as u64 >= end {
-                break;
-            }
-            start = next;
-        }
-        file.write_all_at(&[0u8; 4], start as u64 + 4)
-            .expect("zero crc");
+        let start = offsets[offsets.len() - 2];
+        file.write_all_at(&[0u8; 4], start + 4).expect("zero crc");
         file.write_all_at(&[0u8; 3], end - 3).expect("zero end");
     }
     true

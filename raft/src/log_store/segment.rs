@@ -140,21 +140,30 @@ pub(super) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> io::Result<u32>
     Ok(len)
 }
 
-/// Where the records of a segment file end (its reserve of zeros, if any,
-/// starts there): the offset of the first record header whose length is 0, or
-/// the file's length.
+/// Where each record of a segment file starts, then where the records end
+/// (its reserve of zeros, if any, starts there): the walk stops at a record
+/// header whose length is 0, or at the end of the file.
 #[cfg(test)]
-pub(super) fn records_end(path: &Path) -> u64 {
+pub(super) fn record_offsets(path: &Path) -> Vec<u64> {
     let buf = fs::read(path).expect("read segment");
+    let mut offsets = Vec::new();
     let mut pos = HEADER_LEN as usize;
     while pos + RECORD_HEADER_LEN as usize <= buf.len() {
         let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes"));
         if len == 0 {
             break;
         }
+        offsets.push(pos as u64);
         pos += RECORD_HEADER_LEN as usize + len as usize;
     }
-    pos.min(buf.len()) as u64
+    offsets.push(pos.min(buf.len()) as u64);
+    offsets
+}
+
+/// Where the records of a segment file end (see [`record_offsets`]).
+#[cfg(test)]
+pub(super) fn records_end(path: &Path) -> u64 {
+    *record_offsets(path).last().expect("at least the end")
 }
 
 /// Decodes a payload whose crc was already checked.

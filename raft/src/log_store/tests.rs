@@ -11,7 +11,7 @@ use std::time::Duration;
 use openraft::storage::RaftLogStorage;
 use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 
-use super::segment::{self, HEADER_LEN, RECORD_HEADER_LEN};
+use super::segment::{self, RECORD_HEADER_LEN};
 use super::{LogStore, LogStoreOptions};
 use crate::command::{Command, Proposal, Request, ENTRY_FORMAT_VERSION};
 use crate::types::{Entry, LogId, Vote};
@@ -160,13 +160,7 @@ fn ten_single_appends(dir: &Path) -> PathBuf {
 
 /// Offset of the record holding the `n`-th entry (1-based) of a segment.
 fn record_offset(path: &Path, n: usize) -> u64 {
-    let buf = fs::read(path).expect("read segment");
-    let mut pos = HEADER_LEN as usize;
-    for _ in 1..n {
-        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes"));
-        pos += RECORD_HEADER_LEN as usize + len as usize;
-    }
-    pos as u64
+    segment::record_offsets(path)[n - 1]
 }
 
 /// The tenth record was torn at `torn_at`: the log opens with nine, the tenth
