@@ -1076,8 +1076,9 @@ async fn tenant_settings_bound_history_and_namespaces() {
 /// the history depth, prunes schema versions, deletes a document and the
 /// whole tenant and creates them again (versions start over), expires
 /// de-duplication records out of time order, and retries writes, including
-/// one whose id is below a newer one of its client and one from a client
-/// whose id starts with another's.
+/// one whose id is below a newer one of its client, one from a client whose
+/// id starts with another's, and the out-of-order ids of a client with
+/// several writes in flight.
 #[tokio::test]
 async fn apply_hints_leave_the_same_state_as_none() {
     let settings = |depth| Command::SetTenantSettings {
@@ -1137,6 +1138,16 @@ async fn apply_hints_leave_the_same_state_as_none() {
         c2,
         from("c1\0x", 5, r#"{"x":5}"#),
         from("c1", 11, r#"{"reused":11}"#),
+        // A client with several writes in flight: ids out of order, a
+        // retry of one below the newest, a jump past the hints' window of
+        // recent ids, then a new id and a retry from below that window.
+        from("c3", 2_003, r#"{"c3":2003}"#),
+        from("c3", 2_001, r#"{"c3":2001}"#),
+        from("c3", 2_002, r#"{"c3":2002}"#),
+        from("c3", 2_001, r#"{"c3":2001}"#),
+        from("c3", 3_500, r#"{"c3":3500}"#),
+        from("c3", 2_004, r#"{"c3":2004}"#),
+        from("c3", 2_003, r#"{"c3":2003}"#),
     ];
     requests.splice(11..11, retries);
     let entries: Vec<Entry> = requests
@@ -1171,8 +1182,8 @@ async fn apply_hints_leave_the_same_state_as_none() {
     let answers = states[0].0.concat();
     assert_eq!(
         answers.matches("deduplicated: true").count(),
-        2,
-        "the two retries get their first answers: {answers}"
+        4,
+        "the four retries get their first answers: {answers}"
     );
     assert_eq!(answers.matches("RequestIdReused").count(), 1, "{answers}");
     assert_eq!(states[0].0, states[1].0, "same answers");
