@@ -332,7 +332,7 @@ impl<'a> ApplyCtx<'a> {
         let dedup = if req.request_id != 0 && !matches!(req.command, Command::InitCluster { .. }) {
             let key = keys::dedup(&req.client_id, req.request_id);
             let fingerprint = fingerprint(req);
-            let recorded = if self.recent_ids(&req.client_id)?.is_new(req.request_id) {
+            let recorded = if self.is_new_write_id(&req.client_id, req.request_id)? {
                 None
             } else {
                 self.get::<DedupRecord>(&key)?
@@ -1301,12 +1301,12 @@ impl<'a> ApplyCtx<'a> {
         Ok(())
     }
 
-    /// What is known of the de-duplication records of `client_id`: from
-    /// [`ApplyHints::dedup_ids`] or, the first time, from the greatest key of
-    /// the client in the state.
-    fn recent_ids(&mut self, client_id: &str) -> Result<&RecentIds> {
-        if self.hints.dedup_ids.contains_key(client_id) {
-            return Ok(&self.hints.dedup_ids[client_id]);
+    /// Whether `request_id` of `client_id` certainly has no de-duplication
+    /// record (`false`: only a lookup tells), from [`ApplyHints::dedup_ids`]
+    /// or, the first time, from the greatest key of the client in the state.
+    fn is_new_write_id(&mut self, client_id: &str, request_id: u64) -> Result<bool> {
+        if let Some(ids) = self.hints.dedup_ids.get(client_id) {
+            return Ok(ids.is_new(request_id));
         }
         let prefix = keys::dedup_prefix(client_id);
         let len = prefix.len() + 8;
@@ -1327,9 +1327,10 @@ impl<'a> ApplyCtx<'a> {
         if ids.len() >= PRUNED_HINTS {
             ids.clear();
         }
-        Ok(ids
-            .entry(client_id.to_string())
-            .or_insert(RecentIds::new(highest)))
+        let known = RecentIds::new(highest);
+        let new = known.is_new(request_id);
+        ids.insert(client_id.to_string(), known);
+        Ok(new)
     }
 
     /// Remembers that `prefix` holds nothing at or below version `cutoff`.
