@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::state_machine::apply::{ApplyCtx, EnvRecord, TenantRecord};
 use crate::state_machine::codec::{decode, Fnv64};
+use crate::state_machine::dedup::{block_of, DedupBlock};
 use crate::state_machine::store::Store;
 use crate::state_machine::{keys, Shared};
 use crate::watch_hub::Subscription;
@@ -160,10 +161,11 @@ impl StateView {
         if request_id == 0 {
             return Ok(false);
         }
-        Ok(self
-            .tree()
-            .get(keys::dedup(client_id, request_id))?
-            .is_some())
+        let block = keys::dedup_block(client_id, block_of(request_id));
+        Ok(match self.tree().get(block)? {
+            Some(v) => decode::<DedupBlock>(&v)?.get(request_id).is_some(),
+            None => false,
+        })
     }
 
     /// The live document at `path`, if any. Unknown tenant/env: `Error::NotFound`.

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode, Fnv64};
+use super::dedup::{block_of, DedupBlock, DedupRecord, BLOCK_IDS};
 use super::keys;
 use super::schemas::{self, SchemaKey};
 use super::store::Store;
@@ -43,15 +44,6 @@ pub(crate) struct EnvRecord {
     pub create_revision: u64,
     /// Live namespaces (enforces `MAX_NAMESPACES_PER_ENV` without a scan).
     pub namespaces: u64,
-}
-
-/// The remembered answer to one `(client_id, request_id)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct DedupRecord {
-    /// Fingerprint of the payload, to refuse a reused id with another payload.
-    fingerprint: u64,
-    time_ms: i64,
-    outcome: Result<Applied, Rejection>,
 }
 
 /// The leading fields of a stored [`ChangeEvent`] (bincode decodes a prefix).
@@ -99,6 +91,23 @@ pub(crate) struct ApplyHints {
     /// above every recorded one, or, from a client with several writes in
     /// flight, just below the newest: in either case it needs no lookup.
     dedup_ids: HashMap<String, RecentIds>,
+    /// Per client id: the de-duplication blocks apply last wrote (block
+    /// number, and the block as it is in the state; up to
+    /// [`CLIENT_BLOCK_HINTS`], the latest last), so that the next write to
+    /// one neither reads it from sled nor decodes it. A client with many
+    /// writes in flight writes to two or three blocks at once.
+    dedup_blocks: HashMap<String, Vec<KeptBlock>>,
+}
+
+/// A de-duplication block kept in [`ApplyHints::dedup_blocks`].
+#[derive(Debug)]
+struct KeptBlock {
+    number: u64,
+    block: DedupBlock,
+    /// Changed by the apply under way and not yet in its overlay: a block
+    /// is encoded once per apply call ([`ApplyCtx::into_changes`]), not once
+    /// per write, and the state is what is kept here until then.
+    unwritten: bool,
 }
 
 /// How many ids below a client's highest one [`RecentIds`] keeps track of.
@@ -146,6 +155,11 @@ impl RecentIds {
         in_window && id > self.seen_from && !self.bit(id)
     }
 
+    /// Whether no id from `id` on has a record.
+    fn none_from(&self, id: u64) -> bool {
+        id > self.highest
+    }
+
     /// Notes that `id` now has a record.
     fn record(&mut self, id: u64) {
         if id > self.highest {
@@ -184,10 +198,85 @@ impl RecentIds {
 /// [`ApplyHints::dedup_ids`]) remembers; past it, it starts over.
 const PRUNED_HINTS: usize = 65_536;
 
+/// Most clients whose blocks [`ApplyHints::dedup_blocks`] keeps (a block
+/// is up to a few KiB); past it, it starts over.
+const BLOCK_HINTS: usize = 4_096;
+
+/// Most blocks [`ApplyHints::dedup_blocks`] keeps of one client.
+const CLIENT_BLOCK_HINTS: usize = 4;
+
 impl ApplyHints {
     /// Forgets everything (after anything that may have made a hint untrue).
     pub fn clear(&mut self) {
         *self = ApplyHints::default();
+    }
+
+    /// Block `number` of `client_id`, if kept.
+    fn block(&self, client_id: &str, number: u64) -> Option<&DedupBlock> {
+        let blocks = self.dedup_blocks.get(client_id)?;
+        blocks.iter().find(|k| k.number == number).map(|k| &k.block)
+    }
+
+    fn kept_mut(&mut self, client_id: &str, number: u64) -> Option<&mut KeptBlock> {
+        let blocks = self.dedup_blocks.get_mut(client_id)?;
+        blocks.iter_mut().find(|k| k.number == number)
+    }
+
+    /// The greatest request id the blocks kept of `client_id` hold.
+    fn kept_highest_id(&self, client_id: &str) -> Option<u64> {
+        let blocks = self.dedup_blocks.get(client_id)?;
+        blocks.iter().filter_map(|k| k.block.highest_id()).max()
+    }
+
+    /// Keeps `block` as block `number` of `client_id`, as the state holds it
+    /// (with `overlay`). A block that has to make room and is unwritten is
+    /// written to `overlay` first.
+    fn keep_block(
+        &mut self,
+        client_id: &str,
+        number: u64,
+        block: DedupBlock,
+        overlay: &mut Changes,
+    ) {
+        if let Some(kept) = self.kept_mut(client_id, number) {
+            kept.block = block;
+            return;
+        }
+        if self.dedup_blocks.len() >= BLOCK_HINTS && !self.dedup_blocks.contains_key(client_id) {
+            for (client, blocks) in self.dedup_blocks.drain() {
+                for kept in blocks {
+                    kept.write_to(&client, overlay);
+                }
+            }
+        }
+        let blocks = self.dedup_blocks.entry(client_id.to_string()).or_default();
+        if blocks.len() >= CLIENT_BLOCK_HINTS {
+            blocks.remove(0).write_to(client_id, overlay);
+        }
+        blocks.push(KeptBlock {
+            number,
+            block,
+            unwritten: false,
+        });
+    }
+
+    /// Forgets block `number` of `client_id` (removed from the state).
+    fn forget_block(&mut self, client_id: &str, number: u64) {
+        if let Some(blocks) = self.dedup_blocks.get_mut(client_id) {
+            blocks.retain(|k| k.number != number);
+        }
+    }
+}
+
+impl KeptBlock {
+    /// Writes the block to `overlay` if it is unwritten.
+    fn write_to(&self, client_id: &str, overlay: &mut Changes) {
+        if self.unwritten {
+            overlay.insert(
+                keys::dedup_block(client_id, self.number),
+                Some(encode(&self.block)),
+            );
+        }
     }
 }
 
@@ -204,6 +293,9 @@ pub(crate) struct ApplyCtx<'a> {
     pub events: Vec<Arc<ChangeEvent>>,
     /// Set when this batch recorded the cluster id.
     pub new_cluster_id: Option<String>,
+    /// De-duplication blocks this apply changed, kept in the hints and
+    /// written to the overlay at the end ([`KeptBlock::unwritten`]).
+    unwritten: Vec<(String, u64)>,
 }
 
 impl<'a> ApplyCtx<'a> {
@@ -223,6 +315,7 @@ impl<'a> ApplyCtx<'a> {
             revision,
             events: Vec::new(),
             new_cluster_id: None,
+            unwritten: Vec::new(),
         }
     }
 
@@ -303,7 +396,13 @@ impl<'a> ApplyCtx<'a> {
     }
 
     /// Everything the batch wrote (`None`: removed), for [`Store::apply`].
-    pub fn into_changes(self) -> (Changes, u64, Vec<Arc<ChangeEvent>>, Option<String>) {
+    pub fn into_changes(mut self) -> (Changes, u64, Vec<Arc<ChangeEvent>>, Option<String>) {
+        for (client_id, number) in std::mem::take(&mut self.unwritten) {
+            if let Some(kept) = self.hints.kept_mut(&client_id, number) {
+                kept.write_to(&client_id, &mut self.overlay);
+                kept.unwritten = false;
+            }
+        }
         (
             self.overlay,
             self.revision,
@@ -330,12 +429,11 @@ impl<'a> ApplyCtx<'a> {
         self.expire_replay(req.time_ms)?;
 
         let dedup = if req.request_id != 0 && !matches!(req.command, Command::InitCluster { .. }) {
-            let key = keys::dedup(&req.client_id, req.request_id);
             let fingerprint = fingerprint(req);
             let recorded = if self.is_new_write_id(&req.client_id, req.request_id)? {
                 None
             } else {
-                self.get::<DedupRecord>(&key)?
+                self.dedup_record(&req.client_id, req.request_id)?
             };
             if let Some(rec) = recorded {
                 let outcome = if rec.fingerprint == fingerprint {
@@ -351,29 +449,20 @@ impl<'a> ApplyCtx<'a> {
                 };
                 return Ok(Response { outcome });
             }
-            Some((key, fingerprint))
+            Some(fingerprint)
         } else {
             None
         };
 
         let outcome = self.apply_command(req)?;
 
-        if let Some((key, fingerprint)) = dedup {
-            self.put(keys::dedup_expiry(req.time_ms, &key), &());
-            if let Some(from) = &mut self.hints.dedup_from {
-                *from = (*from).min(req.time_ms);
-            }
-            if let Some(ids) = self.hints.dedup_ids.get_mut(&req.client_id) {
-                ids.record(req.request_id);
-            }
-            self.put(
-                key,
-                &DedupRecord {
-                    fingerprint,
-                    time_ms: req.time_ms,
-                    outcome: outcome.clone(),
-                },
-            );
+        if let Some(fingerprint) = dedup {
+            let record = DedupRecord {
+                fingerprint,
+                time_ms: req.time_ms,
+                outcome: outcome.clone(),
+            };
+            self.record_write(&req.client_id, req.request_id, record)?;
         }
         Ok(Response { outcome })
     }
@@ -1303,13 +1392,15 @@ impl<'a> ApplyCtx<'a> {
 
     /// Whether `request_id` of `client_id` certainly has no de-duplication
     /// record (`false`: only a lookup tells), from [`ApplyHints::dedup_ids`]
-    /// or, the first time, from the greatest key of the client in the state.
+    /// or, the first time, from the client's greatest block in the state.
     fn is_new_write_id(&mut self, client_id: &str, request_id: u64) -> Result<bool> {
         if let Some(ids) = self.hints.dedup_ids.get(client_id) {
             return Ok(ids.is_new(request_id));
         }
-        let prefix = keys::dedup_prefix(client_id);
+        let prefix = keys::dedup_block_prefix(client_id);
         let len = prefix.len() + 8;
+        // Either may name a removed key: then its last id stands in, which
+        // only makes more ids need a lookup.
         let in_overlay = self
             .overlay
             .range(prefix.clone()..)
@@ -1319,10 +1410,15 @@ impl<'a> ApplyCtx<'a> {
             .last()
             .cloned();
         let last = in_overlay.max(self.store.last_key_of_len(&prefix, len)?);
-        let highest = last
-            .as_deref()
-            .and_then(keys::trailing_version)
-            .unwrap_or(0);
+        let highest = match last.as_deref().and_then(keys::dedup_block_parts) {
+            Some((_, block)) => match self.dedup_block(client_id, block)? {
+                Some(recorded) => recorded.highest_id().unwrap_or(0),
+                None => block * BLOCK_IDS + (BLOCK_IDS - 1),
+            },
+            None => 0,
+        };
+        // A block this apply made is in the hints only, until its end.
+        let highest = highest.max(self.hints.kept_highest_id(client_id).unwrap_or(0));
         let ids = &mut self.hints.dedup_ids;
         if ids.len() >= PRUNED_HINTS {
             ids.clear();
@@ -1331,6 +1427,86 @@ impl<'a> ApplyCtx<'a> {
         let new = known.is_new(request_id);
         ids.insert(client_id.to_string(), known);
         Ok(new)
+    }
+
+    /// Block `block` of `client_id` as the state holds it, from
+    /// [`ApplyHints::dedup_blocks`] when it is kept there.
+    fn dedup_block(&self, client_id: &str, block: u64) -> Result<Option<DedupBlock>> {
+        match self.hints.block(client_id, block) {
+            Some(known) => Ok(Some(known.clone())),
+            None => self.get(&keys::dedup_block(client_id, block)),
+        }
+    }
+
+    /// The record of `(client_id, request_id)` (one older than the TTL was
+    /// removed by [`ApplyCtx::expire_dedup`] before).
+    fn dedup_record(&self, client_id: &str, request_id: u64) -> Result<Option<DedupRecord>> {
+        Ok(self
+            .dedup_block(client_id, block_of(request_id))?
+            .and_then(|b| b.get(request_id).cloned()))
+    }
+
+    /// Records apply's answer to `(client_id, request_id)` in its block. A
+    /// new block gets its expiry entry at this record's time, and so does a
+    /// block whose entry is later (the entry's time went back).
+    fn record_write(
+        &mut self,
+        client_id: &str,
+        request_id: u64,
+        record: DedupRecord,
+    ) -> Result<()> {
+        let number = block_of(request_id);
+        let key = keys::dedup_block(client_id, number);
+        let time_ms = record.time_ms;
+        if self.hints.block(client_id, number).is_none() {
+            // A block above every id the client has recorded does not exist
+            // yet: no lookup (each waits for sled while the state writer
+            // applies its batch).
+            let above = self
+                .hints
+                .dedup_ids
+                .get(client_id)
+                .is_some_and(|ids| ids.none_from(number * BLOCK_IDS));
+            let stored = if above {
+                None
+            } else {
+                self.get::<DedupBlock>(&key)?
+            };
+            let block = match stored {
+                Some(block) => block,
+                None => {
+                    self.overlay
+                        .insert(keys::dedup_expiry(time_ms, &key), Some(encode(&())));
+                    DedupBlock::new(time_ms)
+                }
+            };
+            self.hints
+                .keep_block(client_id, number, block, &mut self.overlay);
+        }
+        let kept = self
+            .hints
+            .kept_mut(client_id, number)
+            .expect("invariant: the block was just kept");
+        let block = &mut kept.block;
+        if time_ms < block.expiry_ms {
+            self.overlay
+                .insert(keys::dedup_expiry(block.expiry_ms, &key), None);
+            self.overlay
+                .insert(keys::dedup_expiry(time_ms, &key), Some(encode(&())));
+            block.expiry_ms = time_ms;
+        }
+        block.insert(request_id, record);
+        if !kept.unwritten {
+            kept.unwritten = true;
+            self.unwritten.push((client_id.to_string(), number));
+        }
+        if let Some(from) = &mut self.hints.dedup_from {
+            *from = (*from).min(time_ms);
+        }
+        if let Some(ids) = self.hints.dedup_ids.get_mut(client_id) {
+            ids.record(request_id);
+        }
+        Ok(())
     }
 
     /// Remembers that `prefix` holds nothing at or below version `cutoff`.
@@ -1443,24 +1619,28 @@ impl<'a> ApplyCtx<'a> {
         Ok(())
     }
 
-    /// Forgets de-duplication records older than the TTL, as of `now_ms` (the entry's time).
+    /// Forgets de-duplication records older than the TTL, as of `now_ms`
+    /// (the entry's time). A block's expiry entry is at or before its oldest
+    /// record, so every block with such a record is due: its old records go,
+    /// and the block with them once it has none left; otherwise its entry
+    /// moves to its oldest record left.
     ///
     /// Expiry keys sort by time, so the scan stops at the first one that
-    /// stays, and [`ApplyHints::dedup_from`] keeps its time: until the cutoff
-    /// passes it, there is nothing to scan for.
+    /// stays, and [`ApplyHints::dedup_from`] keeps the earliest time left:
+    /// until the cutoff passes it, there is nothing to scan for.
     fn expire_dedup(&mut self, now_ms: i64) -> Result<()> {
         let cutoff = now_ms.saturating_sub(self.settings.dedup_ttl_ms);
         if self.hints.dedup_from.is_some_and(|from| cutoff <= from) {
             return Ok(());
         }
-        let mut expired = Vec::new();
+        let mut due = Vec::new();
         // The time of the first key that stays; none left: no bound below.
         let mut first_kept = Some(i64::MAX);
         self.scan_prefix(
             keys::DEDUP_EXPIRY_PREFIX,
             |k, _| match keys::dedup_expiry_parts(k) {
                 Some((t, dk)) if t < cutoff => {
-                    expired.push((k.to_vec(), dk.to_vec()));
+                    due.push((k.to_vec(), dk.to_vec()));
                     Ok(true)
                 }
                 kept => {
@@ -1469,11 +1649,35 @@ impl<'a> ApplyCtx<'a> {
                 }
             },
         )?;
-        self.hints.dedup_from = first_kept;
-        for (ek, dk) in expired {
+        for (ek, dk) in due {
             self.remove(ek);
-            self.remove(dk);
+            let Some((client_id, number)) = keys::dedup_block_parts(&dk) else {
+                continue;
+            };
+            let client_id = client_id.to_string();
+            let Some(mut block) = self.dedup_block(&client_id, number)? else {
+                continue;
+            };
+            block.expire(cutoff);
+            let kept = self.hints.block(&client_id, number).is_some();
+            match block.oldest_ms() {
+                Some(oldest) => {
+                    block.expiry_ms = oldest;
+                    self.put(keys::dedup_expiry(oldest, &dk), &());
+                    first_kept = first_kept.map(|first| first.min(oldest));
+                    self.put(dk, &block);
+                    if kept {
+                        self.hints
+                            .keep_block(&client_id, number, block, &mut self.overlay);
+                    }
+                }
+                None => {
+                    self.hints.forget_block(&client_id, number);
+                    self.remove(dk);
+                }
+            }
         }
+        self.hints.dedup_from = first_kept;
         Ok(())
     }
 

@@ -12,13 +12,17 @@
 //! | `d/` | tenant `/` env `/` namespace | [`DocRecord`](crate::model::DocRecord) (live or tombstone) |
 //! | `h/` | path `\0` version (u64 BE) | [`VersionRecord`](crate::model::VersionRecord) |
 //! | `w/` | revision (u64 BE) | [`ChangeEvent`](crate::model::ChangeEvent) (replay window) |
-//! | `q/` | client id `\0` request id (u64 BE) | de-duplication record |
-//! | `x/` | time (u64 BE, offset) client id `\0` request id | () — expiry index of `q/` |
+//! | `r/` | client id `\0` block (u64 BE: request id / [`BLOCK_IDS`](super::dedup::BLOCK_IDS)) | [`DedupBlock`](super::dedup::DedupBlock): the de-duplication records of those ids |
+//! | `x/` | time (u64 BE, offset) `r/` key | () — expiry index of `r/`, one entry per block |
 //! | `p/` | tenant | [`TenantSettings`](crate::model::TenantSettings) |
 //! | `c/` | tenant `/` namespace | current [`SchemaRecord`](crate::model::SchemaRecord) |
 //! | `s/` | tenant `/` namespace `/` version (u64 BE) | every [`SchemaRecord`](crate::model::SchemaRecord) kept |
 //!
 //! Names cannot contain `/` or `\0` (see the naming rule), so prefixes never collide.
+//!
+//! State format 1 kept one `q/` key per write id (client id `\0` request id)
+//! and one `x/` entry per record; [`super::dedup::upgrade_v1`] turns them into
+//! blocks.
 
 use raftconf_schema::NsPath;
 
@@ -33,6 +37,9 @@ pub(crate) const ENV_PREFIX: &[u8] = b"e/";
 pub(crate) const DOC_PREFIX: &[u8] = b"d/";
 pub(crate) const REPLAY_PREFIX: &[u8] = b"w/";
 pub(crate) const DEDUP_EXPIRY_PREFIX: &[u8] = b"x/";
+pub(crate) const DEDUP_BLOCK_PREFIX: &[u8] = b"r/";
+/// State format 1's de-duplication records, one per write id.
+pub(crate) const LEGACY_DEDUP_PREFIX: &[u8] = b"q/";
 pub(crate) const SCHEMA_CURRENT_PREFIX: &[u8] = b"c/";
 pub(crate) const SCHEMA_PREFIX: &[u8] = b"s/";
 pub(crate) const TENANT_SETTINGS_PREFIX: &[u8] = b"p/";
@@ -149,20 +156,41 @@ pub(crate) fn replay_revision(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(rest.try_into().ok()?))
 }
 
-pub(crate) fn dedup(client_id: &str, request_id: u64) -> Vec<u8> {
-    let mut k = dedup_prefix(client_id);
-    k.extend_from_slice(&request_id.to_be_bytes());
+/// The block of de-duplication records of `client_id` numbered `block`.
+pub(crate) fn dedup_block(client_id: &str, block: u64) -> Vec<u8> {
+    let mut k = dedup_block_prefix(client_id);
+    k.extend_from_slice(&block.to_be_bytes());
     k
 }
 
-/// Prefix of the de-duplication keys of `client_id`. Client ids are not
+/// Prefix of the de-duplication blocks of `client_id`. Client ids are not
 /// validated, so another client's keys may start with it too: a key of this
 /// client is exactly 8 bytes longer.
-pub(crate) fn dedup_prefix(client_id: &str) -> Vec<u8> {
-    let mut k = b"q/".to_vec();
+pub(crate) fn dedup_block_prefix(client_id: &str) -> Vec<u8> {
+    let mut k = DEDUP_BLOCK_PREFIX.to_vec();
     k.extend_from_slice(client_id.as_bytes());
     k.push(0);
     k
+}
+
+/// Splits a block key into its client id and block number.
+pub(crate) fn dedup_block_parts(key: &[u8]) -> Option<(&str, u64)> {
+    split_client_key(key.strip_prefix(DEDUP_BLOCK_PREFIX)?)
+}
+
+/// Splits a state format 1 de-duplication key into its client id and request id.
+pub(crate) fn legacy_dedup_parts(key: &[u8]) -> Option<(&str, u64)> {
+    split_client_key(key.strip_prefix(LEGACY_DEDUP_PREFIX)?)
+}
+
+/// `client id \0 number (u64 BE)`, read from the end: a client id may hold a `\0`.
+fn split_client_key(rest: &[u8]) -> Option<(&str, u64)> {
+    let (head, number) = rest.split_at_checked(rest.len().checked_sub(8)?)?;
+    let client = head.strip_suffix(&[0])?;
+    Some((
+        std::str::from_utf8(client).ok()?,
+        u64::from_be_bytes(number.try_into().ok()?),
+    ))
 }
 
 /// Expiry index key: ordered by time, then the dedup key it points to.
@@ -201,7 +229,17 @@ mod tests {
         assert_eq!(trailing_version(&history(&path, 42)), Some(42));
         assert_eq!(trailing_version(&schema_version("a", "c", 7)), Some(7));
         assert_eq!(trailing_version(b"short"), None);
-        let dk = dedup("c1", 5);
+        let dk = dedup_block("c1", 5);
+        assert_eq!(dedup_block_parts(&dk), Some(("c1", 5)));
+        assert_eq!(
+            dedup_block_parts(&dedup_block("a\0b", 7)),
+            Some(("a\0b", 7))
+        );
+        assert_eq!(
+            legacy_dedup_parts(b"q/c1\0\0\0\0\0\0\0\0\x09"),
+            Some(("c1", 9))
+        );
+        assert_eq!(legacy_dedup_parts(b"q/c1\0\x09"), None, "too short");
         for t in [-5i64, 0, 7, i64::MAX] {
             assert_eq!(
                 dedup_expiry_parts(&dedup_expiry(t, &dk)),

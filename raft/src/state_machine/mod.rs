@@ -13,6 +13,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod codec;
+pub(crate) mod dedup;
 pub(crate) mod keys;
 pub(crate) mod schemas;
 mod snapshot;
@@ -37,8 +38,41 @@ use crate::types::{
 use crate::watch_hub::WatchHub;
 use crate::{Error, Result};
 
-/// Format version of the state tree's records.
-const STATE_FORMAT: u16 = 1;
+/// Format version of the state tree's records. 2: the de-duplication table
+/// in blocks ([`dedup`]); a tree of format 1 is upgraded when opened, a
+/// snapshot of format 1 when read.
+pub(crate) const STATE_FORMAT: u16 = 2;
+
+/// Upgrades a state tree of format 1 in place: its de-duplication records
+/// into blocks, in one sled batch with the new format number, so a crash
+/// leaves the tree in one format or the other.
+fn upgrade_tree(tree: &sled::Tree) -> Result<()> {
+    let mut legacy = Vec::new();
+    let mut batch = sled::Batch::default();
+    for pair in tree.scan_prefix(keys::LEGACY_DEDUP_PREFIX) {
+        let (k, v) = pair?;
+        batch.remove(k.clone());
+        legacy.push((k.to_vec(), v.to_vec()));
+    }
+    for key in tree.scan_prefix(keys::DEDUP_EXPIRY_PREFIX).keys() {
+        batch.remove(key?);
+    }
+    let records = legacy.len();
+    let upgraded = dedup::upgrade_v1(legacy)?;
+    let blocks = upgraded.len() / 2;
+    for (k, v) in upgraded {
+        batch.insert(k, v);
+    }
+    batch.insert(keys::META_FORMAT, encode(&STATE_FORMAT));
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    tracing::info!(
+        records,
+        blocks,
+        "state upgraded from format 1 to {STATE_FORMAT}: de-duplication records in blocks"
+    );
+    Ok(())
+}
 
 /// State shared by the state machine (writer) and every [`StateView`] (readers).
 pub(crate) struct Shared {
@@ -81,15 +115,16 @@ impl StateMachine {
             None => {
                 tree.insert(keys::META_FORMAT, encode(&STATE_FORMAT))?;
             }
-            Some(v) => {
-                let format: u16 = decode(&v)?;
-                if format != STATE_FORMAT {
+            Some(v) => match decode::<u16>(&v)? {
+                STATE_FORMAT => {}
+                1 => upgrade_tree(&tree)?,
+                format => {
                     return Err(Error::Storage(format!(
-                        "state format {format} in {} is not supported (this build reads {STATE_FORMAT})",
+                        "state format {format} in {} is not supported (this build reads 1 and {STATE_FORMAT})",
                         config.data_dir.display()
-                    )));
+                    )))
                 }
-            }
+            },
         }
         let store = store::Store::new(tree);
         let snapshot_dir = config.data_dir.join("snapshots");

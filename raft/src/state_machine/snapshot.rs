@@ -16,8 +16,10 @@ use crate::types::SnapshotMeta;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"RCSNAP01";
-/// On-disk format version of snapshot files.
-pub(crate) const SNAPSHOT_FORMAT: u16 = 1;
+/// On-disk format version of snapshot files: 2 holds a state of format 2
+/// (de-duplication records in blocks). A build that reads only 1 refuses it,
+/// rather than installing blocks it would not read; this build reads 1 too.
+pub(crate) const SNAPSHOT_FORMAT: u16 = 2;
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,13 +54,18 @@ pub(crate) fn from_bytes(bytes: &[u8]) -> Result<SnapshotFile> {
     }
     let file: SnapshotFile = bincode::deserialize(&body[MAGIC.len()..])
         .map_err(|e| bad(&format!("undecodable: {e}")))?;
-    if file.format != SNAPSHOT_FORMAT {
-        return Err(bad(&format!(
-            "format {} is not supported (this build reads {SNAPSHOT_FORMAT})",
-            file.format
-        )));
+    match file.format {
+        SNAPSHOT_FORMAT => Ok(file),
+        // State format 1 inside: upgraded as a tree of that format would be.
+        1 => Ok(SnapshotFile {
+            format: SNAPSHOT_FORMAT,
+            meta: file.meta,
+            pairs: super::dedup::upgrade_pairs(file.pairs, super::STATE_FORMAT)?,
+        }),
+        format => Err(bad(&format!(
+            "format {format} is not supported (this build reads 1 and {SNAPSHOT_FORMAT})"
+        ))),
     }
-    Ok(file)
 }
 
 fn file_name(meta: &SnapshotMeta) -> String {

@@ -1189,3 +1189,238 @@ async fn apply_hints_leave_the_same_state_as_none() {
     assert_eq!(states[0].0, states[1].0, "same answers");
     assert_eq!(states[0].1, states[1].1, "same state, key by key");
 }
+
+/// De-duplication in blocks answers every write as one record per write id
+/// with an expiry of its own did (state format 1): a model keeps each
+/// recorded id with its time and, before each entry, forgets those the
+/// entry's cutoff (its time less the TTL) passes, as format 1 did; every
+/// answer of the state machine is checked against it. The
+/// random runs retry ids inside and beyond the TTL, reuse ids with another
+/// payload, write ids out of order and across block boundaries, let times go
+/// back (a new leader's clock), and forget apply's hints at random, as a
+/// restart does.
+#[tokio::test]
+async fn dedup_blocks_answer_as_one_record_per_id_with_its_own_expiry() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
+    const TTL_MS: i64 = 400;
+    for seed in 0..6u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = NodeConfig::new(1, dir.path());
+        cfg.dedup_ttl = Duration::from_millis(TTL_MS as u64);
+        let mut sm = StateMachine::open(&cfg).expect("open");
+        apply_all(&mut sm, &setup(), 10).await;
+        let mut index = 2;
+        let mut revision = 2;
+        // (client, id) → (time, value, revision) of its answer.
+        let mut model: HashMap<(String, u64), (i64, String, u64)> = HashMap::new();
+        let mut ever = std::collections::HashSet::new();
+        let mut next_id: HashMap<String, u64> = HashMap::new();
+        let mut now = 10_000i64;
+        let (mut deduplicated, mut reused, mut expired_retries) = (0, 0, 0);
+        for step in 0..1_500 {
+            now += rng.gen_range(0..25);
+            if rng.gen_ratio(1, 20) {
+                now -= rng.gen_range(0..300);
+            }
+            let client = format!("c{}", rng.gen_range(0..3));
+            let next = next_id.entry(client.clone()).or_insert(1);
+            let id = match rng.gen_range(0..10) {
+                // An earlier id: a retry, or one written out of order.
+                0..=2 => rng.gen_range(next.saturating_sub(80).max(1)..=*next),
+                3 => {
+                    *next += rng.gen_range(1..100);
+                    *next
+                }
+                _ => {
+                    *next += 1;
+                    *next
+                }
+            };
+            // Format 1: each entry first removes every record its cutoff passed.
+            model.retain(|_, (t, _, _)| *t >= now - TTL_MS);
+            let known = model.get(&(client.clone(), id)).cloned();
+            let expired = ever.contains(&(client.clone(), id)) && known.is_none();
+            let value = match &known {
+                Some((_, v, _)) if rng.gen_ratio(4, 5) => v.clone(),
+                _ => format!(r#"{{"s":{step}}}"#),
+            };
+            let req = Request {
+                format: ENTRY_FORMAT_VERSION,
+                client_id: client.clone(),
+                request_id: id,
+                author: "alice".into(),
+                time_ms: now,
+                message: String::new(),
+                command: put("pay/prod/a", &value, None),
+            };
+            index += 1;
+            if rng.gen_ratio(1, 20) {
+                sm.hints.clear();
+            }
+            let answer = only(
+                sm.apply(vec![entry_of(index, vec![req])])
+                    .await
+                    .expect("apply"),
+            );
+            let context = format!("seed {seed} step {step}: {client} id {id} at {now}");
+            match known {
+                Some((_, recorded, rev)) if recorded == value => {
+                    let a = answer.outcome.expect(&context);
+                    assert!(a.deduplicated, "{context}: a retry within the TTL");
+                    assert_eq!(a.revision, rev, "{context}: the original answer");
+                    deduplicated += 1;
+                }
+                Some(_) => {
+                    assert!(
+                        matches!(answer.outcome, Err(Rejection::RequestIdReused { .. })),
+                        "{context}: a reused id within the TTL: {answer:?}"
+                    );
+                    reused += 1;
+                }
+                None => {
+                    let a = answer.outcome.expect(&context);
+                    revision += 1;
+                    assert!(!a.deduplicated, "{context}: new, or its record expired");
+                    assert_eq!(a.revision, revision, "{context}");
+                    if expired {
+                        expired_retries += 1;
+                    }
+                    ever.insert((client.clone(), id));
+                    model.insert((client, id), (now, value, revision));
+                }
+            }
+        }
+        assert!(
+            deduplicated > 20 && reused > 5 && expired_retries > 5,
+            "seed {seed}: the run exercised every case: {deduplicated} retries, \
+             {reused} reused ids, {expired_retries} retries after the TTL"
+        );
+    }
+}
+
+/// A state of format 2 written back in format 1 (a `q/` key and an `x/`
+/// entry per record): what a data directory or a snapshot of the previous
+/// build holds.
+fn downgrade_to_v1(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (key, value) in pairs {
+        if let Some((client, _)) = keys::dedup_block_parts(&key) {
+            let block: dedup::DedupBlock = decode(&value).expect("a block");
+            for (id, record) in block.records() {
+                let mut legacy = keys::LEGACY_DEDUP_PREFIX.to_vec();
+                legacy.extend_from_slice(client.as_bytes());
+                legacy.push(0);
+                legacy.extend_from_slice(&id.to_be_bytes());
+                out.push((keys::dedup_expiry(record.time_ms, &legacy), encode(&())));
+                out.push((legacy, encode(record)));
+            }
+        } else if key == keys::META_FORMAT {
+            out.push((key, encode(&1u16)));
+        } else if !key.starts_with(keys::DEDUP_EXPIRY_PREFIX) {
+            out.push((key, value));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The previous build's state (format 1: a key per write id) is upgraded
+/// when a node opens its data directory, and when a snapshot of it is
+/// installed: the state is then key by key what this build writes, and
+/// retries of writes recorded before the upgrade still get their first
+/// answers.
+#[tokio::test]
+async fn a_format_1_state_and_snapshot_upgrade_and_keep_every_answer() {
+    let mut cmds = setup();
+    for i in 0..70u64 {
+        cmds.push(put(
+            &format!("pay/prod/n{}", i % 4),
+            &format!(r#"{{"i":{i}}}"#),
+            None,
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    let answers = apply_all(&mut sm, &cmds, 7).await;
+    let state: Vec<(Vec<u8>, Vec<u8>)> = sm
+        .shared
+        .store
+        .all()
+        .expect("state")
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    drop(sm);
+    let old = downgrade_to_v1(state.clone());
+    assert!(
+        old.iter().any(|(k, _)| k.starts_with(b"q/")),
+        "format 1 keys"
+    );
+
+    // A data directory of format 1.
+    {
+        let db = sled::Config::new()
+            .path(dir.path().join("state"))
+            .open()
+            .expect("sled");
+        let tree = db.open_tree("state").expect("tree");
+        tree.clear().expect("clear");
+        for (k, v) in &old {
+            tree.insert(k.as_slice(), v.as_slice()).expect("insert");
+        }
+        tree.flush().expect("flush");
+    }
+    // A snapshot of format 1.
+    let file = snapshot::from_bytes(&snap.snapshot.into_inner()).expect("snapshot");
+    let old_snapshot = snapshot::to_bytes(&SnapshotFile {
+        format: 1,
+        meta: file.meta.clone(),
+        pairs: downgrade_to_v1(file.pairs),
+    });
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut installed = open(dir2.path());
+    installed
+        .install_snapshot(&file.meta, Box::new(Cursor::new(old_snapshot)))
+        .await
+        .expect("install a format 1 snapshot");
+    let mut reopened = open(dir.path());
+    for sm in [&mut reopened, &mut installed] {
+        let now: Vec<(Vec<u8>, Vec<u8>)> = sm
+            .shared
+            .store
+            .all()
+            .expect("state")
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(now, state, "upgraded key by key to what this build wrote");
+        // Retries of the first and the last write: their first answers.
+        let last = cmds.len() as u64;
+        for (n, id) in [(last + 1, 3), (last + 2, last)] {
+            let retry = request(id, cmds[id as usize - 1].clone(), id);
+            let r = only(
+                sm.apply(vec![entry_of(n, vec![retry])])
+                    .await
+                    .expect("apply"),
+            );
+            assert_eq!(
+                r.outcome,
+                answers[id as usize - 1]
+                    .outcome
+                    .clone()
+                    .map(|a| crate::command::Applied {
+                        deduplicated: true,
+                        ..a
+                    })
+            );
+        }
+    }
+}
