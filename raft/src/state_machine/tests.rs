@@ -1300,6 +1300,14 @@ async fn dedup_blocks_answer_as_one_record_per_id_with_its_own_expiry() {
     }
 }
 
+/// Every pair of the state machine's state, sorted by key.
+fn pairs(sm: &StateMachine) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let all = sm.shared.store.all().expect("state");
+    all.into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
 /// A state of format 2 written back in format 1 (a `q/` key and an `x/`
 /// entry per record): what a data directory or a snapshot of the previous
 /// build holds.
@@ -1344,14 +1352,7 @@ async fn a_format_1_state_and_snapshot_upgrade_and_keep_every_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = open(dir.path());
     let answers = apply_all(&mut sm, &cmds, 7).await;
-    let state: Vec<(Vec<u8>, Vec<u8>)> = sm
-        .shared
-        .store
-        .all()
-        .expect("state")
-        .into_iter()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect();
+    let state = pairs(&sm);
     let snap = sm
         .get_snapshot_builder()
         .await
@@ -1393,15 +1394,11 @@ async fn a_format_1_state_and_snapshot_upgrade_and_keep_every_answer() {
         .expect("install a format 1 snapshot");
     let mut reopened = open(dir.path());
     for sm in [&mut reopened, &mut installed] {
-        let now: Vec<(Vec<u8>, Vec<u8>)> = sm
-            .shared
-            .store
-            .all()
-            .expect("state")
-            .into_iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        assert_eq!(now, state, "upgraded key by key to what this build wrote");
+        assert_eq!(
+            pairs(sm),
+            state,
+            "upgraded key by key to what this build wrote"
+        );
         // Retries of the first and the last write: their first answers.
         let last = cmds.len() as u64;
         for (n, id) in [(last + 1, 3), (last + 2, last)] {
