@@ -1342,13 +1342,8 @@ fn downgrade_to_v1(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
 #[tokio::test]
 async fn a_format_1_state_and_snapshot_upgrade_and_keep_every_answer() {
     let mut cmds = setup();
-    for i in 0..70u64 {
-        cmds.push(put(
-            &format!("pay/prod/n{}", i % 4),
-            &format!(r#"{{"i":{i}}}"#),
-            None,
-        ));
-    }
+    // Four namespaces, 70 writes: blocks 0, 1 and 2 of client c1.
+    cmds.extend((0..70u64).map(|i| put(&format!("pay/prod/n{}", i % 4), "{}", None)));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = open(dir.path());
     let answers = apply_all(&mut sm, &cmds, 7).await;
