@@ -155,9 +155,9 @@ impl RecentIds {
         in_window && id > self.seen_from && !self.bit(id)
     }
 
-    /// Whether no id from `id` on has a record.
-    fn none_from(&self, id: u64) -> bool {
-        id > self.highest
+    /// Whether none of `ids` certainly has a record.
+    fn none_in(&self, mut ids: std::ops::RangeInclusive<u64>) -> bool {
+        ids.all(|id| self.is_new(id))
     }
 
     /// Notes that `id` now has a record.
@@ -1459,15 +1459,17 @@ impl<'a> ApplyCtx<'a> {
         let key = keys::dedup_block(client_id, number);
         let time_ms = record.time_ms;
         if self.hints.block(client_id, number).is_none() {
-            // A block above every id the client has recorded does not exist
-            // yet: no lookup (each waits for sled while the state writer
-            // applies its batch).
-            let above = self
+            // A block none of whose ids has a record does not exist: no
+            // lookup (one waits for sled while the state writer applies its
+            // batch). Ids from a client with many writes in flight can reach
+            // a block after ids of the next one.
+            let first = number * BLOCK_IDS;
+            let unrecorded = self
                 .hints
                 .dedup_ids
                 .get(client_id)
-                .is_some_and(|ids| ids.none_from(number * BLOCK_IDS));
-            let stored = if above {
+                .is_some_and(|ids| ids.none_in(first..=first + (BLOCK_IDS - 1)));
+            let stored = if unrecorded {
                 None
             } else {
                 self.get::<DedupBlock>(&key)?
