@@ -212,6 +212,15 @@ async fn retries_are_deduplicated_and_reused_ids_refused() {
     let reused = entry(5, put("pay/prod/a", r#"{"v":2}"#, None), 42);
     let r3 = only(sm.apply(vec![reused]).await.expect("apply"));
     assert!(matches!(r3.outcome, Err(Rejection::RequestIdReused { .. })));
+    // What the proposer asks before it refuses a retry itself.
+    let view = sm.view();
+    assert!(view.write_recorded("c1", 42).expect("read"));
+    for (client, id) in [("c1", 43), ("c1", 41), ("c2", 42), ("c1", 0)] {
+        assert!(
+            !view.write_recorded(client, id).expect("read"),
+            "{client} {id}"
+        );
+    }
 }
 
 #[tokio::test]
