@@ -116,6 +116,22 @@ async fn once(client: &Client, op: Op, path: &str, doc: &Value) -> Result<()> {
     Ok(())
 }
 
+/// [`document`] as canonical JSON text, made without building the `Value`
+/// (the compare step hands raftconf's client a ready text, as etcd's driver
+/// gets ready bytes).
+pub fn document_text(bytes: usize, seq: u64) -> String {
+    let head = r#"{"feature_flags":{"dark_mode":false,"new_pricing":true},"pad":""#;
+    let tail = format!(
+        r#"","pool":{{"max":32,"min":4}},"retries":3,"seq":{seq},"service":"checkout","timeout_ms":250}}"#
+    );
+    let pad = bytes.saturating_sub(head.len() + tail.len());
+    let mut text = String::with_capacity(head.len() + pad + tail.len());
+    text.push_str(head);
+    text.extend(std::iter::repeat_n('x', pad));
+    text.push_str(&tail);
+    text
+}
+
 /// A configuration-like document of about `bytes` bytes of JSON (exactly,
 /// unless the fixed fields alone are longer). `seq` makes each one differ.
 pub fn document(bytes: usize, seq: u64) -> Value {
@@ -141,6 +157,13 @@ mod tests {
     fn documents_have_the_asked_size() {
         for seq in [0, 7, 123_456_789] {
             assert_eq!(document(200, seq).to_string().len(), 200);
+        }
+        for (bytes, seq) in [(256, 0), (256, 7), (200, 123_456_789), (10, 1)] {
+            assert_eq!(
+                document_text(bytes, seq),
+                document(bytes, seq).to_string(),
+                "{bytes} bytes, seq {seq}"
+            );
         }
         let tiny = document(10, 1);
         assert_eq!(tiny["pad"], "");

@@ -2,7 +2,8 @@
 //! connection to either system, [`Sub`] one subscription.
 //!
 //! raftconf is driven through its client library (`raftconf-client`), as a
-//! service would use it. etcd is driven through a tonic client generated from
+//! service would use it; writes hand it a ready JSON text (`put_text`), as
+//! the etcd driver hands its client ready bytes. etcd is driven through a tonic client generated from
 //! `proto/etcd/kv.proto`: the same HTTP/2 stack, one channel per connection,
 //! no retries, no balancer. Keys and values are the same size on both: a
 //! raftconf namespace holds a JSON document of [`VALUE_BYTES`] bytes, an etcd
@@ -11,13 +12,13 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use raftconf_client::{Client, ClientOptions, WatchEvent, WatchStream};
+use raftconf_client::{Client, ClientOptions, Format, PutOptions, WatchEvent, WatchStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::systems::System;
-use crate::load::document;
+use crate::load::document_text;
 
 /// The generated etcd v3 client (package `etcdserverpb`).
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
@@ -65,9 +66,9 @@ impl Conn {
         match self {
             Conn::Raftconf(client) => {
                 let path = raftconf_path(key);
-                let doc = document(VALUE_BYTES, seq);
+                let doc = document_text(VALUE_BYTES, seq);
                 Ok(client
-                    .put(&path, &doc)
+                    .put_text(&path, &doc, Format::Json, PutOptions::default())
                     .await
                     .with_context(|| format!("raftconf put {path}"))?
                     .revision)
@@ -303,6 +304,6 @@ mod tests {
     fn values_have_the_same_size_on_both_systems() {
         assert_eq!(etcd_value(7).len(), VALUE_BYTES);
         assert_ne!(etcd_value(7), etcd_value(8));
-        assert_eq!(document(VALUE_BYTES, 7).to_string().len(), VALUE_BYTES);
+        assert_eq!(document_text(VALUE_BYTES, 7).len(), VALUE_BYTES);
     }
 }
