@@ -3,11 +3,11 @@
 //!
 //! raftconf is driven through its client library (`raftconf-client`), as a
 //! service would use it; writes hand it a ready JSON text (`put_text`), as
-//! the etcd driver hands its client ready bytes. etcd is driven through a tonic client generated from
-//! `proto/etcd/kv.proto`: the same HTTP/2 stack, one channel per connection,
-//! no retries, no balancer. Keys and values are the same size on both: a
-//! raftconf namespace holds a JSON document of [`VALUE_BYTES`] bytes, an etcd
-//! key a value of as many bytes.
+//! the etcd driver hands its client ready bytes. etcd is driven through a
+//! tonic client generated from `proto/etcd/kv.proto`: the same HTTP/2 stack,
+//! one channel per connection, no retries, no balancer. Keys and values are
+//! the same size on both: a raftconf namespace holds a JSON document of
+//! [`VALUE_BYTES`] bytes, an etcd key a value of as many bytes.
 
 use std::time::Duration;
 
