@@ -38,7 +38,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     config.compile_fds(fds)?;
+    watch_server();
     Ok(())
+}
+
+/// The server side of `raftconf.v1.Watch` once more, generated from this
+/// description instead of the proto: the same routes and messages on the
+/// wire, but its responses are `crate::codec::WatchReply`, which may carry a
+/// response already encoded (see `src/codec.rs`). The proto's generated
+/// client and server stay as they are.
+fn watch_server() {
+    use tonic_prost_build::manual::{Builder, Method, Service};
+    let service = Service::builder()
+        .name("Watch")
+        .package("raftconf.v1")
+        .method(
+            Method::builder()
+                .name("watch")
+                .route_name("Watch")
+                .input_type("crate::v1::WatchRequest")
+                .output_type("crate::codec::WatchReply")
+                .codec_path("crate::codec::WatchCodec")
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .method(
+            Method::builder()
+                .name("clients")
+                .route_name("Clients")
+                .input_type("crate::v1::ClientsRequest")
+                .output_type("crate::v1::ClientsResponse")
+                .codec_path("crate::codec::SlimCodec")
+                .build(),
+        )
+        .build();
+    Builder::new().build_client(false).compile(&[service]);
 }
 
 /// Request fields that name things, and the rule of `src/validate.rs` each follows.

@@ -9,7 +9,9 @@
 
 use std::marker::PhantomData;
 
-use tonic::codec::{BufferSettings, Codec};
+use prost::bytes::BufMut;
+use prost::Message;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// Starting size of a stream's encode and decode buffers.
@@ -47,5 +49,132 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         ProstDecoder::new(BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD))
+    }
+}
+
+/// A `WatchResponse` as the server sends it: a message built for one
+/// subscriber, or the bytes of one encoded once and shared by every
+/// subscriber it goes to unchanged (a write's event to 10,000 subscribers is
+/// then converted and encoded once, and each subscriber's queue holds a
+/// reference, not a copy). On the wire the two are the same.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchReply {
+    /// Encoded when it is sent.
+    Message(crate::v1::WatchResponse),
+    /// Already encoded: a `WatchResponse`'s bytes.
+    Encoded(prost::bytes::Bytes),
+}
+
+impl WatchReply {
+    /// A reply that is encoded once, here, and can be cloned for free.
+    pub fn encoded(response: &crate::v1::WatchResponse) -> WatchReply {
+        WatchReply::Encoded(response.encode_to_vec().into())
+    }
+
+    /// The message this reply carries (decoding the shared bytes).
+    pub fn to_message(&self) -> Result<crate::v1::WatchResponse, prost::DecodeError> {
+        match self {
+            WatchReply::Message(m) => Ok(m.clone()),
+            WatchReply::Encoded(bytes) => crate::v1::WatchResponse::decode(bytes.clone()),
+        }
+    }
+}
+
+/// The codec of [`crate::shared_watch`]: encodes [`WatchReply`]s (copying
+/// the shared bytes of an encoded one), decodes `WatchRequest`s, with the
+/// small starting buffers of [`SlimCodec`].
+#[derive(Debug, Clone, Default)]
+pub struct WatchCodec;
+
+impl Codec for WatchCodec {
+    type Encode = WatchReply;
+    type Decode = crate::v1::WatchRequest;
+    type Encoder = WatchReplyEncoder;
+    type Decoder = ProstDecoder<crate::v1::WatchRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WatchReplyEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD))
+    }
+}
+
+/// Writes a [`WatchReply`] into the stream's buffer.
+#[derive(Debug, Clone, Default)]
+pub struct WatchReplyEncoder;
+
+impl Encoder for WatchReplyEncoder {
+    type Item = WatchReply;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: WatchReply, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        write_reply(item, dst)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD)
+    }
+}
+
+/// Writes `reply`'s wire bytes to `dst`, which grows as needed.
+fn write_reply(reply: WatchReply, dst: &mut impl BufMut) -> Result<(), tonic::Status> {
+    match reply {
+        WatchReply::Message(m) => m
+            .encode(dst)
+            .map_err(|e| tonic::Status::internal(format!("encoding a watch response: {e}"))),
+        WatchReply::Encoded(bytes) => {
+            dst.put_slice(&bytes);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1 as pb;
+
+    fn response() -> pb::WatchResponse {
+        pb::WatchResponse {
+            header: Some(pb::ResponseHeader {
+                cluster_id: "c".into(),
+                revision: 9,
+                node_id: 2,
+                leader_id: 1,
+                term: 3,
+                leader_addr: "127.0.0.1:7070".into(),
+            }),
+            event: Some(pb::watch_response::Event::Change(pb::ChangeEvent {
+                revision: 9,
+                changes: vec![pb::Change {
+                    kind: pb::ChangeKind::Put as i32,
+                    path: "t/e/n".into(),
+                    version: 4,
+                    value: r#"{"a":1}"#.into(),
+                }],
+                author: "ops".into(),
+                time_ms: 1_700_000_000_000,
+                message: "why".into(),
+            })),
+        }
+    }
+
+    /// What the codec writes for a reply (tonic adds the 5-byte gRPC prefix).
+    fn written(reply: WatchReply) -> Vec<u8> {
+        let mut buf = Vec::new();
+        write_reply(reply, &mut buf).expect("encodes");
+        buf
+    }
+
+    #[test]
+    fn a_shared_reply_is_the_message_on_the_wire() {
+        let message = response();
+        let expected = message.encode_to_vec();
+        assert_eq!(written(WatchReply::Message(message.clone())), expected);
+        let shared = WatchReply::encoded(&message);
+        assert_eq!(written(shared.clone()), expected);
+        assert_eq!(shared.to_message().expect("decodes"), message);
     }
 }

@@ -22,6 +22,13 @@ pub mod internal {
 
 pub mod codec;
 
+/// The server side of `raftconf.v1.Watch` with [`codec::WatchReply`]
+/// responses: the same wire messages as [`v1::watch_server`], with room for
+/// a response encoded once and sent to many subscribers.
+pub mod shared_watch {
+    include!(concat!(env!("OUT_DIR"), "/raftconf.v1.Watch.rs"));
+}
+
 #[cfg(feature = "validate")]
 pub mod validate;
 

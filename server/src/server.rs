@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use raftconf_api::internal::raft_peer_server::RaftPeerServer;
+use raftconf_api::shared_watch::watch_server::WatchServer;
 use raftconf_api::v1::admin_server::AdminServer;
 use raftconf_api::v1::cluster_server::ClusterServer;
 use raftconf_api::v1::config_server::ConfigServer;
 use raftconf_api::v1::schema_server::SchemaServer;
-use raftconf_api::v1::watch_server::WatchServer;
 use raftconf_raft::{NodeConfig, NodeId, NodeInfo, RaftNode};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};

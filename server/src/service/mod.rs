@@ -27,6 +27,7 @@ pub mod config;
 pub mod peer;
 pub mod pump_group;
 pub mod schema;
+pub mod shared_events;
 pub mod watch;
 
 use std::sync::Arc;

@@ -3,7 +3,9 @@
 //! The first client message must be a `Subscribe`. Then two futures run per
 //! stream: a *pump* that takes items from the node's [`Subscription`] and
 //! queues `WatchResponse`s into a bounded channel (run with the other pumps
-//! of the same client connection, see [`super::pump_group`]), and a *reader*
+//! of the same client connection, see [`super::pump_group`]; a write's event
+//! is encoded once for all its subscribers, see [`super::shared_events`]),
+//! and a *reader*
 //! task that records the client's acks and refusals in the
 //! [`crate::delivery::DeliveryRegistry`].
 //!
@@ -20,10 +22,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
+use raftconf_api::codec::WatchReply;
+use raftconf_api::shared_watch::watch_server::Watch;
 use raftconf_api::v1 as pb;
 use raftconf_api::v1::watch_request::Request as Incoming;
 use raftconf_api::v1::watch_response::Event;
-use raftconf_api::v1::watch_server::Watch;
 use raftconf_raft::model::WatchItem;
 use raftconf_raft::Subscription;
 use raftconf_schema::Target;
@@ -35,6 +38,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::clients;
 use super::pump_group::PumpGroups;
+use super::shared_events::SharedEvents;
 use super::ServiceContext;
 use crate::convert;
 use crate::delivery::{DeliveryRegistry, Refused, SubscriptionId};
@@ -51,6 +55,7 @@ pub const MAX_WATCH_TARGETS: usize = 1000;
 pub struct WatchService {
     ctx: Arc<ServiceContext>,
     pumps: Arc<PumpGroups>,
+    shared: Arc<SharedEvents>,
 }
 
 impl WatchService {
@@ -59,6 +64,7 @@ impl WatchService {
         WatchService {
             ctx,
             pumps: Arc::default(),
+            shared: Arc::default(),
         }
     }
 
@@ -136,6 +142,7 @@ impl WatchService {
             peer,
             Box::pin(pump(
                 Arc::clone(&self.ctx),
+                Arc::clone(&self.shared),
                 subscription,
                 tx,
                 end_tx,
@@ -201,26 +208,23 @@ pub fn parse_targets(paths: &[String]) -> Result<Vec<Target>, ApiError> {
 /// everything once it is sent (`None` for a snapshot chunk that is not the last).
 #[derive(Debug)]
 pub struct Outgoing {
-    response: pb::WatchResponse,
+    response: WatchReply,
     completes: Option<u64>,
 }
 
 /// Turns one subscription item into the responses that carry it.
-fn outgoing(ctx: &ServiceContext, item: WatchItem) -> Vec<Outgoing> {
+fn outgoing(ctx: &ServiceContext, shared: &SharedEvents, item: WatchItem) -> Vec<Outgoing> {
     let header = || Some(ctx.current_header());
     match item {
         WatchItem::Change(ev) => vec![Outgoing {
-            response: pb::WatchResponse {
-                header: header(),
-                event: Some(Event::Change(convert::change_event(&ev))),
-            },
+            response: shared.reply(&ev, || ctx.current_header()),
             completes: Some(ev.revision),
         }],
         WatchItem::Progress(revision) => vec![Outgoing {
-            response: pb::WatchResponse {
+            response: WatchReply::Message(pb::WatchResponse {
                 header: header(),
                 event: Some(Event::Progress(pb::ProgressEvent { revision })),
-            },
+            }),
             completes: Some(revision),
         }],
         WatchItem::Snapshot {
@@ -238,7 +242,7 @@ fn outgoing(ctx: &ServiceContext, item: WatchItem) -> Vec<Outgoing> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, entries)| Outgoing {
-                    response: pb::WatchResponse {
+                    response: WatchReply::Message(pb::WatchResponse {
                         header: header(),
                         event: Some(Event::Snapshot(pb::SnapshotEvent {
                             revision,
@@ -246,7 +250,7 @@ fn outgoing(ctx: &ServiceContext, item: WatchItem) -> Vec<Outgoing> {
                             last_chunk: i == last,
                             reason: reason.to_string(),
                         })),
-                    },
+                    }),
                     completes: (i == last).then_some(revision),
                 })
                 .collect()
@@ -283,6 +287,7 @@ pub fn chunk_entries(
 /// Feeds the subscriber: subscription items → responses → the bounded queue.
 async fn pump(
     ctx: Arc<ServiceContext>,
+    shared: Arc<SharedEvents>,
     mut sub: Subscription,
     tx: mpsc::Sender<Outgoing>,
     end: oneshot::Sender<WatchEnd>,
@@ -319,7 +324,7 @@ async fn pump(
                 break Some(WatchEnd::Failed(s.code(), s.message().to_string()));
             }
         };
-        for out in outgoing(&ctx, item) {
+        for out in outgoing(&ctx, &shared, item) {
             // Room in the queue is the usual case: no timer for it.
             let out = match tx.try_send(out) {
                 Ok(()) => continue,
@@ -426,7 +431,7 @@ impl OutboundStream {
         }
     }
 
-    fn finish(&mut self, reason: WatchEnd) -> Poll<Option<Result<pb::WatchResponse, Status>>> {
+    fn finish(&mut self, reason: WatchEnd) -> Poll<Option<Result<WatchReply, Status>>> {
         self.done = true;
         // What is still queued is dropped: the resume revision says where to
         // continue, and a slow subscriber should not get more first.
@@ -454,7 +459,7 @@ impl OutboundStream {
 }
 
 impl Stream for OutboundStream {
-    type Item = Result<pb::WatchResponse, Status>;
+    type Item = Result<WatchReply, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -523,10 +528,10 @@ mod tests {
 
     fn change(revision: u64) -> Outgoing {
         Outgoing {
-            response: pb::WatchResponse {
+            response: WatchReply::Message(pb::WatchResponse {
                 header: None,
                 event: Some(Event::Progress(pb::ProgressEvent { revision })),
-            },
+            }),
             completes: Some(revision),
         }
     }
@@ -553,7 +558,7 @@ mod tests {
         tx.send(change(7)).await.expect("queued");
         let first = out.next().await.expect("an item").expect("ok");
         assert!(matches!(
-            first.event,
+            first.to_message().expect("decodes").event,
             Some(Event::Progress(pb::ProgressEvent { revision: 5 }))
         ));
         // The pump gives up: what is still queued is dropped.
