@@ -52,7 +52,7 @@ impl SharedEvents {
         };
         // Only this subscriber holds it: nobody else can ask for it.
         if Arc::strong_count(event) == 1 {
-            return WatchReply::Message(response);
+            return WatchReply::message(response);
         }
         let reply = WatchReply::encoded(&response);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());

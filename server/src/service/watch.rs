@@ -221,7 +221,7 @@ fn outgoing(ctx: &ServiceContext, shared: &SharedEvents, item: WatchItem) -> Vec
             completes: Some(ev.revision),
         }],
         WatchItem::Progress(revision) => vec![Outgoing {
-            response: WatchReply::Message(pb::WatchResponse {
+            response: WatchReply::message(pb::WatchResponse {
                 header: header(),
                 event: Some(Event::Progress(pb::ProgressEvent { revision })),
             }),
@@ -242,7 +242,7 @@ fn outgoing(ctx: &ServiceContext, shared: &SharedEvents, item: WatchItem) -> Vec
                 .into_iter()
                 .enumerate()
                 .map(|(i, entries)| Outgoing {
-                    response: WatchReply::Message(pb::WatchResponse {
+                    response: WatchReply::message(pb::WatchResponse {
                         header: header(),
                         event: Some(Event::Snapshot(pb::SnapshotEvent {
                             revision,
@@ -528,7 +528,7 @@ mod tests {
 
     fn change(revision: u64) -> Outgoing {
         Outgoing {
-            response: WatchReply::Message(pb::WatchResponse {
+            response: WatchReply::message(pb::WatchResponse {
                 header: None,
                 event: Some(Event::Progress(pb::ProgressEvent { revision })),
             }),
@@ -597,6 +597,17 @@ mod tests {
         drop(tx);
         assert!(out.next().await.expect("the queued item").is_ok());
         assert!(out.next().await.is_none());
+    }
+
+    /// tokio's bounded channel allocates its slots 32 at a time, the first
+    /// 32 when it opens: every idle subscription holds that many of these.
+    #[test]
+    fn a_queued_response_is_small() {
+        let size = std::mem::size_of::<Outgoing>();
+        assert!(
+            size <= 64,
+            "Outgoing is {size} bytes: 32 of them per subscriber"
+        );
     }
 
     #[test]
