@@ -87,6 +87,15 @@ async fn apply_all(sm: &mut StateMachine, commands: &[Command], batch: usize) ->
     apply_grouped(sm, commands, batch, 1).await
 }
 
+/// A snapshot of `sm`'s state as it is now, built as openraft builds one.
+async fn build_snapshot(sm: &mut StateMachine) -> openraft::Snapshot<TypeConfig> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build")
+}
+
 /// Applies commands `per_entry` to an entry (one proposal), `batch` entries per apply call.
 async fn apply_grouped(
     sm: &mut StateMachine,
@@ -256,12 +265,7 @@ async fn snapshot_round_trip_restores_everything() {
     let mut cmds = setup();
     cmds.push(put("pay/prod/a", r#"{"v":1}"#, None));
     apply_all(&mut sm, &cmds, 10).await;
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snap = build_snapshot(&mut sm).await;
     let digest = sm.view().state_digest().expect("digest");
 
     let dir2 = tempfile::tempdir().expect("tempdir");
@@ -1357,12 +1361,7 @@ async fn a_format_1_state_and_snapshot_upgrade_and_keep_every_answer() {
     let mut sm = open(dir.path());
     let answers = apply_all(&mut sm, &cmds, 7).await;
     let state = pairs(&sm);
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snap = build_snapshot(&mut sm).await;
     drop(sm);
     let old = downgrade_to_v1(state.clone());
     assert!(
