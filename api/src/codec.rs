@@ -78,6 +78,37 @@ impl WatchReply {
         WatchReply::Encoded(response.encode_to_vec().into())
     }
 
+    /// This reply addressed to `watch_ids` on a stream of several watches
+    /// (`WatchResponse.watch_ids`). Shared bytes are copied once with the ids
+    /// appended: protobuf merges a repeated field written after the rest.
+    pub fn for_watches(self, watch_ids: &[u64]) -> WatchReply {
+        if watch_ids.is_empty() {
+            return self;
+        }
+        match self {
+            WatchReply::Message(mut m) => {
+                m.watch_ids.extend_from_slice(watch_ids);
+                WatchReply::Message(m)
+            }
+            WatchReply::Encoded(bytes) => {
+                let mut out = Vec::with_capacity(bytes.len() + 4 + 10 * watch_ids.len());
+                out.extend_from_slice(&bytes);
+                prost::encoding::uint64::encode_packed(WATCH_IDS_FIELD, watch_ids, &mut out);
+                WatchReply::Encoded(out.into())
+            }
+        }
+    }
+
+    /// Whether both are the same shared bytes (one event encoded once).
+    pub fn same_shared_bytes(&self, other: &WatchReply) -> bool {
+        match (self, other) {
+            (WatchReply::Encoded(a), WatchReply::Encoded(b)) => {
+                a.as_ptr() == b.as_ptr() && a.len() == b.len()
+            }
+            _ => false,
+        }
+    }
+
     /// The message this reply carries (decoding the shared bytes).
     pub fn to_message(&self) -> Result<crate::v1::WatchResponse, prost::DecodeError> {
         match self {
@@ -86,6 +117,9 @@ impl WatchReply {
         }
     }
 }
+
+/// The field number of `WatchResponse.watch_ids` (a test checks it).
+const WATCH_IDS_FIELD: u32 = 6;
 
 /// The codec of [`crate::shared_watch`]: encodes [`WatchReply`]s (copying
 /// the shared bytes of an encoded one), decodes `WatchRequest`s, with the
@@ -165,6 +199,7 @@ mod tests {
                 time_ms: 1_700_000_000_000,
                 message: "why".into(),
             })),
+            watch_ids: Vec::new(),
         }
     }
 
@@ -183,5 +218,25 @@ mod tests {
         let shared = WatchReply::encoded(&message);
         assert_eq!(written(shared.clone()), expected);
         assert_eq!(shared.to_message().expect("decodes"), message);
+    }
+
+    #[test]
+    fn watch_ids_appended_to_shared_bytes_decode_as_the_field() {
+        let message = response();
+        let shared = WatchReply::encoded(&message);
+        let mut expected = message.clone();
+        expected.watch_ids = vec![3, 1, 300];
+        let addressed = shared.clone().for_watches(&[3, 1, 300]);
+        assert_eq!(addressed.to_message().expect("decodes"), expected);
+        assert_eq!(
+            WatchReply::message(message.clone())
+                .for_watches(&[3, 1, 300])
+                .to_message()
+                .expect("decodes"),
+            expected
+        );
+        assert_eq!(shared.clone().for_watches(&[]), shared);
+        assert!(shared.same_shared_bytes(&shared.clone()));
+        assert!(!shared.same_shared_bytes(&WatchReply::encoded(&message)));
     }
 }

@@ -289,6 +289,7 @@ impl WatchTask {
             start_revision: start,
             client_id: self.client.client_id().to_string(),
             labels: options.labels.clone().into_iter().collect(),
+            watch_id: 0,
         };
         let _ = out_tx.try_send(request(pb::watch_request::Request::Subscribe(subscribe)));
         // What was acknowledged, including an ack still waiting to be sent.
@@ -301,6 +302,7 @@ impl WatchTask {
                 revision: *revision,
                 path: path.clone(),
                 reasons: reasons.clone(),
+                watch_id: 0,
             };
             let _ = out_tx.try_send(request(pb::watch_request::Request::Refusal(refusal)));
         }
@@ -434,6 +436,7 @@ impl WatchTask {
                     revision,
                     path,
                     reasons,
+                    watch_id: 0,
                 };
                 if out
                     .try_send(request(pb::watch_request::Request::Refusal(refusal)))
@@ -454,7 +457,10 @@ impl WatchTask {
 
     /// Queues an ack of `revision`; it counts as sent once queued.
     fn send_ack(&mut self, out: &mpsc::Sender<pb::WatchRequest>, revision: u64) {
-        let ack = pb::Ack { revision };
+        let ack = pb::Ack {
+            revision,
+            watch_id: 0,
+        };
         if out
             .try_send(request(pb::watch_request::Request::Ack(ack)))
             .is_ok()
@@ -520,6 +526,13 @@ pub(crate) fn decode(
         Event::Progress(p) => Some(WatchEvent::Progress {
             revision: p.revision,
         }),
+        // Only a stream of several watches has these; this one has one.
+        Event::Canceled(c) => {
+            return Err(format!(
+                "the server canceled the watch (code {}): {}",
+                c.code, c.message
+            ))
+        }
     })
 }
 
@@ -631,6 +644,7 @@ mod tests {
         pb::WatchResponse {
             header: None,
             event: Some(event),
+            watch_ids: Vec::new(),
         }
     }
 
@@ -681,6 +695,7 @@ mod tests {
         let unknown = pb::WatchResponse {
             header: None,
             event: None,
+            watch_ids: Vec::new(),
         };
         assert_eq!(decode(unknown, &mut SnapshotAssembler::default()), Ok(None));
     }

@@ -281,28 +281,39 @@ fn state_error(e: raftconf_raft::Error) -> (Code, String) {
 
 /// The status that ends a watch stream, naming the revision to resume from.
 pub fn watch_end(reason: WatchEnd, resume_from: u64, header: &ResponseHeader) -> Status {
-    let (code, message) = match reason {
-        WatchEnd::TooSlow => (
-            Code::ResourceExhausted,
-            format!("subscriber too slow; resume from revision {resume_from}"),
-        ),
-        WatchEnd::LeaderLost => (
-            Code::Unavailable,
-            format!(
-                "this node has lost its leader; resume from revision {resume_from} on another node"
-            ),
-        ),
-        WatchEnd::ShuttingDown => (
-            Code::Unavailable,
-            format!("node is shutting down; resume from revision {resume_from} on another node"),
-        ),
-        WatchEnd::Failed(code, m) => (code, format!("{m}; resume from revision {resume_from}")),
-    };
+    let (code, message) = watch_end_reason(reason, &format!("revision {resume_from}"));
     let mut status = Status::new(code, message);
     let md = status.metadata_mut();
     put_header(md, header);
     put(md, metadata::RESUME_REVISION, &resume_from.to_string());
     status
+}
+
+/// The status that ends a stream of several watches: each resumes after the
+/// last revision it received.
+pub fn watches_end(reason: WatchEnd, header: &ResponseHeader) -> Status {
+    let (code, message) = watch_end_reason(reason, "each watch's last revision received + 1");
+    let mut status = Status::new(code, message);
+    put_header(status.metadata_mut(), header);
+    status
+}
+
+fn watch_end_reason(reason: WatchEnd, resume: &str) -> (Code, String) {
+    match reason {
+        WatchEnd::TooSlow => (
+            Code::ResourceExhausted,
+            format!("subscriber too slow; resume from {resume}"),
+        ),
+        WatchEnd::LeaderLost => (
+            Code::Unavailable,
+            format!("this node has lost its leader; resume from {resume} on another node"),
+        ),
+        WatchEnd::ShuttingDown => (
+            Code::Unavailable,
+            format!("node is shutting down; resume from {resume} on another node"),
+        ),
+        WatchEnd::Failed(code, m) => (code, format!("{m}; resume from {resume}")),
+    }
 }
 
 /// Mirrors a response header into metadata.

@@ -252,7 +252,10 @@ async fn watch_starts_with_a_snapshot_and_ends_unavailable_on_shutdown() {
         .await
         .expect("put");
 
-    let ack = pb::watch_request::Request::Ack(pb::Ack { revision: 1 });
+    let ack = pb::watch_request::Request::Ack(pb::Ack {
+        revision: 1,
+        watch_id: 0,
+    });
     let refused = subscribe(&channel, ack).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
 
@@ -521,4 +524,243 @@ async fn bad_names_in_requests_are_refused_naming_each() {
         .into_inner();
     assert_eq!(tenants.tenants.len(), 1, "nothing created");
     server.shutdown().await;
+}
+
+/// The next message of `stream`, within the deadline.
+async fn next_message(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("a message")
+}
+
+fn subscribe_watch(id: u64, path: &str, start_revision: u64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request: Some(pb::watch_request::Request::Subscribe(pb::Subscribe {
+            paths: vec![path.into()],
+            start_revision,
+            client_id: format!("watch-{id}"),
+            watch_id: id,
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_watches_share_one_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    let mut config = ConfigClient::new(channel.clone());
+    let first = config
+        .put(put("pay/prod/a", "{\"x\":1}", None))
+        .await
+        .expect("put")
+        .into_inner()
+        .revision;
+
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(subscribe_watch(1, "pay/prod/a", 0))
+        .await
+        .expect("queued");
+    let mut stream = WatchClient::new(channel.clone())
+        .watch(ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    tx.send(subscribe_watch(2, "pay/prod/", 0))
+        .await
+        .expect("queued");
+    tx.send(subscribe_watch(3, "Pay/prod/", 0))
+        .await
+        .expect("queued");
+    tx.send(subscribe_watch(4, "pay/prod/", first + 1000))
+        .await
+        .expect("queued");
+
+    // Each watch answers for itself: two snapshots, two refusals.
+    let mut snapshots = Vec::new();
+    let mut canceled = Vec::new();
+    while snapshots.len() + canceled.len() < 4 {
+        let m = next_message(&mut stream).await;
+        match m.event {
+            Some(Event::Snapshot(s)) => snapshots.push((m.watch_ids, s.entries.len())),
+            Some(Event::Canceled(c)) => canceled.push((m.watch_ids, c.code)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    snapshots.sort();
+    canceled.sort();
+    assert_eq!(snapshots, [(vec![1], 1), (vec![2], 1)]);
+    assert_eq!(
+        canceled,
+        [
+            (vec![3], Code::InvalidArgument as i32),
+            (vec![4], Code::OutOfRange as i32)
+        ]
+    );
+
+    // A write both watches cover reaches each once, in order; one of the
+    // same connection's pumps queues it as the other's shared bytes, and
+    // then it goes out once for both.
+    let mut merged = 0;
+    let mut last = [first, first];
+    for i in 0..20 {
+        let revision = config
+            .put(put("pay/prod/a", &format!("{{\"x\":{i}}}"), None))
+            .await
+            .expect("put")
+            .into_inner()
+            .revision;
+        while last != [revision, revision] {
+            let m = next_message(&mut stream).await;
+            let Some(Event::Change(c)) = m.event else {
+                continue; // progress
+            };
+            if m.watch_ids.len() == 2 {
+                merged += 1;
+            }
+            for id in m.watch_ids {
+                let seen = &mut last[id as usize - 1];
+                assert_eq!(c.revision, revision, "watch {id} after {seen}");
+                *seen = c.revision;
+            }
+        }
+    }
+    assert!(merged > 0, "no event went out once for both watches");
+
+    // A write only the prefix covers goes to watch 2 alone.
+    let b = config
+        .put(put("pay/prod/b", "{\"y\":2}", None))
+        .await
+        .expect("put")
+        .into_inner()
+        .revision;
+    let m = loop {
+        let m = next_message(&mut stream).await;
+        if matches!(m.event, Some(Event::Change(_))) {
+            break m;
+        }
+    };
+    assert_eq!(m.watch_ids, [2]);
+
+    // Acks are recorded for the watch they name.
+    tx.send(pb::WatchRequest {
+        request: Some(pb::watch_request::Request::Ack(pb::Ack {
+            revision: b,
+            watch_id: 2,
+        })),
+    })
+    .await
+    .expect("queued");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut watch = WatchClient::new(channel.clone());
+    loop {
+        let report = watch
+            .clients(pb::ClientsRequest {
+                path: "pay/prod/b".into(),
+                local_only: true,
+            })
+            .await
+            .expect("clients")
+            .into_inner();
+        let acked: Vec<(String, u64)> = report
+            .subscribers
+            .iter()
+            .map(|s| (s.client_id.clone(), s.applied_revision))
+            .collect();
+        if acked.contains(&("watch-2".to_string(), b)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{acked:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A canceled watch says so and gets nothing more; the other runs on.
+    tx.send(pb::WatchRequest {
+        request: Some(pb::watch_request::Request::Cancel(pb::Cancel {
+            watch_id: 1,
+        })),
+    })
+    .await
+    .expect("queued");
+    let m = loop {
+        let m = next_message(&mut stream).await;
+        if !matches!(m.event, Some(Event::Progress(_))) {
+            break m;
+        }
+    };
+    assert_eq!(m.watch_ids, [1]);
+    assert!(
+        matches!(&m.event, Some(Event::Canceled(c)) if c.code == 0),
+        "{m:?}"
+    );
+    let after = config
+        .put(put("pay/prod/a", "{\"x\":99}", None))
+        .await
+        .expect("put")
+        .into_inner()
+        .revision;
+    let m = loop {
+        let m = next_message(&mut stream).await;
+        if matches!(m.event, Some(Event::Change(_))) {
+            break m;
+        }
+    };
+    assert_eq!(m.watch_ids, [2]);
+    assert!(matches!(m.event, Some(Event::Change(c)) if c.revision == after));
+
+    // A watch id used again ends the stream: the client lost track of them.
+    tx.send(subscribe_watch(1, "pay/prod/", 0))
+        .await
+        .expect("queued");
+    let end = loop {
+        match tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("the stream ends in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+    assert!(end.message().contains("watch id 1 "), "{}", end.message());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_of_several_watches_ends_unavailable_on_shutdown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(subscribe_watch(7, "pay/prod/", 0))
+        .await
+        .expect("queued");
+    let mut stream = WatchClient::new(channel.clone())
+        .watch(ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let m = next_message(&mut stream).await;
+    assert_eq!(m.watch_ids, [7]);
+    assert!(matches!(m.event, Some(Event::Snapshot(_))), "{m:?}");
+    let shutdown = tokio::spawn(server.shutdown());
+    let end = loop {
+        match tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("the stream ends in time")
+        {
+            Ok(Some(_progress)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains("each watch"), "{}", end.message());
+    assert_eq!(md(&end, metadata::RESUME_REVISION), None);
+    shutdown.await.expect("shutdown completes");
+    drop(tx);
 }

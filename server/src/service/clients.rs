@@ -137,6 +137,7 @@ fn row(s: Subscriber, path: &NsPath, node_id: u64) -> pb::SubscriberInfo {
         revision: r.revision,
         path: r.path.clone(),
         reasons: r.reasons.clone(),
+        watch_id: 0,
     });
     pb::SubscriberInfo {
         client_id: s.client_id,
@@ -226,6 +227,7 @@ mod tests {
             revision: 11,
             path: "t/e/x".into(),
             reasons: vec![],
+            watch_id: 0,
         });
         assert_eq!(state_of(&r, 11), "refusing");
         r.applied_revision = 12;

@@ -49,6 +49,7 @@ impl SharedEvents {
             event: Some(pb::watch_response::Event::Change(
                 crate::convert::change_event(event),
             )),
+            watch_ids: Vec::new(),
         };
         // Only this subscriber holds it: nobody else can ask for it.
         if Arc::strong_count(event) == 1 {

@@ -1,24 +1,28 @@
-//! The `Watch` service: one bidirectional stream per subscriber.
+//! The `Watch` service: one bidirectional stream per subscriber, carrying
+//! one watch or several.
 //!
-//! The first client message must be a `Subscribe`. Then two futures run per
-//! stream: a *pump* that takes items from the node's [`Subscription`] and
-//! queues `WatchResponse`s into a bounded channel (run with the other pumps
+//! The first client message must be a `Subscribe`. Each watch has a *pump*
+//! that takes items from the node's [`Subscription`] and queues
+//! `WatchResponse`s into the watch's bounded channel (run with the other pumps
 //! of the same client connection, see [`super::pump_group`]; a write's event
-//! is encoded once for all its subscribers, see [`super::shared_events`]),
-//! and a *reader*
-//! task that records the client's acks and refusals in the
-//! [`crate::delivery::DeliveryRegistry`].
+//! is encoded once for all its subscribers, see [`super::shared_events`]).
+//! A *reader* task records the client's acks and refusals in the
+//! [`crate::delivery::DeliveryRegistry`] and, on a stream of several watches,
+//! starts and cancels them as the client asks.
 //!
-//! The response stream ([`OutboundStream`]) tracks how far the subscriber has
-//! been served, so that when the server ends the stream — the subscriber did
-//! not drain it within the send timeout (`RESOURCE_EXHAUSTED`), the node shuts
-//! down (`UNAVAILABLE`) — the final status names the revision to resume from.
+//! The response stream ([`OutboundStream`]) takes the watches' queues in turn.
+//! On a stream of several it sends an event that several of its watches have
+//! queued (the same shared bytes) once, with all their ids. It tracks how far
+//! a single watch has been served, so that when the server ends the stream —
+//! the subscriber did not drain it within the send timeout
+//! (`RESOURCE_EXHAUSTED`), the node shuts down (`UNAVAILABLE`) — the final
+//! status names the revision to resume from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -32,8 +36,8 @@ use raftconf_raft::Subscription;
 use raftconf_schema::Target;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::task::AbortHandle;
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info, instrument, warn};
 
 use super::clients;
@@ -50,21 +54,38 @@ pub const SNAPSHOT_CHUNK_ENTRIES: usize = 1000;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 2 * 1024 * 1024;
 /// Most paths and prefixes in one `Subscribe`.
 pub const MAX_WATCH_TARGETS: usize = 1000;
+/// Most watches running at once on one stream.
+pub const MAX_WATCHES_PER_STREAM: usize = 10_000;
 
 /// The `raftconf.v1.Watch` service.
 pub struct WatchService {
+    starter: Arc<Starter>,
+}
+
+/// Starts watches: what every stream of the service shares.
+struct Starter {
     ctx: Arc<ServiceContext>,
     pumps: Arc<PumpGroups>,
     shared: Arc<SharedEvents>,
+}
+
+/// A watch that runs: its queue and end for the response stream, and what
+/// the reader needs to record its reports and cancel it.
+struct Started {
+    slot: Slot,
+    delivery: SubscriptionId,
+    cancel: oneshot::Sender<()>,
 }
 
 impl WatchService {
     /// A service over `ctx`.
     pub fn new(ctx: Arc<ServiceContext>) -> Self {
         WatchService {
-            ctx,
-            pumps: Arc::default(),
-            shared: Arc::default(),
+            starter: Arc::new(Starter {
+                ctx,
+                pumps: Arc::default(),
+                shared: Arc::default(),
+            }),
         }
     }
 
@@ -94,6 +115,56 @@ impl WatchService {
                 )))
             }
         };
+        let ctx = &self.starter.ctx;
+        let header: HeaderFn = {
+            let ctx = Arc::clone(ctx);
+            Arc::new(move || ctx.current_header())
+        };
+        if sub.watch_id != 0 {
+            // A stream of several watches: the reader starts them all,
+            // this first one included, and reports failures per watch.
+            let (joins_tx, joins_rx) = mpsc::unbounded_channel();
+            let reader = tokio::spawn(serve_several(
+                Arc::clone(&self.starter),
+                peer,
+                sub,
+                inbound,
+                joins_tx,
+            ));
+            return Ok(OutboundStream::several(
+                joins_rx,
+                header,
+                reader.abort_handle(),
+            ));
+        }
+        let start_revision = sub.start_revision;
+        let client_id = sub.client_id.clone();
+        let started = self.starter.start(peer, sub).await?;
+        // The single watch is never canceled but by the stream's end.
+        let Started { slot, delivery, .. } = started;
+        let reader = tokio::spawn(read_reports(
+            Arc::clone(&ctx.delivery),
+            inbound,
+            delivery,
+            client_id,
+        ));
+        Ok(OutboundStream::single(
+            slot,
+            start_revision,
+            header,
+            reader.abort_handle(),
+        ))
+    }
+}
+
+impl Starter {
+    /// Checks `sub`, subscribes to the node's state, registers the watch for
+    /// delivery tracking and starts its pump.
+    async fn start(
+        &self,
+        peer: Option<SocketAddr>,
+        sub: pb::Subscribe,
+    ) -> Result<Started, ApiError> {
         let targets = parse_targets(&sub.paths)?;
         // The leader knows the newest revision (once it has applied what is
         // committed): beyond it + 1 is out of range at once. Any other node
@@ -120,24 +191,20 @@ impl WatchService {
             .await?;
         debug!(
             client_id = %sub.client_id,
+            watch_id = sub.watch_id,
             paths = ?sub.paths,
             start_revision = sub.start_revision,
             "watch subscribed"
         );
         let labels: BTreeMap<String, String> = sub.labels.into_iter().collect();
-        let id = self
+        let delivery = self
             .ctx
             .delivery
             .subscribed(&sub.client_id, labels, sub.paths.clone());
 
         let (tx, rx) = mpsc::channel(self.ctx.settings.watch_queue.max(1));
         let (end_tx, end_rx) = oneshot::channel();
-        let reader = tokio::spawn(read_reports(
-            Arc::clone(&self.ctx.delivery),
-            inbound,
-            id,
-            sub.client_id.clone(),
-        ));
+        let (cancel_tx, cancel_rx) = oneshot::channel();
         self.pumps.spawn(
             peer,
             Box::pin(pump(
@@ -146,17 +213,15 @@ impl WatchService {
                 subscription,
                 tx,
                 end_tx,
-                reader,
-                (id, sub.client_id),
+                cancel_rx,
+                (delivery, sub.client_id),
             )),
         );
-        let ctx = Arc::clone(&self.ctx);
-        Ok(OutboundStream::new(
-            rx,
-            end_rx,
-            sub.start_revision,
-            Arc::new(move || ctx.current_header()),
-        ))
+        Ok(Started {
+            slot: Slot::new(sub.watch_id, rx, end_rx),
+            delivery,
+            cancel: cancel_tx,
+        })
     }
 }
 
@@ -170,7 +235,8 @@ impl Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let peer = request.remote_addr();
-        self.ctx
+        self.starter
+            .ctx
             .respond(self.subscribe(peer, request.into_inner()).await)
     }
 
@@ -179,8 +245,8 @@ impl Watch for WatchService {
         &self,
         request: Request<pb::ClientsRequest>,
     ) -> Result<Response<pb::ClientsResponse>, Status> {
-        self.ctx
-            .respond(clients::clients(&self.ctx, request.into_inner()).await)
+        let ctx = &self.starter.ctx;
+        ctx.respond(clients::clients(ctx, request.into_inner()).await)
     }
 }
 
@@ -224,6 +290,7 @@ fn outgoing(ctx: &ServiceContext, shared: &SharedEvents, item: WatchItem) -> Vec
             response: WatchReply::message(pb::WatchResponse {
                 header: header(),
                 event: Some(Event::Progress(pb::ProgressEvent { revision })),
+                watch_ids: Vec::new(),
             }),
             completes: Some(revision),
         }],
@@ -250,6 +317,7 @@ fn outgoing(ctx: &ServiceContext, shared: &SharedEvents, item: WatchItem) -> Vec
                             last_chunk: i == last,
                             reason: reason.to_string(),
                         })),
+                        watch_ids: Vec::new(),
                     }),
                     completes: (i == last).then_some(revision),
                 })
@@ -291,7 +359,7 @@ async fn pump(
     mut sub: Subscription,
     tx: mpsc::Sender<Outgoing>,
     end: oneshot::Sender<WatchEnd>,
-    reader: JoinHandle<()>,
+    cancel: oneshot::Receiver<()>,
     (id, client_id): (SubscriptionId, String),
 ) {
     let send_timeout = ctx.settings.watch_send_timeout;
@@ -307,6 +375,8 @@ async fn pump(
             Ok(_) = leader_lost.wait_for(|lost| *lost) => Some(WatchEnd::LeaderLost),
             // The client went away.
             () = tx.closed() => None,
+            // The client canceled this watch (a dropped sender cancels nothing).
+            Ok(()) = cancel => None,
         }
     };
     tokio::pin!(ended);
@@ -351,10 +421,10 @@ async fn pump(
     if let Some(reason) = reason {
         let _ = end.send(reason);
     }
-    reader.abort();
 }
 
-/// Records what the subscriber reports until its side of the stream ends.
+/// Records what the subscriber of a single watch reports until its side of
+/// the stream ends.
 async fn read_reports(
     delivery: Arc<DeliveryRegistry>,
     mut inbound: Streaming<pb::WatchRequest>,
@@ -364,29 +434,13 @@ async fn read_reports(
     loop {
         match inbound.message().await {
             Ok(Some(pb::WatchRequest { request: Some(r) })) => match r {
-                Incoming::Ack(a) => {
-                    debug!(%client_id, revision = a.revision, "watch ack");
-                    delivery.acked(id, a.revision);
-                }
-                Incoming::Refusal(r) => {
-                    info!(
-                        %client_id,
-                        revision = r.revision,
-                        path = %r.path,
-                        reasons = ?r.reasons,
-                        "subscriber refused a document"
-                    );
-                    delivery.refused(
-                        id,
-                        Refused {
-                            revision: r.revision,
-                            path: r.path,
-                            reasons: r.reasons,
-                        },
-                    );
-                }
+                Incoming::Ack(a) => record_ack(&delivery, id, &client_id, a.revision),
+                Incoming::Refusal(r) => record_refusal(&delivery, id, &client_id, r),
                 Incoming::Subscribe(_) => {
-                    debug!(%client_id, "a second Subscribe on one stream is ignored");
+                    debug!(%client_id, "a second Subscribe on a stream of one watch is ignored");
+                }
+                Incoming::Cancel(_) => {
+                    debug!(%client_id, "a Cancel on a stream of one watch is ignored");
                 }
             },
             Ok(Some(pb::WatchRequest { request: None })) => {}
@@ -399,15 +453,304 @@ async fn read_reports(
     }
 }
 
-/// The response stream of one watch: the queued responses, then, if the
-/// server ended the watch, a status naming the revision to resume from.
-pub struct OutboundStream {
+fn record_ack(delivery: &DeliveryRegistry, id: SubscriptionId, client_id: &str, revision: u64) {
+    debug!(%client_id, revision, "watch ack");
+    delivery.acked(id, revision);
+}
+
+fn record_refusal(
+    delivery: &DeliveryRegistry,
+    id: SubscriptionId,
+    client_id: &str,
+    r: pb::Refusal,
+) {
+    info!(
+        %client_id,
+        revision = r.revision,
+        path = %r.path,
+        reasons = ?r.reasons,
+        "subscriber refused a document"
+    );
+    delivery.refused(
+        id,
+        Refused {
+            revision: r.revision,
+            path: r.path,
+            reasons: r.reasons,
+        },
+    );
+}
+
+/// One watch of a stream of several, as the reader knows it.
+enum Known {
+    /// Being started; `canceled` once the client canceled it meanwhile.
+    Starting { canceled: bool },
+    /// Running until `cancel` is used or its pump ends (then it is closed).
+    Running {
+        delivery: SubscriptionId,
+        cancel: oneshot::Sender<()>,
+    },
+}
+
+impl Known {
+    /// Whether its pump may still run (it is being started, or its pump has
+    /// not ended).
+    fn may_run(&self) -> bool {
+        match self {
+            Known::Starting { .. } => true,
+            Known::Running { cancel, .. } => !cancel.is_closed(),
+        }
+    }
+}
+
+/// The watches of one stream of several, shared by its reader and the tasks
+/// starting its watches.
+#[derive(Default)]
+struct WatchTable {
+    /// By id, the ones that may run.
+    known: HashMap<u64, Known>,
+    /// The highest id a `Subscribe` used: ids are never used twice, so
+    /// nothing sent for an old watch can be taken for a new one's.
+    highest: u64,
+}
+
+type Watches = Arc<Mutex<WatchTable>>;
+
+fn lock(watches: &Watches) -> std::sync::MutexGuard<'_, WatchTable> {
+    // Nothing here is left half-changed by a panic.
+    watches.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The reader of a stream of several watches: starts each `Subscribe`'s
+/// watch (in a task of its own, so that one waiting for this node to catch
+/// up holds up nothing else), records acks and refusals by watch, and
+/// cancels watches, until the client's side of the stream ends.
+async fn serve_several(
+    starter: Arc<Starter>,
+    peer: Option<SocketAddr>,
+    first: pb::Subscribe,
+    mut inbound: Streaming<pb::WatchRequest>,
+    joins: mpsc::UnboundedSender<Join>,
+) {
+    let client_id = first.client_id.clone();
+    let watches: Watches = Arc::default();
+    let delivery = Arc::clone(&starter.ctx.delivery);
+    let mut next = Some(first);
+    loop {
+        let request = match next.take() {
+            Some(sub) => Incoming::Subscribe(sub),
+            None => match inbound.message().await {
+                Ok(Some(pb::WatchRequest { request: Some(r) })) => r,
+                Ok(Some(pb::WatchRequest { request: None })) => continue,
+                Ok(None) => break,
+                Err(status) => {
+                    debug!(%client_id, %status, "watch request stream ended");
+                    break;
+                }
+            },
+        };
+        match request {
+            Incoming::Subscribe(sub) => {
+                let id = sub.watch_id;
+                match admit(&watches, id) {
+                    Ok(()) => {}
+                    Err(NotAdmitted::Watch(status)) => {
+                        let _ = joins.send(Join::Canceled(id, status));
+                        continue;
+                    }
+                    // The client misuses ids: nothing it is told about one
+                    // watch could be trusted, so the stream ends.
+                    Err(NotAdmitted::Stream(status)) => {
+                        let _ = joins.send(Join::End(status));
+                        break;
+                    }
+                }
+                let (starter, watches, joins) =
+                    (Arc::clone(&starter), Arc::clone(&watches), joins.clone());
+                tokio::spawn(async move {
+                    let started = starter.start(peer, sub).await;
+                    let known = &mut lock(&watches).known;
+                    let canceled =
+                        matches!(known.get(&id), Some(Known::Starting { canceled: true }));
+                    match started {
+                        Err(e) => {
+                            known.remove(&id);
+                            let _ = joins.send(Join::Canceled(id, starter.ctx.status(e)));
+                        }
+                        Ok(started) if canceled => {
+                            // Dropping `started` ends its pump.
+                            known.remove(&id);
+                            drop(started);
+                            let _ = joins.send(Join::Canceled(id, canceled_by_client()));
+                        }
+                        Ok(Started {
+                            slot,
+                            delivery,
+                            cancel,
+                        }) => {
+                            known.insert(id, Known::Running { delivery, cancel });
+                            let _ = joins.send(Join::Watch(slot));
+                        }
+                    }
+                });
+            }
+            Incoming::Ack(a) => {
+                if let Some(Known::Running { delivery: d, .. }) =
+                    lock(&watches).known.get(&a.watch_id)
+                {
+                    record_ack(&delivery, *d, &client_id, a.revision);
+                }
+            }
+            Incoming::Refusal(r) => {
+                let running = match lock(&watches).known.get(&r.watch_id) {
+                    Some(Known::Running { delivery: d, .. }) => Some(*d),
+                    _ => None,
+                };
+                if let Some(d) = running {
+                    record_refusal(&delivery, d, &client_id, r);
+                }
+            }
+            Incoming::Cancel(c) => {
+                let known = &mut lock(&watches).known;
+                match known.remove(&c.watch_id) {
+                    // Its queue closes; the response stream then says so.
+                    Some(Known::Running { cancel, .. }) if !cancel.is_closed() => {
+                        let _ = cancel.send(());
+                    }
+                    Some(Known::Starting { .. }) => {
+                        known.insert(c.watch_id, Known::Starting { canceled: true });
+                    }
+                    // Ended already, or never known: say so all the same.
+                    _ => {
+                        let _ = joins.send(Join::Canceled(c.watch_id, canceled_by_client()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a `Subscribe` on a stream of several cannot start its watch.
+enum NotAdmitted {
+    /// This watch is refused; the others run on.
+    Watch(Status),
+    /// The client misuses watch ids: the stream ends.
+    Stream(Status),
+}
+
+/// Whether a `Subscribe` may start watch `id` on a stream of several; if
+/// so it is recorded as being started.
+fn admit(watches: &Watches, id: u64) -> Result<(), NotAdmitted> {
+    if id == 0 {
+        return Err(NotAdmitted::Stream(Status::invalid_argument(
+            "on a stream of several watches every Subscribe needs a watch_id other than 0",
+        )));
+    }
+    let mut table = lock(watches);
+    if id <= table.highest {
+        return Err(NotAdmitted::Stream(Status::failed_precondition(format!(
+            "watch id {id} is not higher than every watch id before it on this stream ({})",
+            table.highest
+        ))));
+    }
+    table.known.retain(|_, w| w.may_run());
+    if table.known.len() >= MAX_WATCHES_PER_STREAM {
+        return Err(NotAdmitted::Watch(Status::resource_exhausted(format!(
+            "this stream already runs {MAX_WATCHES_PER_STREAM} watches, the most one may"
+        ))));
+    }
+    table.highest = id;
+    table.known.insert(id, Known::Starting { canceled: false });
+    Ok(())
+}
+
+fn canceled_by_client() -> Status {
+    Status::new(Code::Ok, "canceled by the client")
+}
+
+/// What the reader of a stream of several watches hands its response stream.
+pub enum Join {
+    /// A watch that runs.
+    Watch(Slot),
+    /// A watch that will get nothing more (or was never started), and why.
+    Canceled(u64, Status),
+    /// The stream ends with this status.
+    End(Status),
+}
+
+/// One watch's queue, as the response stream takes from it.
+pub struct Slot {
+    id: u64,
     rx: mpsc::Receiver<Outgoing>,
+    /// Why the pump ended the stream, if it did; `None` once it ended
+    /// without a reason.
     end: Option<oneshot::Receiver<WatchEnd>>,
-    /// The start revision that continues exactly after what was handed out.
+    /// The response taken from `rx` and not sent yet.
+    next: Option<Outgoing>,
+    /// `rx` is closed and empty.
+    drained: bool,
+}
+
+impl Slot {
+    /// Watch `id`'s queue, ended by what `end` reports.
+    pub fn new(id: u64, rx: mpsc::Receiver<Outgoing>, end: oneshot::Receiver<WatchEnd>) -> Self {
+        Slot {
+            id,
+            rx,
+            end: Some(end),
+            next: None,
+            drained: false,
+        }
+    }
+
+    /// The reason the pump gave for ending the stream, once it gave one.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Option<WatchEnd> {
+        let end = self.end.as_mut()?;
+        match Pin::new(end).poll(cx) {
+            Poll::Ready(Ok(reason)) => Some(reason),
+            Poll::Ready(Err(_)) => {
+                // The pump ended without a reason: the client went away or
+                // canceled the watch.
+                self.end = None;
+                None
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    /// Takes the next queued response into `next` if there is none there.
+    fn fill(&mut self, cx: &mut Context<'_>) {
+        if self.next.is_some() || self.drained {
+            return;
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(out)) => self.next = Some(out),
+            Poll::Ready(None) => self.drained = true,
+            Poll::Pending => {}
+        }
+    }
+}
+
+/// The response stream of one watch stream: the watches' queued responses,
+/// then, if the server ended the stream, a status (naming the revision to
+/// resume from, for a single watch).
+pub struct OutboundStream {
+    slots: Vec<Slot>,
+    /// The watches that start later and the ones that end, on a stream of
+    /// several; `None` for a single watch, or once the reader ended.
+    joins: Option<mpsc::UnboundedReceiver<Join>>,
+    several: bool,
+    /// `canceled` responses to send before anything else.
+    notices: VecDeque<WatchReply>,
+    /// The slot to look at first, so that every watch gets its turn.
+    turn: usize,
+    /// For a single watch, the start revision that continues exactly after
+    /// what was handed out.
     resume_from: u64,
     /// The header of the final status, as of when it is sent.
     header: HeaderFn,
+    /// The stream's reader, stopped when the stream ends.
+    reader: AbortHandle,
     done: bool,
 }
 
@@ -415,46 +758,192 @@ pub struct OutboundStream {
 pub type HeaderFn = Arc<dyn Fn() -> pb::ResponseHeader + Send + Sync>;
 
 impl OutboundStream {
-    /// A stream of what `rx` carries, ended by what `end` reports.
-    pub fn new(
-        rx: mpsc::Receiver<Outgoing>,
-        end: oneshot::Receiver<WatchEnd>,
-        start_revision: u64,
-        header: HeaderFn,
-    ) -> Self {
+    /// The stream of a single watch.
+    pub fn single(slot: Slot, start_revision: u64, header: HeaderFn, reader: AbortHandle) -> Self {
         OutboundStream {
-            rx,
-            end: Some(end),
+            slots: vec![slot],
+            joins: None,
+            several: false,
+            notices: VecDeque::new(),
+            turn: 0,
             resume_from: start_revision,
             header,
+            reader,
             done: false,
         }
     }
 
-    fn finish(&mut self, reason: WatchEnd) -> Poll<Option<Result<WatchReply, Status>>> {
-        self.done = true;
-        // What is still queued is dropped: the resume revision says where to
-        // continue, and a slow subscriber should not get more first.
-        self.rx.close();
-        let header = (self.header)();
-        Poll::Ready(Some(Err(status::watch_end(
-            reason,
-            self.resume_from,
-            &header,
-        ))))
+    /// A stream of several watches, which `joins` brings as they start.
+    pub fn several(
+        joins: mpsc::UnboundedReceiver<Join>,
+        header: HeaderFn,
+        reader: AbortHandle,
+    ) -> Self {
+        OutboundStream {
+            slots: Vec::new(),
+            joins: Some(joins),
+            several: true,
+            notices: VecDeque::new(),
+            turn: 0,
+            resume_from: 0,
+            header,
+            reader,
+            done: false,
+        }
     }
 
-    fn poll_end(&mut self, cx: &mut Context<'_>) -> Option<WatchEnd> {
-        let end = self.end.as_mut()?;
-        match Pin::new(end).poll(cx) {
-            Poll::Ready(Ok(reason)) => Some(reason),
-            Poll::Ready(Err(_)) => {
-                // The pump ended without a reason: the client went away.
-                self.end = None;
+    /// Ends the stream: what is still queued is dropped (the resume revision
+    /// says where to continue, and a slow subscriber should not get more
+    /// first), and the reader stops.
+    fn stop(&mut self) {
+        self.done = true;
+        for slot in &mut self.slots {
+            slot.rx.close();
+        }
+        self.reader.abort();
+    }
+
+    fn finish(&mut self, reason: WatchEnd) -> Poll<Option<Result<WatchReply, Status>>> {
+        self.stop();
+        let header = (self.header)();
+        let status = if self.several {
+            status::watches_end(reason, &header)
+        } else {
+            status::watch_end(reason, self.resume_from, &header)
+        };
+        Poll::Ready(Some(Err(status)))
+    }
+
+    /// Slot `k`'s pump ended for `reason`: on a stream of several, a watch
+    /// that failed is canceled alone (`None`); anything else ends the stream.
+    fn ended(
+        &mut self,
+        k: usize,
+        reason: WatchEnd,
+    ) -> Option<Poll<Option<Result<WatchReply, Status>>>> {
+        match reason {
+            WatchEnd::Failed(code, message) if self.several => {
+                let slot = self.slots.swap_remove(k);
+                let notice = self.canceled(slot.id, &Status::new(code, message));
+                self.notices.push_back(notice);
                 None
             }
-            Poll::Pending => None,
+            reason => Some(self.finish(reason)),
         }
+    }
+
+    /// A `canceled` response for watch `id`.
+    fn canceled(&self, id: u64, status: &Status) -> WatchReply {
+        canceled(&self.header, id, status)
+    }
+}
+
+/// A `canceled` response for watch `id`.
+fn canceled(header: &HeaderFn, id: u64, status: &Status) -> WatchReply {
+    WatchReply::message(pb::WatchResponse {
+        header: Some(header()),
+        event: Some(Event::Canceled(pb::WatchCanceled {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        })),
+        watch_ids: vec![id],
+    })
+}
+
+impl OutboundStream {
+    /// Takes in the watches that started and the ones the reader refused;
+    /// `Some` if the reader ends the stream.
+    fn poll_joins(&mut self, cx: &mut Context<'_>) -> Option<Status> {
+        let joins = self.joins.as_mut()?;
+        loop {
+            match joins.poll_recv(cx) {
+                Poll::Ready(Some(Join::Watch(slot))) => self.slots.push(slot),
+                Poll::Ready(Some(Join::Canceled(id, status))) => {
+                    self.notices.push_back(canceled(&self.header, id, &status));
+                }
+                Poll::Ready(Some(Join::End(status))) => return Some(status),
+                Poll::Ready(None) => {
+                    // The reader ended (the client's side closed, or it
+                    // stopped): the watches that run go on.
+                    self.joins = None;
+                    return None;
+                }
+                Poll::Pending => return None,
+            }
+        }
+    }
+
+    /// The next response of the watches, in turn; one event that several
+    /// watches queued as the same shared bytes goes out once, for all of them.
+    fn poll_slots(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WatchReply, Status>>> {
+        for slot in &mut self.slots {
+            slot.fill(cx);
+        }
+        // Watches that ended: their queue is drained and their pump gone.
+        let mut i = 0;
+        while i < self.slots.len() {
+            let slot = &mut self.slots[i];
+            if !(slot.drained && slot.next.is_none()) {
+                i += 1;
+                continue;
+            }
+            // The pump sends its reason before it drops the queue.
+            if let Some(reason) = slot.poll_end(cx) {
+                match self.ended(i, reason) {
+                    Some(end) => return end,
+                    None => continue,
+                }
+            }
+            let slot = self.slots.swap_remove(i);
+            if !self.several {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            let notice = self.canceled(slot.id, &canceled_by_client());
+            self.notices.push_back(notice);
+        }
+        if let Some(notice) = self.notices.pop_front() {
+            return Poll::Ready(Some(Ok(notice)));
+        }
+        let count = self.slots.len();
+        let Some(first) = (0..count)
+            .map(|k| (self.turn + k) % count)
+            .find(|&k| self.slots[k].next.is_some())
+        else {
+            if self.several && self.joins.is_none() && self.slots.is_empty() {
+                // Nothing runs and nothing can start: the stream is over.
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            return Poll::Pending;
+        };
+        self.turn = (first + 1) % count;
+        let out = self.slots[first].next.take().expect("found with one");
+        if !self.several {
+            if let Some(r) = out.completes {
+                self.resume_from = r + 1;
+            }
+            return Poll::Ready(Some(Ok(out.response)));
+        }
+        let mut ids = vec![self.slots[first].id];
+        for (k, slot) in self.slots.iter_mut().enumerate() {
+            if k != first
+                && slot
+                    .next
+                    .as_ref()
+                    .is_some_and(|o| o.response.same_shared_bytes(&out.response))
+            {
+                slot.next = None;
+                ids.push(slot.id);
+            }
+        }
+        Poll::Ready(Some(Ok(out.response.for_watches(&ids))))
+    }
+}
+
+impl Drop for OutboundStream {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
@@ -466,26 +955,22 @@ impl Stream for OutboundStream {
         if this.done {
             return Poll::Ready(None);
         }
-        if let Some(reason) = this.poll_end(cx) {
-            return this.finish(reason);
-        }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(out)) => {
-                if let Some(r) = out.completes {
-                    this.resume_from = r + 1;
+        let mut k = 0;
+        while k < this.slots.len() {
+            match this.slots[k].poll_end(cx) {
+                Some(reason) => {
+                    if let Some(end) = this.ended(k, reason) {
+                        return end;
+                    }
                 }
-                Poll::Ready(Some(Ok(out.response)))
+                None => k += 1,
             }
-            Poll::Ready(None) => {
-                // The pump sends its reason before it drops the queue.
-                if let Some(reason) = this.poll_end(cx) {
-                    return this.finish(reason);
-                }
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
         }
+        if let Some(status) = this.poll_joins(cx) {
+            this.stop();
+            return Poll::Ready(Some(Err(status)));
+        }
+        this.poll_slots(cx)
     }
 }
 
@@ -531,9 +1016,26 @@ mod tests {
             response: WatchReply::message(pb::WatchResponse {
                 header: None,
                 event: Some(Event::Progress(pb::ProgressEvent { revision })),
+                watch_ids: Vec::new(),
             }),
             completes: Some(revision),
         }
+    }
+
+    /// A reader that does nothing, for the stream to stop.
+    fn idle_reader() -> AbortHandle {
+        tokio::spawn(std::future::pending::<()>()).abort_handle()
+    }
+
+    fn header() -> HeaderFn {
+        Arc::new(pb::ResponseHeader::default)
+    }
+
+    /// Watch `id`'s slot, with the ends the pump holds.
+    fn slot(id: u64) -> (mpsc::Sender<Outgoing>, oneshot::Sender<WatchEnd>, Slot) {
+        let (tx, rx) = mpsc::channel(8);
+        let (end_tx, end_rx) = oneshot::channel();
+        (tx, end_tx, Slot::new(id, rx, end_rx))
     }
 
     fn stream(
@@ -543,10 +1045,9 @@ mod tests {
         oneshot::Sender<WatchEnd>,
         OutboundStream,
     ) {
-        let (tx, rx) = mpsc::channel(8);
-        let (end_tx, end_rx) = oneshot::channel();
-        let header: HeaderFn = Arc::new(pb::ResponseHeader::default);
-        (tx, end_tx, OutboundStream::new(rx, end_rx, start, header))
+        let (tx, end_tx, slot) = slot(0);
+        let out = OutboundStream::single(slot, start, header(), idle_reader());
+        (tx, end_tx, out)
     }
 
     #[tokio::test]
@@ -596,6 +1097,180 @@ mod tests {
         drop(end);
         drop(tx);
         assert!(out.next().await.expect("the queued item").is_ok());
+        assert!(out.next().await.is_none());
+    }
+
+    fn shared(reply: &WatchReply, revision: u64) -> Outgoing {
+        Outgoing {
+            response: reply.clone(),
+            completes: Some(revision),
+        }
+    }
+
+    fn event(reply: &WatchReply) -> (Option<Event>, Vec<u64>) {
+        let m = reply.to_message().expect("decodes");
+        (m.event, m.watch_ids)
+    }
+
+    /// A stream of several watches, and the sender the reader would hold.
+    fn several() -> (mpsc::UnboundedSender<Join>, OutboundStream) {
+        let (joins_tx, joins_rx) = mpsc::unbounded_channel();
+        let out = OutboundStream::several(joins_rx, header(), idle_reader());
+        (joins_tx, out)
+    }
+
+    fn progress_event(revision: u64) -> pb::WatchResponse {
+        pb::WatchResponse {
+            header: None,
+            event: Some(Event::Progress(pb::ProgressEvent { revision })),
+            watch_ids: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_queued_by_several_watches_goes_out_once_with_their_ids() {
+        use futures::StreamExt;
+        let (joins, mut out) = several();
+        let (tx1, _end1, s1) = slot(1);
+        let (tx2, _end2, s2) = slot(2);
+        let (tx3, _end3, s3) = slot(3);
+        for s in [s1, s2, s3] {
+            joins.send(Join::Watch(s)).expect("stream alive");
+        }
+        let five = WatchReply::encoded(&progress_event(5));
+        // Equal, but encoded apart (a filtered part): not the same bytes.
+        let five_apart = WatchReply::encoded(&progress_event(5));
+        tx1.send(shared(&five, 5)).await.expect("queued");
+        tx2.send(shared(&five, 5)).await.expect("queued");
+        tx3.send(shared(&five_apart, 5)).await.expect("queued");
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            let reply = out.next().await.expect("an item").expect("ok");
+            sent.push(event(&reply).1);
+        }
+        sent.sort();
+        assert_eq!(sent, [vec![1, 2], vec![3]]);
+    }
+
+    #[tokio::test]
+    async fn every_watch_gets_its_turn_and_keeps_its_order() {
+        use futures::StreamExt;
+        let (joins, mut out) = several();
+        let (tx1, _end1, s1) = slot(1);
+        let (tx2, _end2, s2) = slot(2);
+        joins.send(Join::Watch(s1)).expect("stream alive");
+        joins.send(Join::Watch(s2)).expect("stream alive");
+        for r in 1..=3 {
+            tx1.send(change(r)).await.expect("queued");
+            tx2.send(change(10 + r)).await.expect("queued");
+        }
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            let reply = out.next().await.expect("an item").expect("ok");
+            let (Some(Event::Progress(p)), ids) = event(&reply) else {
+                panic!("a progress event")
+            };
+            order.push((ids, p.revision));
+        }
+        let first: Vec<u64> = order
+            .iter()
+            .filter(|(i, _)| i == &[1])
+            .map(|o| o.1)
+            .collect();
+        let second: Vec<u64> = order
+            .iter()
+            .filter(|(i, _)| i == &[2])
+            .map(|o| o.1)
+            .collect();
+        assert_eq!(first, [1, 2, 3]);
+        assert_eq!(second, [11, 12, 13]);
+        // In turn: neither watch waits for the other's queue to empty.
+        assert_ne!(order[0].0, order[1].0, "{order:?}");
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_ends_is_canceled_alone() {
+        use futures::StreamExt;
+        let (joins, mut out) = several();
+        let (tx1, end1, s1) = slot(1);
+        let (tx2, end2, s2) = slot(2);
+        let (tx3, _end3, s3) = slot(3);
+        for s in [s1, s2, s3] {
+            joins.send(Join::Watch(s)).expect("stream alive");
+        }
+        // Watch 1 canceled by the client: its pump ends without a reason.
+        drop((tx1, end1));
+        // Watch 2's subscription failed.
+        end2.send(WatchEnd::Failed(Code::Internal, "broken".into()))
+            .expect("stream alive");
+        drop(tx2);
+        // A Subscribe the reader refused.
+        joins
+            .send(Join::Canceled(9, Status::invalid_argument("bad path")))
+            .expect("stream alive");
+        let mut canceled = Vec::new();
+        for _ in 0..3 {
+            let reply = out.next().await.expect("an item").expect("ok");
+            match event(&reply) {
+                (Some(Event::Canceled(c)), ids) => canceled.push((ids, c.code, c.message)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        canceled.sort();
+        assert_eq!(
+            canceled,
+            [
+                (
+                    vec![1],
+                    Code::Ok as i32,
+                    "canceled by the client".to_string()
+                ),
+                (vec![2], Code::Internal as i32, "broken".to_string()),
+                (
+                    vec![9],
+                    Code::InvalidArgument as i32,
+                    "bad path".to_string()
+                ),
+            ]
+        );
+        // Watch 3 runs on.
+        tx3.send(change(4)).await.expect("queued");
+        let reply = out.next().await.expect("an item").expect("ok");
+        assert_eq!(event(&reply).1, [3]);
+    }
+
+    #[tokio::test]
+    async fn a_slow_watch_ends_the_stream_of_several() {
+        use futures::StreamExt;
+        let (joins, mut out) = several();
+        let (tx1, end1, s1) = slot(1);
+        let (_tx2, _end2, s2) = slot(2);
+        joins.send(Join::Watch(s1)).expect("stream alive");
+        joins.send(Join::Watch(s2)).expect("stream alive");
+        end1.send(WatchEnd::TooSlow).expect("stream alive");
+        drop(tx1);
+        let status = out.next().await.expect("a final status").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status
+                .message()
+                .contains("each watch's last revision received + 1"),
+            "{}",
+            status.message()
+        );
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_several_ends_when_nothing_runs_or_can_start() {
+        use futures::StreamExt;
+        let (joins, mut out) = several();
+        let (tx1, end1, s1) = slot(1);
+        joins.send(Join::Watch(s1)).expect("stream alive");
+        drop(joins);
+        drop((tx1, end1));
+        let reply = out.next().await.expect("the cancel").expect("ok");
+        assert!(matches!(event(&reply).0, Some(Event::Canceled(_))));
         assert!(out.next().await.is_none());
     }
 

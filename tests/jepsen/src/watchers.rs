@@ -111,6 +111,7 @@ async fn session_run(
             start_revision: from,
             client_id: format!("jepsen-watcher-{watcher}"),
             labels: Default::default(),
+            watch_id: 0,
         })),
     };
     if tx.send(subscribe).await.is_err() {
@@ -164,6 +165,10 @@ async fn session_run(
                     session,
                     revision: p.revision,
                 }
+            }
+            // Only on a stream of several watches; this one has one.
+            Some(pb::watch_response::Event::Canceled(c)) => {
+                return format!("canceled ({}): {}", c.code, c.message)
             }
             None => continue,
         };
@@ -227,6 +232,7 @@ pub async fn read_log(
             start_revision: 1,
             client_id: "jepsen-final".into(),
             labels: Default::default(),
+            watch_id: 0,
         })),
     })
     .await?;
