@@ -202,6 +202,8 @@ pub async fn run(opts: RunOptions) -> Result<RunResult> {
                     first_from: u64::from(w != 1),
                     max_session: Duration::from_secs(6),
                     seed: opts.seed,
+                    // The second runs beside a decoy on a stream of several.
+                    several: w == 2,
                 },
                 rec.clone(),
                 target_rx.clone(),

@@ -4,6 +4,11 @@
 //! on another. Everything they receive is recorded as it arrives, each
 //! change with its kind: a schema change comes under the namespace's path
 //! and must not be taken for its document.
+//!
+//! A watcher may run its watch as one of two on a stream of several
+//! ([`WatcherOptions::several`]): the other, on the same targets from the same
+//! revision, is a decoy whose events the server sends with the watcher's own
+//! where it can. Only what names the watcher's watch is recorded.
 
 use std::time::Duration;
 
@@ -33,7 +38,14 @@ pub struct WatcherOptions {
     pub max_session: Duration,
     /// The seed of its choices.
     pub seed: u64,
+    /// Each session is watch 1 of a stream of several, beside a decoy (watch 2).
+    pub several: bool,
 }
+
+/// The watcher's own watch on a stream of several.
+const OWN_WATCH: u64 = 1;
+/// The decoy beside it.
+const DECOY_WATCH: u64 = 2;
 
 /// Runs watcher `watcher` until `target` holds a revision it has reached
 /// (the run sets it once the cluster converged), or `stop` turns true.
@@ -69,7 +81,7 @@ pub async fn run_watcher(
             rng.gen_range(200..=opts.max_session.as_millis().max(201) as u64),
         );
         let reason = tokio::select! {
-            r = session_run(watcher, session, slot, &opts.targets, from, &rec, &mut last_seen, &target) => r,
+            r = session_run(watcher, session, slot, &opts, from, &rec, &mut last_seen, &target) => r,
             _ = tokio::time::sleep(length) => "cut by the watcher".to_string(),
             _ = stop.changed() => "run stopped".to_string(),
         };
@@ -90,7 +102,7 @@ async fn session_run(
     watcher: u64,
     session: u64,
     slot: usize,
-    targets: &[String],
+    opts: &WatcherOptions,
     from: u64,
     rec: &Recorder,
     last_seen: &mut Option<u64>,
@@ -105,16 +117,20 @@ async fn session_run(
         Err(e) => return format!("connect: {e}"),
     };
     let (tx, rx) = mpsc::channel(4);
-    let subscribe = pb::WatchRequest {
+    let subscribe = |watch_id: u64| pb::WatchRequest {
         request: Some(pb::watch_request::Request::Subscribe(pb::Subscribe {
-            paths: targets.to_vec(),
+            paths: opts.targets.clone(),
             start_revision: from,
             client_id: format!("jepsen-watcher-{watcher}"),
             labels: Default::default(),
-            watch_id: 0,
+            watch_id,
         })),
     };
-    if tx.send(subscribe).await.is_err() {
+    let first = if opts.several { OWN_WATCH } else { 0 };
+    if tx.send(subscribe(first)).await.is_err() {
+        return "request stream closed".into();
+    }
+    if opts.several && tx.send(subscribe(DECOY_WATCH)).await.is_err() {
         return "request stream closed".into();
     }
     let mut stream = match WatchClient::new(channel)
@@ -131,6 +147,9 @@ async fn session_run(
             Ok(None) => return "stream ended by the server".into(),
             Err(status) => return format!("{:?}: {}", status.code(), status.message()),
         };
+        if opts.several && !msg.watch_ids.contains(&OWN_WATCH) {
+            continue; // the decoy's
+        }
         let item = match msg.event {
             Some(pb::watch_response::Event::Change(c)) => {
                 *last_seen = Some(c.revision);
@@ -166,7 +185,6 @@ async fn session_run(
                     revision: p.revision,
                 }
             }
-            // Only on a stream of several watches; this one has one.
             Some(pb::watch_response::Event::Canceled(c)) => {
                 return format!("canceled ({}): {}", c.code, c.message)
             }
