@@ -13,6 +13,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use crate::endpoints::Endpoints;
 use crate::failover::CallKind;
 use crate::types::{Document, HistoryPage, HistoryRecord, Listing, NamespaceEntry, WriteResult};
+use crate::watch_link::SharedStreams;
 use crate::{ClientOptions, Consistency, DeleteOptions, Error, GetOptions, PutOptions, Result};
 
 /// A handle to a raftconf cluster. Cheap to clone: clones share connections,
@@ -83,6 +84,8 @@ pub(crate) struct Inner {
     pub(crate) seen_revision: AtomicU64,
     /// [`ClientOptions::author`], checked once.
     pub(crate) author: Option<AsciiMetadataValue>,
+    /// The streams its watches share, if they share them.
+    pub(crate) shared_streams: Option<Arc<SharedStreams>>,
 }
 
 impl Client {
@@ -118,6 +121,7 @@ impl Client {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        let shared_streams = options.share_watch_streams.then(Arc::default);
         let endpoints = Endpoints::new(endpoints.into_iter().map(Into::into).collect(), options)?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -126,6 +130,7 @@ impl Client {
                 next_request_id: AtomicU64::new(1),
                 seen_revision: AtomicU64::new(0),
                 author,
+                shared_streams,
             }),
         })
     }

@@ -62,6 +62,7 @@ mod transaction;
 mod types;
 mod view;
 mod watch;
+mod watch_link;
 mod watch_task;
 mod watched;
 

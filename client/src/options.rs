@@ -66,6 +66,15 @@ pub struct ClientOptions {
     /// ack of one write competed with the fan-out of the next: 10,000
     /// subscribers took 1.5x longer to all have each write.
     pub ack_delay: Duration,
+    /// Whether the watches of this client on one server share a stream
+    /// (each still resumes on its own). The first watch on a server has a
+    /// stream of its own; those that come while it runs share one. An event
+    /// several of them need then crosses the network and is decoded once,
+    /// and the server keeps one stream instead of one per watch; the price
+    /// is a hand-off inside the client between that stream and each watch.
+    /// Servers that do not know watch ids get a stream per watch whatever
+    /// this says.
+    pub share_watch_streams: bool,
 }
 
 impl Default for ClientOptions {
@@ -86,6 +95,7 @@ impl Default for ClientOptions {
             start_timeout: Duration::from_secs(10),
             prefer_leader: true,
             ack_delay: Duration::from_secs(2),
+            share_watch_streams: true,
         }
     }
 }
@@ -162,6 +172,12 @@ impl ClientOptions {
     /// Sets [`ClientOptions::start_timeout`].
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientOptions::share_watch_streams`].
+    pub fn share_watch_streams(mut self, share: bool) -> Self {
+        self.share_watch_streams = share;
         self
     }
 

@@ -9,25 +9,22 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use raftconf_api::v1 as pb;
-use raftconf_api::v1::watch_client::WatchClient;
+use raftconf_api::v1::watch_request::Request;
 use raftconf_schema::Target;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::error::one_line_status;
 use crate::types::{parse_optional_value, ChangeKind, NamespaceEntry};
 use crate::watch::{Change, Control, WatchEvent, WatchStream};
+use crate::watch_link::Link;
 use crate::{Client, Error, Result};
 
 /// Events buffered between the task and the caller. Small on purpose: a slow
 /// caller should slow the stream down (the server catches slow subscribers up
 /// from its replay window), not grow a queue here.
 const EVENT_BUFFER: usize = 16;
-
-/// Client-to-server messages buffered on one connection.
-const OUTBOUND_BUFFER: usize = 64;
 
 impl Client {
     /// Opens a watch on `targets` (`tenant/env/namespace` paths and
@@ -283,54 +280,72 @@ impl WatchTask {
             Ok(channel) => channel,
             Err(e) => return broken(e.to_string()),
         };
-        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
-        let subscribe = pb::Subscribe {
+        let subscribe = Request::Subscribe(pb::Subscribe {
             paths: self.paths.clone(),
             start_revision: start,
             client_id: self.client.client_id().to_string(),
             labels: options.labels.clone().into_iter().collect(),
             watch_id: 0,
-        };
-        let _ = out_tx.try_send(request(pb::watch_request::Request::Subscribe(subscribe)));
-        // What was acknowledged, including an ack still waiting to be sent.
+        });
+        // What was acknowledged, including an ack still waiting to be sent,
+        // and the refusals the server may not have: sent again.
+        let mut then = Vec::new();
         let acked = self.ack_waiting.take().unwrap_or(0).max(self.last_acked);
         if acked > 0 {
-            self.send_ack(&out_tx, acked);
+            then.push(Request::Ack(pb::Ack {
+                revision: acked,
+                watch_id: 0,
+            }));
+            self.last_acked = acked;
         }
         for (path, (revision, reasons)) in &self.refusals {
-            let refusal = pb::Refusal {
+            then.push(Request::Refusal(pb::Refusal {
                 revision: *revision,
                 path: path.clone(),
                 reasons: reasons.clone(),
                 watch_id: 0,
-            };
-            let _ = out_tx.try_send(request(pb::watch_request::Request::Refusal(refusal)));
+            }));
         }
         tracing::debug!(endpoint = addr, start, paths = ?self.paths, "subscribing");
-        let mut client =
-            WatchClient::new(channel).max_decoding_message_size(options.max_response_bytes);
-        let opened = tokio::select! {
-            r = tokio::time::timeout(
+        let shared = self.client.inner.shared_streams.as_ref();
+        let first = shared.map(|s| s.first_watch(addr)).unwrap_or(Ok(None));
+        let mut link = match (shared, first) {
+            (Some(shared), Err(())) => Link::Shared(shared.join(
+                addr,
+                &channel,
+                options.max_response_bytes,
                 options.request_timeout,
-                client.watch(ReceiverStream::new(out_rx)),
-            ) => r,
-            _ = self.events.closed() => return SessionEnd::CallerGone,
-        };
-        let mut inbound = match opened {
-            Err(_) => return broken(format!("no answer within {:?}", options.request_timeout)),
-            Ok(Err(status)) => {
-                self.client
-                    .endpoint_set()
-                    .note_leader_metadata(status.metadata());
-                return if is_fatal(status.code(), self.guard.has_seen())
-                    && std::error::Error::source(&status).is_none()
-                {
-                    SessionEnd::Fatal(status.into())
-                } else {
-                    broken(one_line_status(&status))
+                subscribe,
+                then,
+            )),
+            (_, first) => {
+                let first = first.ok().flatten();
+                let opened = tokio::select! {
+                    r = tokio::time::timeout(
+                        options.request_timeout,
+                        Link::own(channel, options.max_response_bytes, subscribe, then, first),
+                    ) => r,
+                    _ = self.events.closed() => return SessionEnd::CallerGone,
                 };
+                match opened {
+                    Err(_) => {
+                        return broken(format!("no answer within {:?}", options.request_timeout))
+                    }
+                    Ok(Err(status)) => {
+                        self.client
+                            .endpoint_set()
+                            .note_leader_metadata(status.metadata());
+                        return if is_fatal(status.code(), self.guard.has_seen())
+                            && std::error::Error::source(&status).is_none()
+                        {
+                            SessionEnd::Fatal(status.into())
+                        } else {
+                            broken(one_line_status(&status))
+                        };
+                    }
+                    Ok(Ok(link)) => link,
+                }
             }
-            Ok(Ok(response)) => response.into_inner(),
         };
         let mut assembler = SnapshotAssembler::default();
         let mut delivered = false;
@@ -341,9 +356,9 @@ impl WatchTask {
         loop {
             tokio::select! {
                 () = &mut ack_due, if self.ack_waiting.is_some() => {
-                    self.send_waiting_ack(&out_tx);
+                    self.send_waiting_ack(&link);
                 }
-                message = inbound.message() => {
+                message = link.message() => {
                     let response = match message {
                         Ok(Some(response)) => response,
                         Ok(None) => return SessionEnd::Broken {
@@ -404,9 +419,9 @@ impl WatchTask {
                             .as_mut()
                             .reset(tokio::time::Instant::now() + ack_delay);
                     }
-                    self.forward(&out_tx, control);
+                    self.forward(&link, control);
                     if ack_delay.is_zero() {
-                        self.send_waiting_ack(&out_tx);
+                        self.send_waiting_ack(&link);
                     }
                 }
             }
@@ -417,7 +432,7 @@ impl WatchTask {
     /// refusal on the current connection (after the ack waiting, so the
     /// server sees them in the caller's order). Never blocks: if the outbound
     /// buffer is full, an ack is dropped (a later one covers it).
-    fn forward(&mut self, out: &mpsc::Sender<pb::WatchRequest>, control: Control) {
+    fn forward(&mut self, link: &Link, control: Control) {
         match control {
             Control::Ack(revision) => {
                 if revision > self.last_acked {
@@ -429,7 +444,7 @@ impl WatchTask {
                 path,
                 reasons,
             } => {
-                self.send_waiting_ack(out);
+                self.send_waiting_ack(link);
                 self.refusals
                     .insert(path.clone(), (revision, reasons.clone()));
                 let refusal = pb::Refusal {
@@ -438,10 +453,7 @@ impl WatchTask {
                     reasons,
                     watch_id: 0,
                 };
-                if out
-                    .try_send(request(pb::watch_request::Request::Refusal(refusal)))
-                    .is_err()
-                {
+                if !link.send(Request::Refusal(refusal)) {
                     tracing::warn!(revision, "could not send a refusal to the server");
                 }
             }
@@ -449,30 +461,21 @@ impl WatchTask {
     }
 
     /// Sends the ack that is waiting, if any.
-    fn send_waiting_ack(&mut self, out: &mpsc::Sender<pb::WatchRequest>) {
+    fn send_waiting_ack(&mut self, link: &Link) {
         if let Some(revision) = self.ack_waiting.take().filter(|&r| r > self.last_acked) {
-            self.send_ack(out, revision);
+            self.send_ack(link, revision);
         }
     }
 
     /// Queues an ack of `revision`; it counts as sent once queued.
-    fn send_ack(&mut self, out: &mpsc::Sender<pb::WatchRequest>, revision: u64) {
+    fn send_ack(&mut self, link: &Link, revision: u64) {
         let ack = pb::Ack {
             revision,
             watch_id: 0,
         };
-        if out
-            .try_send(request(pb::watch_request::Request::Ack(ack)))
-            .is_ok()
-        {
+        if link.send(Request::Ack(ack)) {
             self.last_acked = revision;
         }
-    }
-}
-
-fn request(request: pb::watch_request::Request) -> pb::WatchRequest {
-    pb::WatchRequest {
-        request: Some(request),
     }
 }
 

@@ -483,8 +483,14 @@ fn record_refusal(
 
 /// One watch of a stream of several, as the reader knows it.
 enum Known {
-    /// Being started; `canceled` once the client canceled it meanwhile.
-    Starting { canceled: bool },
+    /// Being started; `canceled` once the client canceled it meanwhile. The
+    /// client may report on it already (a resuming client re-sends its ack
+    /// and refusals right after the `Subscribe`): kept until it runs.
+    Starting {
+        canceled: bool,
+        acked: u64,
+        refusals: Vec<pb::Refusal>,
+    },
     /// Running until `cancel` is used or its pump ends (then it is closed).
     Running {
         delivery: SubscriptionId,
@@ -555,61 +561,71 @@ async fn serve_several(
                 match admit(&watches, id) {
                     Ok(()) => {}
                     Err(NotAdmitted::Watch(status)) => {
-                        let _ = joins.send(Join::Canceled(id, status));
+                        let _ = joins.send(Join::Canceled(id, Box::new(status)));
                         continue;
                     }
                     // The client misuses ids: nothing it is told about one
                     // watch could be trusted, so the stream ends.
                     Err(NotAdmitted::Stream(status)) => {
-                        let _ = joins.send(Join::End(status));
+                        let _ = joins.send(Join::End(Box::new(status)));
                         break;
                     }
                 }
                 let (starter, watches, joins) =
                     (Arc::clone(&starter), Arc::clone(&watches), joins.clone());
+                let client_id = client_id.clone();
                 tokio::spawn(async move {
                     let started = starter.start(peer, sub).await;
                     let known = &mut lock(&watches).known;
-                    let canceled =
-                        matches!(known.get(&id), Some(Known::Starting { canceled: true }));
+                    let (canceled, acked, refusals) = match known.remove(&id) {
+                        Some(Known::Starting {
+                            canceled,
+                            acked,
+                            refusals,
+                        }) => (canceled, acked, refusals),
+                        _ => (false, 0, Vec::new()),
+                    };
                     match started {
                         Err(e) => {
-                            known.remove(&id);
-                            let _ = joins.send(Join::Canceled(id, starter.ctx.status(e)));
+                            let _ = joins.send(Join::Canceled(id, Box::new(starter.ctx.status(e))));
                         }
                         Ok(started) if canceled => {
                             // Dropping `started` ends its pump.
-                            known.remove(&id);
                             drop(started);
-                            let _ = joins.send(Join::Canceled(id, canceled_by_client()));
+                            let _ = joins.send(Join::Canceled(id, Box::new(canceled_by_client())));
                         }
                         Ok(Started {
                             slot,
                             delivery,
                             cancel,
                         }) => {
+                            let registry = &starter.ctx.delivery;
+                            if acked > 0 {
+                                record_ack(registry, delivery, &client_id, acked);
+                            }
+                            for r in refusals {
+                                record_refusal(registry, delivery, &client_id, r);
+                            }
                             known.insert(id, Known::Running { delivery, cancel });
-                            let _ = joins.send(Join::Watch(slot));
+                            let _ = joins.send(Join::Watch(Box::new(slot)));
                         }
                     }
                 });
             }
-            Incoming::Ack(a) => {
-                if let Some(Known::Running { delivery: d, .. }) =
-                    lock(&watches).known.get(&a.watch_id)
-                {
-                    record_ack(&delivery, *d, &client_id, a.revision);
+            Incoming::Ack(a) => match lock(&watches).known.get_mut(&a.watch_id) {
+                Some(Known::Running { delivery: d, .. }) => {
+                    record_ack(&delivery, *d, &client_id, a.revision)
                 }
-            }
-            Incoming::Refusal(r) => {
-                let running = match lock(&watches).known.get(&r.watch_id) {
-                    Some(Known::Running { delivery: d, .. }) => Some(*d),
-                    _ => None,
-                };
-                if let Some(d) = running {
-                    record_refusal(&delivery, d, &client_id, r);
+                Some(Known::Starting { acked, .. }) => *acked = (*acked).max(a.revision),
+                None => {}
+            },
+            Incoming::Refusal(r) => match lock(&watches).known.get_mut(&r.watch_id) {
+                Some(Known::Running { delivery: d, .. }) => {
+                    record_refusal(&delivery, *d, &client_id, r)
                 }
-            }
+                Some(Known::Starting { refusals, .. }) => refusals.push(r),
+                None => {}
+            },
             Incoming::Cancel(c) => {
                 let known = &mut lock(&watches).known;
                 match known.remove(&c.watch_id) {
@@ -617,12 +633,21 @@ async fn serve_several(
                     Some(Known::Running { cancel, .. }) if !cancel.is_closed() => {
                         let _ = cancel.send(());
                     }
-                    Some(Known::Starting { .. }) => {
-                        known.insert(c.watch_id, Known::Starting { canceled: true });
+                    Some(Known::Starting {
+                        acked, refusals, ..
+                    }) => {
+                        let canceled = true;
+                        let starting = Known::Starting {
+                            canceled,
+                            acked,
+                            refusals,
+                        };
+                        known.insert(c.watch_id, starting);
                     }
                     // Ended already, or never known: say so all the same.
                     _ => {
-                        let _ = joins.send(Join::Canceled(c.watch_id, canceled_by_client()));
+                        let _ =
+                            joins.send(Join::Canceled(c.watch_id, Box::new(canceled_by_client())));
                     }
                 }
             }
@@ -660,7 +685,12 @@ fn admit(watches: &Watches, id: u64) -> Result<(), NotAdmitted> {
         ))));
     }
     table.highest = id;
-    table.known.insert(id, Known::Starting { canceled: false });
+    let starting = Known::Starting {
+        canceled: false,
+        acked: 0,
+        refusals: Vec::new(),
+    };
+    table.known.insert(id, starting);
     Ok(())
 }
 
@@ -669,13 +699,14 @@ fn canceled_by_client() -> Status {
 }
 
 /// What the reader of a stream of several watches hands its response stream.
+/// Boxed: the channel allocates room for 32 when it opens.
 pub enum Join {
     /// A watch that runs.
-    Watch(Slot),
+    Watch(Box<Slot>),
     /// A watch that will get nothing more (or was never started), and why.
-    Canceled(u64, Status),
+    Canceled(u64, Box<Status>),
     /// The stream ends with this status.
-    End(Status),
+    End(Box<Status>),
 }
 
 /// One watch's queue, as the response stream takes from it.
@@ -857,11 +888,11 @@ impl OutboundStream {
         let joins = self.joins.as_mut()?;
         loop {
             match joins.poll_recv(cx) {
-                Poll::Ready(Some(Join::Watch(slot))) => self.slots.push(slot),
+                Poll::Ready(Some(Join::Watch(slot))) => self.slots.push(*slot),
                 Poll::Ready(Some(Join::Canceled(id, status))) => {
                     self.notices.push_back(canceled(&self.header, id, &status));
                 }
-                Poll::Ready(Some(Join::End(status))) => return Some(status),
+                Poll::Ready(Some(Join::End(status))) => return Some(*status),
                 Poll::Ready(None) => {
                     // The reader ended (the client's side closed, or it
                     // stopped): the watches that run go on.
@@ -1135,7 +1166,7 @@ mod tests {
         let (tx2, _end2, s2) = slot(2);
         let (tx3, _end3, s3) = slot(3);
         for s in [s1, s2, s3] {
-            joins.send(Join::Watch(s)).expect("stream alive");
+            joins.send(Join::Watch(Box::new(s))).expect("stream alive");
         }
         let five = WatchReply::encoded(&progress_event(5));
         // Equal, but encoded apart (a filtered part): not the same bytes.
@@ -1158,8 +1189,8 @@ mod tests {
         let (joins, mut out) = several();
         let (tx1, _end1, s1) = slot(1);
         let (tx2, _end2, s2) = slot(2);
-        joins.send(Join::Watch(s1)).expect("stream alive");
-        joins.send(Join::Watch(s2)).expect("stream alive");
+        joins.send(Join::Watch(Box::new(s1))).expect("stream alive");
+        joins.send(Join::Watch(Box::new(s2))).expect("stream alive");
         for r in 1..=3 {
             tx1.send(change(r)).await.expect("queued");
             tx2.send(change(10 + r)).await.expect("queued");
@@ -1196,7 +1227,7 @@ mod tests {
         let (tx2, end2, s2) = slot(2);
         let (tx3, _end3, s3) = slot(3);
         for s in [s1, s2, s3] {
-            joins.send(Join::Watch(s)).expect("stream alive");
+            joins.send(Join::Watch(Box::new(s))).expect("stream alive");
         }
         // Watch 1 canceled by the client: its pump ends without a reason.
         drop((tx1, end1));
@@ -1206,7 +1237,10 @@ mod tests {
         drop(tx2);
         // A Subscribe the reader refused.
         joins
-            .send(Join::Canceled(9, Status::invalid_argument("bad path")))
+            .send(Join::Canceled(
+                9,
+                Box::new(Status::invalid_argument("bad path")),
+            ))
             .expect("stream alive");
         let mut canceled = Vec::new();
         for _ in 0..3 {
@@ -1245,8 +1279,8 @@ mod tests {
         let (joins, mut out) = several();
         let (tx1, end1, s1) = slot(1);
         let (_tx2, _end2, s2) = slot(2);
-        joins.send(Join::Watch(s1)).expect("stream alive");
-        joins.send(Join::Watch(s2)).expect("stream alive");
+        joins.send(Join::Watch(Box::new(s1))).expect("stream alive");
+        joins.send(Join::Watch(Box::new(s2))).expect("stream alive");
         end1.send(WatchEnd::TooSlow).expect("stream alive");
         drop(tx1);
         let status = out.next().await.expect("a final status").unwrap_err();
@@ -1266,12 +1300,20 @@ mod tests {
         use futures::StreamExt;
         let (joins, mut out) = several();
         let (tx1, end1, s1) = slot(1);
-        joins.send(Join::Watch(s1)).expect("stream alive");
+        joins.send(Join::Watch(Box::new(s1))).expect("stream alive");
         drop(joins);
         drop((tx1, end1));
         let reply = out.next().await.expect("the cancel").expect("ok");
         assert!(matches!(event(&reply).0, Some(Event::Canceled(_))));
         assert!(out.next().await.is_none());
+    }
+
+    /// The reader's channel to its response stream allocates 32 of these
+    /// when a stream of several opens.
+    #[test]
+    fn a_join_is_small() {
+        let size = std::mem::size_of::<Join>();
+        assert!(size <= 24, "Join is {size} bytes: 32 of them per stream");
     }
 
     /// tokio's bounded channel allocates its slots 32 at a time, the first

@@ -113,6 +113,12 @@ impl Reloaders {
             .arg(self.dir.join(format!("reloader-{n}-cache")))
             .arg("--client-id")
             .arg(client_id(n))
+            // Every other one shares its stream with a decoy watch.
+            .args(if n % 2 == 0 {
+                &["--beside-a-decoy"][..]
+            } else {
+                &[]
+            })
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)

@@ -6,7 +6,12 @@
 //! The harness kills and restarts it (also while every node is down) on the
 //! same cache directory and client id, and checks what it printed.
 //!
-//! `jepsen-reloader --endpoints A,B,C --path T/E/N --cache-dir DIR --client-id ID`
+//! With `--beside-a-decoy` it first opens a plain watch of the same
+//! namespace and keeps reading it, so that the `Watched` is the client's
+//! second watch on its server and shares that watch's stream: the client's
+//! shared streams then meet every fault the suite injects.
+//!
+//! `jepsen-reloader --endpoints A,B,C --path T/E/N --cache-dir DIR --client-id ID [--beside-a-decoy]`
 
 use std::io::Write;
 use std::sync::Arc;
@@ -31,8 +36,13 @@ async fn main() -> Result<()> {
     let mut path = String::new();
     let mut cache_dir = String::new();
     let mut client_id = String::new();
+    let mut decoy = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--beside-a-decoy" {
+            decoy = true;
+            continue;
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -46,6 +56,16 @@ async fn main() -> Result<()> {
     }
     let options = client_options(Duration::from_secs(5)).client_id(client_id);
     let client = Client::connect_with(endpoints.split(','), options).await?;
+    if decoy {
+        let mut stream = client.watch([path.as_str()], 0).await?;
+        // Its first event, if a server answers soon: by then it holds the
+        // stream the `Watched` will share.
+        let first = tokio::time::timeout(Duration::from_secs(1), stream.next()).await;
+        if let Ok(Some(Err(e))) = first {
+            bail!("the decoy watch failed: {e}");
+        }
+        tokio::spawn(async move { while stream.next().await.is_some() {} });
+    }
     // No server and no cache yet (a first start during an outage): try again.
     let handle = loop {
         let started = client

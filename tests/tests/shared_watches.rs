@@ -1,0 +1,121 @@
+//! The watches of one client share a stream per server (the default), and
+//! each still gets exactly what it covers, in order, and resumes on its own:
+//! one watch dropped leaves the others running, and a killed node sends all
+//! of them to another, each from its own last revision, without a gap or a
+//! repeat. The same with sharing off, so both paths stay equal.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use raftconf_client::{Client, ClientOptions, WatchEvent, WatchStream};
+use raftconf_tests::{create_env, put, Cluster};
+use tokio::runtime::Runtime;
+
+/// The change revisions `stream` delivers until one at `until` or beyond.
+fn changes_until(
+    rt: &Runtime,
+    stream: &mut WatchStream,
+    until: u64,
+    timeout: Duration,
+) -> Result<Vec<u64>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rt.block_on(async { tokio::time::timeout(left, stream.next()).await }) {
+            Ok(Some(Ok(WatchEvent::Change { revision, .. }))) => {
+                seen.push(revision);
+                if revision >= until {
+                    return Ok(seen);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => bail!("watch failed: {e}"),
+            Ok(None) => bail!("watch ended"),
+            Err(_) => bail!("nothing at {until} within {timeout:?}; seen {seen:?}"),
+        }
+    }
+}
+
+/// The revisions written, by what covers them.
+#[derive(Default)]
+struct Writes {
+    a: Vec<u64>,
+    b: Vec<u64>,
+    all: Vec<u64>,
+}
+
+impl Writes {
+    /// Write number `i`: to `a` when even, to `b` when odd.
+    fn write(&mut self, endpoints: &str, i: u32) -> Result<u64> {
+        let (path, to) = if i % 2 == 0 {
+            ("pay/prod/a", &mut self.a)
+        } else {
+            ("pay/prod/b", &mut self.b)
+        };
+        let (revision, _) = put(endpoints, path, &format!(r#"{{"n":{i}}}"#))?;
+        to.push(revision);
+        self.all.push(revision);
+        Ok(revision)
+    }
+}
+
+fn watches_resume_each_on_their_own(share: bool) -> Result<()> {
+    let mut c = Cluster::start(3)?;
+    let all = c.endpoints().join(",");
+    create_env(&all, "pay", "prod")?;
+    let mut w = Writes::default();
+    let first = w.write(&all, 0)?;
+    // The first endpoint serves the watches; the others are where they go next.
+    let rt = Runtime::new()?;
+    let options = ClientOptions::default().share_watch_streams(share);
+    let client = rt.block_on(Client::connect_with(c.endpoints(), options))?;
+    let mut only_a = rt.block_on(client.watch(["pay/prod/a"], first))?;
+    let mut prefix = rt.block_on(client.watch(["pay/prod/"], first))?;
+    let mut only_b = rt.block_on(client.watch(["pay/prod/b"], first))?;
+
+    let mut last = first;
+    for i in 1..=6 {
+        last = w.write(&all, i)?;
+    }
+    let wait = Duration::from_secs(20);
+    let a_last = *w.a.last().context("writes to a")?;
+    let b_last = *w.b.last().context("writes to b")?;
+    ensure!(changes_until(&rt, &mut only_a, a_last, wait)? == w.a);
+    ensure!(changes_until(&rt, &mut only_b, b_last, wait)? == w.b);
+    ensure!(changes_until(&rt, &mut prefix, last, wait)? == w.all);
+
+    // One watch leaves: the others run on.
+    drop(only_b);
+    let before = (w.a.len(), w.all.len());
+    for i in 7..=8 {
+        last = w.write(&all, i)?;
+    }
+    let a_last = *w.a.last().context("writes to a")?;
+    ensure!(changes_until(&rt, &mut only_a, a_last, wait)? == w.a[before.0..]);
+    ensure!(changes_until(&rt, &mut prefix, last, wait)? == w.all[before.1..]);
+
+    // Their node dies: both resume elsewhere, each after its own last revision.
+    c.nodes[0].kill()?;
+    let rest = c.endpoints()[1..].join(",");
+    let before = (w.a.len(), w.all.len());
+    for i in 9..=14 {
+        last = w.write(&rest, i)?;
+    }
+    let a_last = *w.a.last().context("writes to a")?;
+    let wait = Duration::from_secs(60);
+    ensure!(changes_until(&rt, &mut only_a, a_last, wait)? == w.a[before.0..]);
+    ensure!(changes_until(&rt, &mut prefix, last, wait)? == w.all[before.1..]);
+    ensure!(only_a.reconnects() >= 1 && prefix.reconnects() >= 1);
+    Ok(())
+}
+
+#[test]
+fn shared_watches_get_what_they_cover_and_resume_each_on_their_own() -> Result<()> {
+    watches_resume_each_on_their_own(true)
+}
+
+#[test]
+fn watches_on_streams_of_their_own_do_the_same() -> Result<()> {
+    watches_resume_each_on_their_own(false)
+}
