@@ -303,16 +303,7 @@ async fn watch_starts_with_a_snapshot_and_ends_unavailable_on_shutdown() {
     assert_eq!(change.revision, snapshot_revision + 1);
 
     let shutdown = tokio::spawn(server.shutdown());
-    let end = loop {
-        match tokio::time::timeout(DEADLINE, stream.message())
-            .await
-            .expect("the stream ends in time")
-        {
-            Ok(Some(_progress)) => continue,
-            Ok(None) => panic!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
+    let end = stream_end(&mut stream).await;
     assert_eq!(end.code(), Code::Unavailable, "{end:?}");
     let resume = (change.revision + 1).to_string();
     assert_eq!(md(&end, metadata::RESUME_REVISION), Some(resume));
@@ -526,6 +517,58 @@ async fn bad_names_in_requests_are_refused_naming_each() {
     server.shutdown().await;
 }
 
+/// A watch stream opened with `first`, and its request side for more.
+async fn open_stream(
+    channel: &Channel,
+    first: pb::WatchRequest,
+) -> (
+    mpsc::Sender<pb::WatchRequest>,
+    tonic::Streaming<pb::WatchResponse>,
+) {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.expect("queued");
+    let stream = WatchClient::new(channel.clone())
+        .watch(ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    (tx, stream)
+}
+
+/// Puts `value` at `path`; the revision it got.
+async fn written(config: &mut ConfigClient<Channel>, path: &str, value: &str) -> u64 {
+    config
+        .put(put(path, value, None))
+        .await
+        .expect("put")
+        .into_inner()
+        .revision
+}
+
+/// The next message of `stream` that is not a progress event.
+async fn next_event(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    loop {
+        let m = next_message(stream).await;
+        if !matches!(m.event, Some(Event::Progress(_))) {
+            return m;
+        }
+    }
+}
+
+/// The status that ends `stream`, after whatever it still sends.
+async fn stream_end(stream: &mut tonic::Streaming<pb::WatchResponse>) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("the stream ends in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => return status,
+        }
+    }
+}
+
 /// The next message of `stream`, within the deadline.
 async fn next_message(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
     tokio::time::timeout(DEADLINE, stream.message())
@@ -553,22 +596,9 @@ async fn several_watches_share_one_stream() {
     let (server, channel) = start(dir.path()).await;
     seed(&channel).await;
     let mut config = ConfigClient::new(channel.clone());
-    let first = config
-        .put(put("pay/prod/a", "{\"x\":1}", None))
-        .await
-        .expect("put")
-        .into_inner()
-        .revision;
+    let first = written(&mut config, "pay/prod/a", "{\"x\":1}").await;
 
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(subscribe_watch(1, "pay/prod/a", 0))
-        .await
-        .expect("queued");
-    let mut stream = WatchClient::new(channel.clone())
-        .watch(ReceiverStream::new(rx))
-        .await
-        .expect("the stream opens")
-        .into_inner();
+    let (tx, mut stream) = open_stream(&channel, subscribe_watch(1, "pay/prod/a", 0)).await;
     tx.send(subscribe_watch(2, "pay/prod/", 0))
         .await
         .expect("queued");
@@ -607,12 +637,7 @@ async fn several_watches_share_one_stream() {
     let mut merged = 0;
     let mut last = [first, first];
     for i in 0..20 {
-        let revision = config
-            .put(put("pay/prod/a", &format!("{{\"x\":{i}}}"), None))
-            .await
-            .expect("put")
-            .into_inner()
-            .revision;
+        let revision = written(&mut config, "pay/prod/a", &format!("{{\"x\":{i}}}")).await;
         while last != [revision, revision] {
             let m = next_message(&mut stream).await;
             let Some(Event::Change(c)) = m.event else {
@@ -631,18 +656,8 @@ async fn several_watches_share_one_stream() {
     assert!(merged > 0, "no event went out once for both watches");
 
     // A write only the prefix covers goes to watch 2 alone.
-    let b = config
-        .put(put("pay/prod/b", "{\"y\":2}", None))
-        .await
-        .expect("put")
-        .into_inner()
-        .revision;
-    let m = loop {
-        let m = next_message(&mut stream).await;
-        if matches!(m.event, Some(Event::Change(_))) {
-            break m;
-        }
-    };
+    let b = written(&mut config, "pay/prod/b", "{\"y\":2}").await;
+    let m = next_event(&mut stream).await;
     assert_eq!(m.watch_ids, [2]);
 
     // Acks are recorded for the watch they name.
@@ -685,29 +700,14 @@ async fn several_watches_share_one_stream() {
     })
     .await
     .expect("queued");
-    let m = loop {
-        let m = next_message(&mut stream).await;
-        if !matches!(m.event, Some(Event::Progress(_))) {
-            break m;
-        }
-    };
+    let m = next_event(&mut stream).await;
     assert_eq!(m.watch_ids, [1]);
     assert!(
         matches!(&m.event, Some(Event::Canceled(c)) if c.code == 0),
         "{m:?}"
     );
-    let after = config
-        .put(put("pay/prod/a", "{\"x\":99}", None))
-        .await
-        .expect("put")
-        .into_inner()
-        .revision;
-    let m = loop {
-        let m = next_message(&mut stream).await;
-        if matches!(m.event, Some(Event::Change(_))) {
-            break m;
-        }
-    };
+    let after = written(&mut config, "pay/prod/a", "{\"x\":99}").await;
+    let m = next_event(&mut stream).await;
     assert_eq!(m.watch_ids, [2]);
     assert!(matches!(m.event, Some(Event::Change(c)) if c.revision == after));
 
@@ -715,16 +715,7 @@ async fn several_watches_share_one_stream() {
     tx.send(subscribe_watch(1, "pay/prod/", 0))
         .await
         .expect("queued");
-    let end = loop {
-        match tokio::time::timeout(DEADLINE, stream.message())
-            .await
-            .expect("the stream ends in time")
-        {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
+    let end = stream_end(&mut stream).await;
     assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
     assert!(end.message().contains("watch id 1 "), "{}", end.message());
     server.shutdown().await;
@@ -735,29 +726,12 @@ async fn a_stream_of_several_watches_ends_unavailable_on_shutdown() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (server, channel) = start(dir.path()).await;
     seed(&channel).await;
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(subscribe_watch(7, "pay/prod/", 0))
-        .await
-        .expect("queued");
-    let mut stream = WatchClient::new(channel.clone())
-        .watch(ReceiverStream::new(rx))
-        .await
-        .expect("the stream opens")
-        .into_inner();
+    let (tx, mut stream) = open_stream(&channel, subscribe_watch(7, "pay/prod/", 0)).await;
     let m = next_message(&mut stream).await;
     assert_eq!(m.watch_ids, [7]);
     assert!(matches!(m.event, Some(Event::Snapshot(_))), "{m:?}");
     let shutdown = tokio::spawn(server.shutdown());
-    let end = loop {
-        match tokio::time::timeout(DEADLINE, stream.message())
-            .await
-            .expect("the stream ends in time")
-        {
-            Ok(Some(_progress)) => continue,
-            Ok(None) => panic!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
+    let end = stream_end(&mut stream).await;
     assert_eq!(end.code(), Code::Unavailable, "{end:?}");
     assert!(end.message().contains("each watch"), "{}", end.message());
     assert_eq!(md(&end, metadata::RESUME_REVISION), None);

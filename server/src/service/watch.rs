@@ -1150,6 +1150,16 @@ mod tests {
         (joins_tx, out)
     }
 
+    /// Watch `id` joins the stream; the ends its pump would hold.
+    fn join(
+        joins: &mpsc::UnboundedSender<Join>,
+        id: u64,
+    ) -> (mpsc::Sender<Outgoing>, oneshot::Sender<WatchEnd>) {
+        let (tx, end, s) = slot(id);
+        joins.send(Join::Watch(Box::new(s))).expect("stream alive");
+        (tx, end)
+    }
+
     fn progress_event(revision: u64) -> pb::WatchResponse {
         pb::WatchResponse {
             header: None,
@@ -1162,12 +1172,9 @@ mod tests {
     async fn an_event_queued_by_several_watches_goes_out_once_with_their_ids() {
         use futures::StreamExt;
         let (joins, mut out) = several();
-        let (tx1, _end1, s1) = slot(1);
-        let (tx2, _end2, s2) = slot(2);
-        let (tx3, _end3, s3) = slot(3);
-        for s in [s1, s2, s3] {
-            joins.send(Join::Watch(Box::new(s))).expect("stream alive");
-        }
+        let (tx1, _end1) = join(&joins, 1);
+        let (tx2, _end2) = join(&joins, 2);
+        let (tx3, _end3) = join(&joins, 3);
         let five = WatchReply::encoded(&progress_event(5));
         // Equal, but encoded apart (a filtered part): not the same bytes.
         let five_apart = WatchReply::encoded(&progress_event(5));
@@ -1187,10 +1194,8 @@ mod tests {
     async fn every_watch_gets_its_turn_and_keeps_its_order() {
         use futures::StreamExt;
         let (joins, mut out) = several();
-        let (tx1, _end1, s1) = slot(1);
-        let (tx2, _end2, s2) = slot(2);
-        joins.send(Join::Watch(Box::new(s1))).expect("stream alive");
-        joins.send(Join::Watch(Box::new(s2))).expect("stream alive");
+        let (tx1, _end1) = join(&joins, 1);
+        let (tx2, _end2) = join(&joins, 2);
         for r in 1..=3 {
             tx1.send(change(r)).await.expect("queued");
             tx2.send(change(10 + r)).await.expect("queued");
@@ -1223,12 +1228,9 @@ mod tests {
     async fn a_watch_that_ends_is_canceled_alone() {
         use futures::StreamExt;
         let (joins, mut out) = several();
-        let (tx1, end1, s1) = slot(1);
-        let (tx2, end2, s2) = slot(2);
-        let (tx3, _end3, s3) = slot(3);
-        for s in [s1, s2, s3] {
-            joins.send(Join::Watch(Box::new(s))).expect("stream alive");
-        }
+        let (tx1, end1) = join(&joins, 1);
+        let (tx2, end2) = join(&joins, 2);
+        let (tx3, _end3) = join(&joins, 3);
         // Watch 1 canceled by the client: its pump ends without a reason.
         drop((tx1, end1));
         // Watch 2's subscription failed.
@@ -1277,10 +1279,8 @@ mod tests {
     async fn a_slow_watch_ends_the_stream_of_several() {
         use futures::StreamExt;
         let (joins, mut out) = several();
-        let (tx1, end1, s1) = slot(1);
-        let (_tx2, _end2, s2) = slot(2);
-        joins.send(Join::Watch(Box::new(s1))).expect("stream alive");
-        joins.send(Join::Watch(Box::new(s2))).expect("stream alive");
+        let (tx1, end1) = join(&joins, 1);
+        let (_tx2, _end2) = join(&joins, 2);
         end1.send(WatchEnd::TooSlow).expect("stream alive");
         drop(tx1);
         let status = out.next().await.expect("a final status").unwrap_err();
@@ -1299,8 +1299,7 @@ mod tests {
     async fn a_stream_of_several_ends_when_nothing_runs_or_can_start() {
         use futures::StreamExt;
         let (joins, mut out) = several();
-        let (tx1, end1, s1) = slot(1);
-        joins.send(Join::Watch(Box::new(s1))).expect("stream alive");
+        let (tx1, end1) = join(&joins, 1);
         drop(joins);
         drop((tx1, end1));
         let reply = out.next().await.expect("the cancel").expect("ok");
