@@ -48,7 +48,7 @@ struct Writes {
 impl Writes {
     /// Write number `i`: to `a` when even, to `b` when odd.
     fn write(&mut self, endpoints: &str, i: u32) -> Result<u64> {
-        let (path, to) = if i % 2 == 0 {
+        let (path, to) = if i.is_multiple_of(2) {
             ("pay/prod/a", &mut self.a)
         } else {
             ("pay/prod/b", &mut self.b)

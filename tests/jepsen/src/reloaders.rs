@@ -114,7 +114,7 @@ impl Reloaders {
             .arg("--client-id")
             .arg(client_id(n))
             // Every other one shares its stream with a decoy watch.
-            .args(if n % 2 == 0 {
+            .args(if n.is_multiple_of(2) {
                 &["--beside-a-decoy"][..]
             } else {
                 &[]
