@@ -269,26 +269,27 @@ impl SharedStreams {
             }
         };
         drop(streams);
+        // The id taken and its Subscribe queued under one lock: the server
+        // wants ids to increase in the order Subscribes arrive.
+        let mut routes = stream.routes.lock();
         let id = stream.next_id.fetch_add(1, Ordering::Relaxed);
         let member = Member {
             stream: Arc::clone(&stream),
             id,
             inbox,
         };
-        {
-            let mut routes = stream.routes.lock();
-            if routes.ended {
-                // It broke just now: this watch resumes like the others.
-                let _ = route.try_send(Routed::Ended(Status::unavailable(
-                    "the shared watch stream ended",
-                )));
-                return member;
-            }
+        if routes.ended {
+            // It broke just now: this watch resumes like the others.
+            let _ = route.try_send(Routed::Ended(Status::unavailable(
+                "the shared watch stream ended",
+            )));
+        } else {
             routes.by_id.insert(id, route);
+            for request in std::iter::once(subscribe).chain(then) {
+                member.send(request);
+            }
         }
-        for request in std::iter::once(subscribe).chain(then) {
-            member.send(request);
-        }
+        drop(routes);
         member
     }
 

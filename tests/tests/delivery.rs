@@ -47,10 +47,12 @@ fn row<'a>(report: &'a Value, client_id: &str) -> Option<&'a Value> {
 
 #[test]
 fn clients_shows_every_nodes_subscribers_their_revisions_and_refusals() -> Result<()> {
-    let cluster = Cluster::start(3)?;
+    let mut cluster = Cluster::start(3)?;
     let [n1, n2, n3] = [0, 1, 2].map(|i| cluster.nodes[i].addr.clone());
     create_env(&n1, "shop", "prod")?;
     let (r1, _) = put(&n1, PATH, r#"{"workers": 4}"#)?;
+    // The handles start on followers: from a snapshot of what they applied.
+    cluster.wait_converged(r1, Duration::from_secs(20))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -166,7 +168,9 @@ fn a_refusal_is_reported_again_after_the_subscriber_moves() -> Result<()> {
     let mut cluster = Cluster::start(3)?;
     let [n1, n2, n3] = [0, 1, 2].map(|i| cluster.nodes[i].addr.clone());
     create_env(&n1, "shop", "prod")?;
-    put(&n1, PATH, r#"{"workers": 4}"#)?;
+    let (first, _) = put(&n1, PATH, r#"{"workers": 4}"#)?;
+    // The handle starts on a follower: from a snapshot of what it applied.
+    cluster.wait_converged(first, Duration::from_secs(20))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
