@@ -91,7 +91,7 @@ impl Link {
                     _ => Ok(Some(response)),
                 },
                 Some(Routed::Ended(status)) => Err(status),
-                None => Err(Status::unavailable("the shared watch stream ended")),
+                None => Err(shared_stream_ended()),
             },
         }
     }
@@ -104,6 +104,10 @@ impl Link {
             Link::Shared(member) => member.send(request),
         }
     }
+}
+
+fn shared_stream_ended() -> Status {
+    Status::unavailable("the shared watch stream ended")
 }
 
 fn wrap(request: Request) -> pb::WatchRequest {
@@ -183,8 +187,7 @@ struct RoutesInner {
 
 impl Routes {
     fn lock(&self) -> std::sync::MutexGuard<'_, RoutesInner> {
-        // Nothing here is left half-changed by a panic.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Ends the stream for every watch on it, each told `status`.
@@ -280,9 +283,7 @@ impl SharedStreams {
         };
         if routes.ended {
             // It broke just now: this watch resumes like the others.
-            let _ = route.try_send(Routed::Ended(Status::unavailable(
-                "the shared watch stream ended",
-            )));
+            let _ = route.try_send(Routed::Ended(shared_stream_ended()));
         } else {
             routes.by_id.insert(id, route);
             for request in std::iter::once(subscribe).chain(then) {
@@ -326,38 +327,48 @@ impl SharedStreams {
             };
             let status = match inbound {
                 Ok(inbound) => drive(inbound, &routes).await,
-                Err(status) => status,
+                Err(status) => Ended::Status(status),
             };
-            if status.message() == SINGLE_ONLY {
-                if let Some(streams) = streams.upgrade() {
-                    tracing::info!(
-                        endpoint = %addr,
-                        "the server does not know watch ids: its watches get streams of their own"
-                    );
-                    lock(&streams.single_only).insert(addr);
+            let status = match status {
+                Ended::Status(status) => status,
+                Ended::SingleOnly => {
+                    if let Some(streams) = streams.upgrade() {
+                        tracing::info!(
+                            endpoint = %addr,
+                            "the server does not know watch ids: its watches get streams of their own"
+                        );
+                        lock(&streams.single_only).insert(addr);
+                    }
+                    Status::unavailable("the server does not carry several watches on one stream")
                 }
-            }
+            };
             routes.end(&status);
         });
         stream
     }
 }
 
-/// Why a shared stream ended when its server answered without watch ids.
-const SINGLE_ONLY: &str = "the server does not carry several watches on one stream";
+/// Why a shared stream ended.
+enum Ended {
+    Status(Status),
+    /// Its server answered without watch ids.
+    SingleOnly,
+}
 
 /// Hands each response to the watches it names, until the stream ends;
 /// returns why it ended.
-async fn drive(mut inbound: Streaming<pb::WatchResponse>, routes: &Routes) -> Status {
+async fn drive(mut inbound: Streaming<pb::WatchResponse>, routes: &Routes) -> Ended {
     loop {
         let mut response = match inbound.message().await {
             Ok(Some(response)) => response,
-            Ok(None) => return Status::unavailable("the server ended the watch stream"),
-            Err(status) => return status,
+            Ok(None) => {
+                return Ended::Status(Status::unavailable("the server ended the watch stream"))
+            }
+            Err(status) => return Ended::Status(status),
         };
         let ids = std::mem::take(&mut response.watch_ids);
         if ids.is_empty() {
-            return Status::unavailable(SINGLE_ONLY);
+            return Ended::SingleOnly;
         }
         let targets: Vec<mpsc::Sender<Routed>> = {
             let routes = routes.lock();

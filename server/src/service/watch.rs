@@ -628,21 +628,15 @@ async fn serve_several(
             },
             Incoming::Cancel(c) => {
                 let known = &mut lock(&watches).known;
+                if let Some(Known::Starting { canceled, .. }) = known.get_mut(&c.watch_id) {
+                    // Its start task sees this and stops it.
+                    *canceled = true;
+                    continue;
+                }
                 match known.remove(&c.watch_id) {
                     // Its queue closes; the response stream then says so.
                     Some(Known::Running { cancel, .. }) if !cancel.is_closed() => {
                         let _ = cancel.send(());
-                    }
-                    Some(Known::Starting {
-                        acked, refusals, ..
-                    }) => {
-                        let canceled = true;
-                        let starting = Known::Starting {
-                            canceled,
-                            acked,
-                            refusals,
-                        };
-                        known.insert(c.watch_id, starting);
                     }
                     // Ended already, or never known: say so all the same.
                     _ => {
