@@ -71,11 +71,12 @@ pub struct ClientOptions {
     /// stream of its own; those that come while it runs share one. An event
     /// several of them need then crosses the network and is decoded once,
     /// and the server keeps one stream instead of one per watch; the price
-    /// is a hand-off inside the client between that stream and each watch,
-    /// and that a watch whose caller stops reading holds up the others on
-    /// its stream once 64 responses wait for it (the server then ends the
-    /// stream as stuck, and each watch resumes). Servers that do not know
-    /// watch ids get a stream per watch whatever this says.
+    /// is a hand-off inside the client between that stream and each watch.
+    /// A watch whose caller stops reading holds up no other: once 64 of its
+    /// events wait, it leaves the shared stream, and when its caller reads
+    /// again it joins again from its last revision (the server replays what
+    /// it missed). Servers that do not know watch ids get a stream per watch
+    /// whatever this says.
     pub share_watch_streams: bool,
 }
 

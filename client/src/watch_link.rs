@@ -14,12 +14,15 @@
 //!
 //! A shared stream lives while some watch is on it. When it breaks, every
 //! watch on it gets the status and resumes by itself, on a new stream, from
-//! its own last revision. A server that does not know watch ids answers as if
+//! its own last revision. One watch whose caller falls behind does not hold
+//! the others up: once [`INBOX`] of its events wait, it leaves the stream
+//! (the server is told to cancel it) and, when its caller has taken what
+//! waited, joins again from its last revision. A server that does not know watch ids answers as if
 //! the stream had one watch; the first response without ids ends the shared
 //! stream, and that endpoint then gets streams of their own.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use raftconf_api::v1 as pb;
@@ -27,6 +30,7 @@ use raftconf_api::v1::watch_client::WatchClient;
 use raftconf_api::v1::watch_request::Request;
 use raftconf_api::v1::watch_response::Event;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::WeakUnboundedSender;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
@@ -34,10 +38,12 @@ use tonic::{Code, Status, Streaming};
 /// Client-to-server messages buffered on a stream of one watch.
 const OUTBOUND_BUFFER: usize = 64;
 
-/// Responses buffered for one watch of a shared stream. A watch whose caller
-/// does not keep up holds the stream up for all of them once this is full,
-/// and the server then ends it as a stuck subscriber.
-const INBOX: usize = 64;
+/// Events that may wait for one watch of a shared stream. The stream's task
+/// never waits for a watch: one whose caller lets this many wait leaves the
+/// stream and joins again once its caller has taken them (the server replays
+/// what it missed), so the other watches on the stream run on. Snapshot
+/// chunks before the last do not count: a large snapshot is one event.
+pub(crate) const INBOX: usize = 64;
 
 /// What a session sends and receives through.
 pub(crate) enum Link {
@@ -77,19 +83,27 @@ impl Link {
         })
     }
 
-    /// The next response for this watch; `Ok(None)` when the server ended
-    /// the stream (or, shared, the watch) without an error.
-    pub(crate) async fn message(&mut self) -> Result<Option<pb::WatchResponse>, Status> {
+    /// What comes next for this watch.
+    pub(crate) async fn message(&mut self) -> Result<Received, Status> {
         match self {
-            Link::Own { inbound, .. } => inbound.message().await,
+            Link::Own { inbound, .. } => Ok(match inbound.message().await? {
+                Some(response) => Received::Response(response),
+                None => Received::Ended,
+            }),
             Link::Shared(member) => match member.inbox.recv().await {
-                Some(Routed::Response(response)) => match response.event {
-                    Some(Event::Canceled(c)) => match Code::from(c.code) {
-                        Code::Ok => Ok(None),
-                        code => Err(Status::new(code, c.message)),
-                    },
-                    _ => Ok(Some(response)),
-                },
+                Some(Routed::Response(response)) => {
+                    if counts(&response) {
+                        member.waiting.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    match response.event {
+                        Some(Event::Canceled(c)) => match Code::from(c.code) {
+                            Code::Ok => Ok(Received::Ended),
+                            code => Err(Status::new(code, c.message)),
+                        },
+                        _ => Ok(Received::Response(response)),
+                    }
+                }
+                Some(Routed::FellBehind) => Ok(Received::FellBehind),
                 Some(Routed::Ended(status)) => Err(status),
                 None => Err(shared_stream_ended()),
             },
@@ -104,6 +118,23 @@ impl Link {
             Link::Shared(member) => member.send(request),
         }
     }
+}
+
+/// What a watch's link gave it.
+#[derive(Debug)]
+pub(crate) enum Received {
+    Response(pb::WatchResponse),
+    /// The server ended the stream (or, shared, the watch) without an error.
+    Ended,
+    /// It left its shared stream, [`INBOX`] events behind; everything that
+    /// waited was given before this. It joins again from its last revision.
+    FellBehind,
+}
+
+/// Whether `response` counts against a watch's [`INBOX`]: every event but a
+/// snapshot chunk before the last.
+fn counts(response: &pb::WatchResponse) -> bool {
+    !matches!(&response.event, Some(Event::Snapshot(s)) if !s.last_chunk)
 }
 
 fn shared_stream_ended() -> Status {
@@ -138,6 +169,8 @@ fn address(request: Request, id: u64) -> Request {
 /// What the task of a shared stream hands a watch.
 pub(crate) enum Routed {
     Response(pb::WatchResponse),
+    /// The watch was taken off the stream, [`INBOX`] events behind.
+    FellBehind,
     /// The stream broke (or never opened): every watch on it resumes.
     Ended(Status),
 }
@@ -180,9 +213,17 @@ struct Routes {
 
 #[derive(Default)]
 struct RoutesInner {
-    by_id: HashMap<u64, mpsc::Sender<Routed>>,
+    by_id: HashMap<u64, Route>,
     /// The stream ended: no watch may join it.
     ended: bool,
+}
+
+/// Where one watch's responses go.
+#[derive(Clone)]
+struct Route {
+    to: mpsc::UnboundedSender<Routed>,
+    /// Its events not yet taken (see [`counts`]).
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Routes {
@@ -198,9 +239,7 @@ impl Routes {
             std::mem::take(&mut inner.by_id)
         };
         for (_, route) in routes {
-            // A full inbox means its session is busy; it sees the channel
-            // close once it drains it, which also ends the session.
-            let _ = route.try_send(Routed::Ended(status.clone()));
+            let _ = route.to.send(Routed::Ended(status.clone()));
         }
     }
 }
@@ -210,7 +249,9 @@ impl Routes {
 pub(crate) struct Member {
     stream: Arc<SharedStream>,
     id: u64,
-    inbox: mpsc::Receiver<Routed>,
+    inbox: mpsc::UnboundedReceiver<Routed>,
+    /// Its events in `inbox` (see [`counts`]).
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Member {
@@ -260,7 +301,11 @@ impl SharedStreams {
         subscribe: Request,
         then: Vec<Request>,
     ) -> Member {
-        let (route, inbox) = mpsc::channel(INBOX);
+        let (to, inbox) = mpsc::unbounded_channel();
+        let route = Route {
+            to,
+            waiting: Arc::default(),
+        };
         let mut streams = lock(&self.streams);
         let existing = streams.get(addr).and_then(Weak::upgrade);
         let stream = match existing {
@@ -280,10 +325,11 @@ impl SharedStreams {
             stream: Arc::clone(&stream),
             id,
             inbox,
+            waiting: Arc::clone(&route.waiting),
         };
         if routes.ended {
             // It broke just now: this watch resumes like the others.
-            let _ = route.try_send(Routed::Ended(shared_stream_ended()));
+            let _ = route.to.send(Routed::Ended(shared_stream_ended()));
         } else {
             routes.by_id.insert(id, route);
             for request in std::iter::once(subscribe).chain(then) {
@@ -309,6 +355,8 @@ impl SharedStreams {
             next_id: AtomicU64::new(1),
         });
         let routes = Arc::clone(&stream.routes);
+        // Weak: the stream ends when its last watch leaves.
+        let requests = stream.requests.downgrade();
         let mut client =
             WatchClient::new(channel.clone()).max_decoding_message_size(max_response_bytes);
         let streams = Arc::downgrade(self);
@@ -326,7 +374,7 @@ impl SharedStreams {
                 Ok(opened) => opened.map(tonic::Response::into_inner),
             };
             let status = match inbound {
-                Ok(inbound) => drive(inbound, &routes).await,
+                Ok(inbound) => drive(inbound, &routes, &requests).await,
                 Err(status) => Ended::Status(status),
             };
             let status = match status {
@@ -356,8 +404,14 @@ enum Ended {
 }
 
 /// Hands each response to the watches it names, until the stream ends;
-/// returns why it ended.
-async fn drive(mut inbound: Streaming<pb::WatchResponse>, routes: &Routes) -> Ended {
+/// returns why it ended. Never waits for a watch: one with [`INBOX`] events
+/// waiting is taken off the stream instead (and canceled on the server).
+async fn drive(
+    mut inbound: Streaming<pb::WatchResponse>,
+    routes: &Routes,
+    requests: &WeakUnboundedSender<pb::WatchRequest>,
+) -> Ended {
+    let mut targets: Vec<(u64, Route)> = Vec::new();
     loop {
         let mut response = match inbound.message().await {
             Ok(Some(response)) => response,
@@ -370,19 +424,43 @@ async fn drive(mut inbound: Streaming<pb::WatchResponse>, routes: &Routes) -> En
         if ids.is_empty() {
             return Ended::SingleOnly;
         }
-        let targets: Vec<mpsc::Sender<Routed>> = {
+        {
             let routes = routes.lock();
-            ids.iter()
-                .filter_map(|id| routes.by_id.get(id).cloned())
-                .collect()
-        };
-        let Some((last, rest)) = targets.split_last() else {
-            continue; // watches that left
-        };
-        for route in rest {
-            let _ = route.send(Routed::Response(response.clone())).await;
+            targets.extend(
+                ids.iter()
+                    .filter_map(|id| Some((*id, routes.by_id.get(id)?.clone()))),
+            );
         }
-        let _ = last.send(Routed::Response(response)).await;
+        let counted = counts(&response);
+        let mut response = Some(response);
+        let last = targets.len().saturating_sub(1);
+        for (i, (id, route)) in targets.drain(..).enumerate() {
+            if counted && route.waiting.fetch_add(1, Ordering::AcqRel) >= INBOX {
+                fell_behind(id, routes, requests);
+                continue;
+            }
+            let response = if i == last {
+                response.take()
+            } else {
+                response.clone()
+            };
+            if let Some(response) = response {
+                let _ = route.to.send(Routed::Response(response));
+            }
+        }
+    }
+}
+
+/// Takes watch `id` off the stream, [`INBOX`] events behind: it is told
+/// after what waited for it, and the server is told to cancel it.
+fn fell_behind(id: u64, routes: &Routes, requests: &WeakUnboundedSender<pb::WatchRequest>) {
+    let Some(route) = routes.lock().by_id.remove(&id) else {
+        return;
+    };
+    tracing::debug!(watch_id = id, "a watch fell behind its shared stream");
+    let _ = route.to.send(Routed::FellBehind);
+    if let Some(requests) = requests.upgrade() {
+        let _ = requests.send(wrap(Request::Cancel(pb::Cancel { watch_id: id })));
     }
 }
 

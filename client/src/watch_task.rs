@@ -18,7 +18,7 @@ use tonic::Code;
 use crate::error::one_line_status;
 use crate::types::{parse_optional_value, ChangeKind, NamespaceEntry};
 use crate::watch::{Change, Control, WatchEvent, WatchStream};
-use crate::watch_link::Link;
+use crate::watch_link::{Link, Received};
 use crate::{Client, Error, Result};
 
 /// Events buffered between the task and the caller. Small on purpose: a slow
@@ -186,6 +186,10 @@ enum SessionEnd {
     Fatal(Error),
     /// Reconnect and resume.
     Broken { delivered: bool, reason: String },
+    /// The watch left its shared stream, its caller
+    /// [`INBOX`](crate::watch_link::INBOX) events behind:
+    /// join again at once, from the last revision yielded. Nothing broke.
+    FellBehind,
 }
 
 struct WatchTask {
@@ -238,6 +242,14 @@ impl WatchTask {
             };
             match self.session(&addr, start).await {
                 SessionEnd::CallerGone => return,
+                SessionEnd::FellBehind => {
+                    tracing::debug!(
+                        endpoint = %addr,
+                        resume_from = self.guard.resume_from(self.from_revision),
+                        "watch fell behind its shared stream; joining again"
+                    );
+                    continue;
+                }
                 SessionEnd::Fatal(err) => {
                     tracing::warn!(endpoint = %addr, error = %err, "watch refused by the server");
                     let _ = self.events.send(Err(err)).await;
@@ -360,11 +372,12 @@ impl WatchTask {
                 }
                 message = link.message() => {
                     let response = match message {
-                        Ok(Some(response)) => response,
-                        Ok(None) => return SessionEnd::Broken {
+                        Ok(Received::Response(response)) => response,
+                        Ok(Received::Ended) => return SessionEnd::Broken {
                             delivered,
                             reason: "the server ended the stream".into(),
                         },
+                        Ok(Received::FellBehind) => return SessionEnd::FellBehind,
                         Err(status) => {
                             return if is_fatal(status.code(), self.guard.has_seen())
                                 && std::error::Error::source(&status).is_none()

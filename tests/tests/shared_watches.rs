@@ -119,3 +119,56 @@ fn shared_watches_get_what_they_cover_and_resume_each_on_their_own() -> Result<(
 fn watches_on_streams_of_their_own_do_the_same() -> Result<()> {
     watches_resume_each_on_their_own(false)
 }
+
+/// A watch whose caller stops reading holds up no other watch on its shared
+/// stream: the stream's task takes it off the stream once 64 events wait for
+/// it, and the others get every write as it comes, without a reconnect. When
+/// its caller reads again it gets every write too, in order, none missing and
+/// none twice (it joins again from its last revision and the server replays
+/// the rest), and that is not counted as a reconnect: nothing broke.
+#[test]
+fn a_watch_left_unread_holds_up_no_other_on_its_stream() -> Result<()> {
+    let c = Cluster::start(1)?;
+    let all = c.endpoints().join(",");
+    create_env(&all, "pay", "prod")?;
+    let (first, _) = put(&all, "pay/prod/a", r#"{"n":0}"#)?;
+    let rt = Runtime::new()?;
+    let client = rt.block_on(Client::connect(c.endpoints()))?;
+    // The first watch has a stream of its own; the next two share one.
+    let mut own = rt.block_on(client.watch(["pay/prod/"], first))?;
+    let mut reader = rt.block_on(client.watch(["pay/prod/"], first))?;
+    let mut unread = rt.block_on(client.watch(["pay/prod/"], first))?;
+    // A watch joins its stream when first read.
+    let wait = Duration::from_secs(15);
+    for watch in [&mut own, &mut reader, &mut unread] {
+        ensure!(changes_until(&rt, watch, first, wait)? == [first]);
+    }
+
+    // Three times as many writes as may wait for one watch.
+    let mut written = Vec::new();
+    for i in 1..=192 {
+        let value = serde_json::json!({ "n": i });
+        let path = if i % 2 == 0 {
+            "pay/prod/a"
+        } else {
+            "pay/prod/b"
+        };
+        written.push(rt.block_on(client.put(path, &value))?.revision);
+    }
+    let last = *written.last().context("writes")?;
+    ensure!(changes_until(&rt, &mut own, last, wait)? == written);
+    // Held up by `unread`, it would wait for the server to end the stream
+    // as stuck (30 s) and then reconnect.
+    ensure!(changes_until(&rt, &mut reader, last, wait)? == written);
+    ensure!(reader.reconnects() == 0, "{:?}", reader.last_error());
+
+    ensure!(changes_until(&rt, &mut unread, last, wait)? == written);
+    ensure!(unread.reconnects() == 0, "{:?}", unread.last_error());
+    // And it runs on after joining again.
+    let next = rt
+        .block_on(client.put("pay/prod/a", &serde_json::json!({ "n": 193 })))?
+        .revision;
+    ensure!(changes_until(&rt, &mut unread, next, wait)? == [next]);
+    ensure!(changes_until(&rt, &mut reader, next, wait)? == [next]);
+    Ok(())
+}
