@@ -692,14 +692,17 @@ async fn several_watches_share_one_stream() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A canceled watch says so and gets nothing more; the other runs on.
-    tx.send(pb::WatchRequest {
-        request: Some(pb::watch_request::Request::Cancel(pb::Cancel {
-            watch_id: 1,
-        })),
-    })
-    .await
-    .expect("queued");
+    // A canceled watch says so, once, and gets nothing more; the other runs
+    // on. Canceling it again, or an id no Subscribe named, gets no answer.
+    for id in [1, 1, 3, 50] {
+        tx.send(pb::WatchRequest {
+            request: Some(pb::watch_request::Request::Cancel(pb::Cancel {
+                watch_id: id,
+            })),
+        })
+        .await
+        .expect("queued");
+    }
     let m = next_event(&mut stream).await;
     assert_eq!(m.watch_ids, [1]);
     assert!(

@@ -485,11 +485,13 @@ fn record_refusal(
 enum Known {
     /// Being started; `canceled` once the client canceled it meanwhile. The
     /// client may report on it already (a resuming client re-sends its ack
-    /// and refusals right after the `Subscribe`): kept until it runs.
+    /// and refusals right after the `Subscribe`): kept until it runs, as the
+    /// delivery registry keeps them (the highest ack, the latest refusal of
+    /// each namespace).
     Starting {
         canceled: bool,
         acked: u64,
-        refusals: Vec<pb::Refusal>,
+        refusals: HashMap<String, pb::Refusal>,
     },
     /// Running until `cancel` is used or its pump ends (then it is closed).
     Running {
@@ -583,7 +585,7 @@ async fn serve_several(
                             acked,
                             refusals,
                         }) => (canceled, acked, refusals),
-                        _ => (false, 0, Vec::new()),
+                        _ => (false, 0, HashMap::new()),
                     };
                     match started {
                         Err(e) => {
@@ -603,7 +605,7 @@ async fn serve_several(
                             if acked > 0 {
                                 record_ack(registry, delivery, &client_id, acked);
                             }
-                            for r in refusals {
+                            for r in refusals.into_values() {
                                 record_refusal(registry, delivery, &client_id, r);
                             }
                             known.insert(id, Known::Running { delivery, cancel });
@@ -623,7 +625,9 @@ async fn serve_several(
                 Some(Known::Running { delivery: d, .. }) => {
                     record_refusal(&delivery, *d, &client_id, r)
                 }
-                Some(Known::Starting { refusals, .. }) => refusals.push(r),
+                Some(Known::Starting { refusals, .. }) => {
+                    refusals.insert(r.path.clone(), r);
+                }
                 None => {}
             },
             Incoming::Cancel(c) => {
@@ -633,16 +637,11 @@ async fn serve_several(
                     *canceled = true;
                     continue;
                 }
-                match known.remove(&c.watch_id) {
-                    // Its queue closes; the response stream then says so.
-                    Some(Known::Running { cancel, .. }) if !cancel.is_closed() => {
-                        let _ = cancel.send(());
-                    }
-                    // Ended already, or never known: say so all the same.
-                    _ => {
-                        let _ =
-                            joins.send(Join::Canceled(c.watch_id, Box::new(canceled_by_client())));
-                    }
+                // Its queue closes; the response stream then says so. One
+                // that ended already had its `canceled` response (and one
+                // never known gets none, as etcd answers an unknown id).
+                if let Some(Known::Running { cancel, .. }) = known.remove(&c.watch_id) {
+                    let _ = cancel.send(());
                 }
             }
         }
@@ -682,7 +681,7 @@ fn admit(watches: &Watches, id: u64) -> Result<(), NotAdmitted> {
     let starting = Known::Starting {
         canceled: false,
         acked: 0,
-        refusals: Vec::new(),
+        refusals: HashMap::new(),
     };
     table.known.insert(id, starting);
     Ok(())
