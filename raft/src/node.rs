@@ -181,6 +181,9 @@ struct Inner {
     lease: Arc<ReadLease>,
     /// Writes queue here; see [`proposer`].
     writes: mpsc::Sender<PendingWrite>,
+    /// Held by whoever has a proposal in flight: the proposer, or a write
+    /// proposed on its caller's task (see [`RaftNode::write`]).
+    proposing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Name of the file in the data directory that records whose it is.
@@ -263,7 +266,13 @@ impl RaftNode {
             restored,
         ));
         let (writes, writes_rx) = mpsc::channel(MAX_PROPOSAL_WRITES * 4);
-        tokio::spawn(proposer(raft.clone(), writes_rx, config.write_timeout));
+        let proposing = Arc::new(tokio::sync::Mutex::new(()));
+        tokio::spawn(proposer(
+            raft.clone(),
+            writes_rx,
+            Arc::clone(&proposing),
+            config.write_timeout,
+        ));
         tokio::spawn(record_cluster_id(
             raft.clone(),
             state.clone(),
@@ -284,6 +293,7 @@ impl RaftNode {
                 reads,
                 lease,
                 writes,
+                proposing,
             }),
         })
     }
@@ -352,12 +362,24 @@ impl RaftNode {
 
     /// Proposes `request` and waits for apply's answer (bounded by `write_timeout`).
     /// Writes that arrive while an entry is being made durable are proposed
-    /// together in the next one (see [`proposer`]).
+    /// together in the next one (see [`proposer`]). A write that finds no
+    /// proposal in flight and none queued is proposed here, on the caller's
+    /// task: the proposer would only pass it on, a hand-off to its task and
+    /// one back for the answer.
     pub async fn write(&self, request: Request) -> std::result::Result<Applied, WriteError> {
         if let Some(why) = self.removed() {
             return Err(WriteError::Unavailable(why));
         }
         let timeout = self.inner.config.write_timeout;
+        let writes = &self.inner.writes;
+        if writes.capacity() == writes.max_capacity() {
+            if let Ok(_proposing) = self.inner.proposing.try_lock() {
+                let mut answers = propose(&self.inner.raft, vec![request], timeout).await;
+                return answers
+                    .pop()
+                    .unwrap_or_else(|| Err(WriteError::Unknown("apply gave no answer".into())));
+            }
+        }
         let (tx, rx) = oneshot::channel();
         self.inner
             .writes
@@ -624,7 +646,14 @@ const MAX_PROPOSAL_WRITES: usize = 1024;
 /// for its fsync before taking the next, so concurrent writes each paid a
 /// whole fsync. This loop proposes one entry at a time, carrying every write
 /// that queued meanwhile; apply answers each write separately, in order.
-async fn proposer(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, timeout: Duration) {
+/// `proposing` is held while an entry is in flight, by this loop or by a
+/// write proposed on its caller's task.
+async fn proposer(
+    raft: Raft,
+    mut rx: mpsc::Receiver<PendingWrite>,
+    proposing: Arc<tokio::sync::Mutex<()>>,
+    timeout: Duration,
+) {
     let mut carry: Option<PendingWrite> = None;
     loop {
         let first = match carry.take() {
@@ -634,6 +663,7 @@ async fn proposer(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, timeout: Dur
                 None => return,
             },
         };
+        let _proposing = proposing.lock().await;
         let mut bytes = approx_size(&first.0);
         // Sized for what is queued: growing it by pushes was 2.5 % of the
         // server's CPU at 64 concurrent writers (a request is large to move).
@@ -650,37 +680,50 @@ async fn proposer(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, timeout: Dur
             batch.push(next);
         }
         let (requests, waiters): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
-        let n = requests.len();
-        let outcome = tokio::time::timeout(timeout, raft.client_write(Proposal { requests })).await;
-        let failure = match outcome {
-            Ok(Ok(resp)) if resp.data.responses.len() == n => {
-                for (waiter, response) in waiters.into_iter().zip(resp.data.responses) {
-                    let _ = waiter.send(response.outcome.map_err(WriteError::Rejected));
-                }
-                continue;
-            }
-            Ok(Ok(resp)) => WriteError::Unknown(format!(
-                "apply answered {} of {n} writes",
-                resp.data.responses.len()
-            )),
-            Err(_) => WriteError::Unknown(format!(
-                "not committed within {timeout:?}; it may still be applied"
-            )),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                WriteError::NotLeader {
-                    leader_id: f.leader_id,
-                    leader: f.leader_node,
-                }
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                WriteError::Unavailable(e.to_string())
-            }
-            Ok(Err(RaftError::Fatal(e))) => WriteError::Unknown(format!("raft stopped: {e}")),
-        };
-        for waiter in waiters {
-            let _ = waiter.send(Err(failure.clone()));
+        let answers = propose(&raft, requests, timeout).await;
+        for (waiter, answer) in waiters.into_iter().zip(answers) {
+            let _ = waiter.send(answer);
         }
     }
+}
+
+/// Proposes `requests` as one entry and returns apply's answer to each, in
+/// order (all the same error if the entry was not applied, or not known to be).
+async fn propose(
+    raft: &Raft,
+    requests: Vec<Request>,
+    timeout: Duration,
+) -> Vec<std::result::Result<Applied, WriteError>> {
+    let n = requests.len();
+    let outcome = tokio::time::timeout(timeout, raft.client_write(Proposal { requests })).await;
+    let failure = match outcome {
+        Ok(Ok(resp)) if resp.data.responses.len() == n => {
+            return resp
+                .data
+                .responses
+                .into_iter()
+                .map(|response| response.outcome.map_err(WriteError::Rejected))
+                .collect();
+        }
+        Ok(Ok(resp)) => WriteError::Unknown(format!(
+            "apply answered {} of {n} writes",
+            resp.data.responses.len()
+        )),
+        Err(_) => WriteError::Unknown(format!(
+            "not committed within {timeout:?}; it may still be applied"
+        )),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            WriteError::NotLeader {
+                leader_id: f.leader_id,
+                leader: f.leader_node,
+            }
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+            WriteError::Unavailable(e.to_string())
+        }
+        Ok(Err(RaftError::Fatal(e))) => WriteError::Unknown(format!("raft stopped: {e}")),
+    };
+    vec![Err(failure); n]
 }
 
 /// Roughly how many bytes a request adds to an entry.

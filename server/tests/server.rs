@@ -741,3 +741,53 @@ async fn a_stream_of_several_watches_ends_unavailable_on_shutdown() {
     shutdown.await.expect("shutdown completes");
     drop(tx);
 }
+
+/// Writes from many tasks at once, a lone write proposed on its caller's
+/// task and the ones that queue meanwhile proposed together: each gets an
+/// answer of its own, the revisions are every one from the first to the
+/// last once, and each namespace's version counts every write to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_each_get_their_own_revision() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, channel) = start(dir.path()).await;
+    seed(&channel).await;
+    let (tasks, each) = (16, 25);
+    let writers = (0..tasks).map(|t| {
+        let mut config = ConfigClient::new(channel.clone());
+        tokio::spawn(async move {
+            let mut revisions = Vec::new();
+            for i in 0..each {
+                // Alone now and then, so that some writes find nothing in flight.
+                if i % 5 == t % 5 {
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+                let path = format!("pay/prod/n{}", t % 4);
+                revisions.push(written(&mut config, &path, &format!("{{\"i\":{i}}}")).await);
+            }
+            revisions
+        })
+    });
+    let mut revisions = Vec::new();
+    for writer in writers.collect::<Vec<_>>() {
+        let mine = writer.await.expect("writer");
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
+        revisions.extend(mine);
+    }
+    revisions.sort_unstable();
+    let first = revisions[0];
+    let expected: Vec<u64> = (first..first + (tasks * each) as u64).collect();
+    assert_eq!(revisions, expected);
+    let mut kv = ConfigClient::new(channel.clone());
+    for n in 0..4 {
+        let got = kv
+            .get(pb::GetRequest {
+                path: format!("pay/prod/n{n}"),
+                ..Default::default()
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(got.version, (tasks / 4 * each) as u64, "n{n}");
+    }
+    server.shutdown().await;
+}
