@@ -17,9 +17,10 @@
 //! its own last revision. One watch whose caller falls behind does not hold
 //! the others up: once [`INBOX`] of its events wait, it leaves the stream
 //! (the server is told to cancel it) and, when its caller has taken what
-//! waited, joins again from its last revision. A server that does not know watch ids answers as if
-//! the stream had one watch; the first response without ids ends the shared
-//! stream, and that endpoint then gets streams of their own.
+//! waited, joins again from its last revision. A server that does not know
+//! watch ids answers as if the stream had one watch; the first response
+//! without ids ends the shared stream, and that endpoint then gets streams of
+//! their own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
