@@ -558,3 +558,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "watch_link_tests.rs"]
+mod old_server_tests;
